@@ -1,0 +1,261 @@
+//! Bodies of the publisher HTTP API (DESIGN §5): what a backend sends, what it gets back.
+
+use crate::{EventKind, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Longest accepted `id`, `run_id` or `thread_id`, in bytes.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// One validated event, ready to append. Field rules are checked; run rules are not (they need the
+/// run's state, which only the engine has).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventInput {
+    /// Owner of the event.
+    pub user_id: UserId,
+    /// What happened.
+    pub kind: EventKind,
+    /// The run, required for every kind but `custom`.
+    pub run_id: Option<String>,
+    /// Conversation thread.
+    pub thread_id: Option<String>,
+    /// The data object (`{}` when absent).
+    pub data: Map<String, Value>,
+    /// Idempotency key; generated on append when absent.
+    pub id: Option<String>,
+}
+
+/// A field that broke a rule, named so the publisher can fix it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FieldError {
+    /// What is wrong, starting with the field's name.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}
+
+/// Why a publish body was refused as a whole (nothing was appended).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The body is not JSON.
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// One event is invalid; `index` is its position in a batch.
+    #[error("{}{error}", index.map(|i| format!("events[{i}]: ")).unwrap_or_default())]
+    Invalid {
+        /// Position in `events`, or `None` for a single event.
+        index: Option<usize>,
+        /// The broken field rule.
+        error: FieldError,
+    },
+    /// More events than the batch limit.
+    #[error("batch has {len} events; the limit is {max} per request, split it")]
+    TooMany {
+        /// Events sent.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A parsed `POST /v1/events` body: one event or a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PublishBody {
+    /// `{ "user_id": …, "event": … }`
+    Single(EventInput),
+    /// `{ "events": [ … ] }`, all-or-nothing.
+    Batch(Vec<EventInput>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEvent {
+    user_id: Option<String>,
+    event: Option<String>,
+    run_id: Option<String>,
+    thread_id: Option<String>,
+    data: Option<Value>,
+    id: Option<String>,
+}
+
+impl PublishBody {
+    /// Parses and validates a body; a batch is validated as a whole, up to `max_batch` events.
+    pub fn parse(body: &[u8], max_batch: usize) -> Result<Self, BatchError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| BatchError::InvalidJson(e.to_string()))?;
+        let invalid = |index, error| BatchError::Invalid { index, error };
+        match value {
+            Value::Object(mut obj) if obj.contains_key("events") && !obj.contains_key("event") => {
+                if obj.len() != 1 {
+                    let extra = obj.keys().find(|k| *k != "events").cloned().unwrap_or_default();
+                    return Err(invalid(None, FieldError::new(format!(
+                        "unknown field {extra:?} next to \"events\"; a batch is {{\"events\":[…]}}"
+                    ))));
+                }
+                let Some(Value::Array(items)) = obj.remove("events") else {
+                    return Err(invalid(None, FieldError::new("events must be an array of event objects")));
+                };
+                if items.is_empty() {
+                    return Err(invalid(None, FieldError::new("events must not be empty")));
+                }
+                if items.len() > max_batch {
+                    return Err(BatchError::TooMany { len: items.len(), max: max_batch });
+                }
+                let events = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| EventInput::from_value(item).map_err(|e| invalid(Some(i), e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(PublishBody::Batch(events))
+            }
+            other => EventInput::from_value(other).map(PublishBody::Single).map_err(|e| invalid(None, e)),
+        }
+    }
+
+    /// The events in body order.
+    pub fn into_events(self) -> Vec<EventInput> {
+        match self {
+            PublishBody::Single(e) => vec![e],
+            PublishBody::Batch(v) => v,
+        }
+    }
+}
+
+impl EventInput {
+    /// Validates one event object.
+    pub fn from_value(value: Value) -> Result<Self, FieldError> {
+        if !value.is_object() {
+            return Err(FieldError::new("an event must be a JSON object"));
+        }
+        let wire: WireEvent = serde_json::from_value(value).map_err(|e| FieldError::new(e.to_string()))?;
+        let user_id = wire.user_id.ok_or_else(|| FieldError::new("user_id is required"))?;
+        let user_id = UserId::parse(&user_id).map_err(|e| FieldError::new(e.to_string()))?;
+        let name = wire.event.ok_or_else(|| FieldError::new("event is required"))?;
+        let kind = match EventKind::from_name(&name) {
+            Some(EventKind::RunStalled) => {
+                return Err(FieldError::new("event run_stalled is emitted by Herald only"));
+            }
+            Some(kind) => kind,
+            None => {
+                return Err(FieldError::new(format!(
+                    "event {name:?} is unknown; known events: {}",
+                    EventKind::known_names()
+                )));
+            }
+        };
+        let run_id = check_key("run_id", wire.run_id)?;
+        if kind.requires_run_id() && run_id.is_none() {
+            return Err(FieldError::new(format!("run_id is required for {kind}")));
+        }
+        let data = match wire.data {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(_) => return Err(FieldError::new("data must be a JSON object")),
+        };
+        kind.check_data(&data).map_err(FieldError::new)?;
+        Ok(EventInput {
+            user_id,
+            kind,
+            run_id,
+            thread_id: check_key("thread_id", wire.thread_id)?,
+            data,
+            id: check_key("id", wire.id)?,
+        })
+    }
+}
+
+fn check_key(field: &str, value: Option<String>) -> Result<Option<String>, FieldError> {
+    match value {
+        Some(v) if v.is_empty() => Err(FieldError::new(format!("{field} must not be empty"))),
+        Some(v) if v.len() > MAX_KEY_LEN => Err(FieldError::new(format!(
+            "{field} is {} bytes long; the limit is {MAX_KEY_LEN}",
+            v.len()
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// What a publisher gets back for each accepted event, once it is in the user's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The event id (the idempotency key).
+    pub id: String,
+    /// The event's position in the user's log.
+    pub seq: u64,
+    /// The log's epoch.
+    pub epoch: String,
+    /// Connections of the user open when the event was appended.
+    pub connections: usize,
+    /// True when this id was already accepted: the first receipt is returned, nothing delivered.
+    pub duplicate: bool,
+}
+
+/// The body of every HTTP error: `{"error":{"code","message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The error.
+    pub error: ApiErrorBody,
+}
+
+/// The inside of [`ApiError`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// Machine-readable code, e.g. `invalid_event`.
+    pub code: String,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error body.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { error: ApiErrorBody { code: code.to_owned(), message: message.into() } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<PublishBody, BatchError> {
+        PublishBody::parse(s.as_bytes(), 3)
+    }
+
+    #[test]
+    fn single_and_batch_parse() {
+        let one = parse(r#"{"user_id":"u","event":"agent_started","run_id":"r"}"#).unwrap();
+        assert_eq!(one.into_events().len(), 1);
+        let two = parse(r#"{"events":[{"user_id":"u","event":"agent_started","run_id":"r"},
+            {"user_id":"u","event":"custom","data":{"name":"x"}}]}"#)
+        .unwrap();
+        assert_eq!(two.into_events().len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_index() {
+        assert!(matches!(parse("{"), Err(BatchError::InvalidJson(_))));
+        let e = parse(r#"{"event":"agent_started","run_id":"r"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "user_id is required");
+        let e = parse(r#"{"user_id":"u","event":"agent_starts","run_id":"r"}"#).unwrap_err();
+        assert!(e.to_string().contains("known events: agent_started"), "{e}");
+        let e = parse(r#"{"user_id":"u","event":"agent_thinking"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "run_id is required for agent_thinking");
+        let e = parse(r#"{"user_id":"u","event":"progress","run_id":"r","data":[1]}"#).unwrap_err();
+        assert_eq!(e.to_string(), "data must be a JSON object");
+        let e = parse(r#"{"events":[{"user_id":"u","event":"agent_started","run_id":"r"},
+            {"user_id":"u","event":"tool_executing","run_id":"r"}]}"#)
+        .unwrap_err();
+        assert_eq!(e.to_string(), "events[1]: data.tool_name is required for tool_executing");
+        let e = parse(r#"{"user_id":"u","event":"custom","data":{"name":"x"},"colour":1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+        let e = parse(r#"{"events":[1,2,3,4]}"#).unwrap_err();
+        assert_eq!(e, BatchError::TooMany { len: 4, max: 3 });
+        assert!(parse(r#"{"events":[]}"#).is_err());
+        assert!(parse(r#"{"user_id":"u","event":"run_stalled","run_id":"r"}"#).is_err());
+    }
+}
