@@ -67,18 +67,12 @@ impl EventKind {
 
     /// Parses a wire name, including the server-only `run_stalled`.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::PUBLISHABLE
-            .into_iter()
-            .chain([EventKind::RunStalled])
-            .find(|k| k.as_str() == name)
+        Self::PUBLISHABLE.into_iter().chain([EventKind::RunStalled]).find(|k| k.as_str() == name)
     }
 
     /// Ends its run: nothing may follow it.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            EventKind::AgentCompleted | EventKind::AgentError | EventKind::AgentCancelled
-        )
+        matches!(self, EventKind::AgentCompleted | EventKind::AgentError | EventKind::AgentCancelled)
     }
 
     /// Belongs to a run and so needs a `run_id` (all but `custom`).

@@ -171,8 +171,7 @@ impl ClientFrame {
         if !matches!(kind.as_str(), "ping" | "cancel" | "message") {
             return Err(ClientFrameError::UnknownType(kind));
         }
-        serde_json::from_value(value)
-            .map_err(|e| ClientFrameError::Invalid { kind, reason: e.to_string() })
+        serde_json::from_value(value).map_err(|e| ClientFrameError::Invalid { kind, reason: e.to_string() })
     }
 }
 

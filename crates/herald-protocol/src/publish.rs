@@ -93,9 +93,12 @@ impl PublishBody {
             Value::Object(mut obj) if obj.contains_key("events") && !obj.contains_key("event") => {
                 if obj.len() != 1 {
                     let extra = obj.keys().find(|k| *k != "events").cloned().unwrap_or_default();
-                    return Err(invalid(None, FieldError::new(format!(
-                        "unknown field {extra:?} next to \"events\"; a batch is {{\"events\":[…]}}"
-                    ))));
+                    return Err(invalid(
+                        None,
+                        FieldError::new(format!(
+                            "unknown field {extra:?} next to \"events\"; a batch is {{\"events\":[…]}}"
+                        )),
+                    ));
                 }
                 let Some(Value::Array(items)) = obj.remove("events") else {
                     return Err(invalid(None, FieldError::new("events must be an array of event objects")));
@@ -172,10 +175,9 @@ impl EventInput {
 fn check_key(field: &str, value: Option<String>) -> Result<Option<String>, FieldError> {
     match value {
         Some(v) if v.is_empty() => Err(FieldError::new(format!("{field} must not be empty"))),
-        Some(v) if v.len() > MAX_KEY_LEN => Err(FieldError::new(format!(
-            "{field} is {} bytes long; the limit is {MAX_KEY_LEN}",
-            v.len()
-        ))),
+        Some(v) if v.len() > MAX_KEY_LEN => {
+            Err(FieldError::new(format!("{field} is {} bytes long; the limit is {MAX_KEY_LEN}", v.len())))
+        }
         other => Ok(other),
     }
 }
@@ -230,8 +232,10 @@ mod tests {
     fn single_and_batch_parse() {
         let one = parse(r#"{"user_id":"u","event":"agent_started","run_id":"r"}"#).unwrap();
         assert_eq!(one.into_events().len(), 1);
-        let two = parse(r#"{"events":[{"user_id":"u","event":"agent_started","run_id":"r"},
-            {"user_id":"u","event":"custom","data":{"name":"x"}}]}"#)
+        let two = parse(
+            r#"{"events":[{"user_id":"u","event":"agent_started","run_id":"r"},
+            {"user_id":"u","event":"custom","data":{"name":"x"}}]}"#,
+        )
         .unwrap();
         assert_eq!(two.into_events().len(), 2);
     }
@@ -247,8 +251,10 @@ mod tests {
         assert_eq!(e.to_string(), "run_id is required for agent_thinking");
         let e = parse(r#"{"user_id":"u","event":"progress","run_id":"r","data":[1]}"#).unwrap_err();
         assert_eq!(e.to_string(), "data must be a JSON object");
-        let e = parse(r#"{"events":[{"user_id":"u","event":"agent_started","run_id":"r"},
-            {"user_id":"u","event":"tool_executing","run_id":"r"}]}"#)
+        let e = parse(
+            r#"{"events":[{"user_id":"u","event":"agent_started","run_id":"r"},
+            {"user_id":"u","event":"tool_executing","run_id":"r"}]}"#,
+        )
         .unwrap_err();
         assert_eq!(e.to_string(), "events[1]: data.tool_name is required for tool_executing");
         let e = parse(r#"{"user_id":"u","event":"custom","data":{"name":"x"},"colour":1}"#).unwrap_err();

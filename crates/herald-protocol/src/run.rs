@@ -48,7 +48,9 @@ pub enum RunRuleError {
         event: EventKind,
     },
     /// `tool_completed` without a matching open `tool_executing`.
-    #[error("run {run_id} has no open tool_executing for {what}: tool_completed must match an open tool call")]
+    #[error(
+        "run {run_id} has no open tool_executing for {what}: tool_completed must match an open tool call"
+    )]
     NoOpenTool {
         /// The run.
         run_id: String,
@@ -195,7 +197,8 @@ mod tests {
         assert_eq!(e.rule(), "no_open_tool");
 
         step(&mut s, EventKind::ToolExecuting, json!({"tool_name": "x", "tool_call_id": "c1"})).unwrap();
-        let e = step(&mut s, EventKind::ToolCompleted, json!({"tool_name": "x", "tool_call_id": "c2"})).unwrap_err();
+        let e = step(&mut s, EventKind::ToolCompleted, json!({"tool_name": "x", "tool_call_id": "c2"}))
+            .unwrap_err();
         assert!(e.to_string().contains("tool_call_id \"c2\""), "{e}");
         assert_eq!(step(&mut s, EventKind::AgentCompleted, json!({})).unwrap_err().rule(), "tools_open");
 

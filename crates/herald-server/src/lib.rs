@@ -1,0 +1,162 @@
+//! Herald as a library: everything the `herald` binary does, callable from tests and other
+//! programs.
+//!
+//! [`run`] serves a [`config::Config`] on a bound listener until a shutdown token is cancelled,
+//! then drains: new connections and publishes are refused, open sockets are closed with 1001.
+//!
+//! Where things live: [`config`] (settings), [`auth`] (who is calling), [`registry`] (per-user
+//! managers), [`engine`] (where logs live), [`log`] (the per-user log and cursors), [`ws`] (the
+//! socket endpoint and connection loop), [`api`] (HTTP routes), [`metrics`].
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod log;
+pub mod metrics;
+pub mod registry;
+pub mod ws;
+
+use auth::Authenticator;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use config::{Config, EngineConfig};
+use engine::{Engine, MemoryEngine};
+use log::Retention;
+use registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::Settings;
+
+/// How often idle managers and expired events are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a drain waits for open sockets to take their close frames.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listener failed.
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configured engine cannot be used.
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+/// Shared state of one server: what every handler and connection needs.
+#[derive(Debug)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Credential checks.
+    pub auth: Authenticator,
+    /// Per-user managers.
+    pub registry: Registry,
+    /// Where logs live.
+    pub engine: Arc<dyn Engine>,
+    /// Cancelled when the server drains.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so a drain can wait for their close frames.
+    pub tracker: TaskTracker,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    /// True once the drain started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Builds the engine named by the configuration.
+pub fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerError> {
+    let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
+    match &config.engine {
+        EngineConfig::Memory => Ok(Arc::new(MemoryEngine::new(retention))),
+        EngineConfig::Redis { .. } => Err(ServerError::Engine(
+            "the redis engine is not available in this build yet; use --engine memory".into(),
+        )),
+    }
+}
+
+/// The router with every route, over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let prometheus = metrics::install();
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/v1/events", post(api::events::publish))
+        .route("/v1/users/{user_id}/events", get(api::history::list))
+        .route("/health/live", get(api::health::live))
+        .route("/health/ready", get(api::health::ready))
+        .route("/metrics", get(move || std::future::ready(prometheus.render())))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serves `config` on `listener` until `shutdown` is cancelled, then drains and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let engine = build_engine(&config)?;
+    run_with_engine(config, engine, listener, shutdown).await
+}
+
+/// Like [`run`], with an engine built by the caller (tests use this to inspect the engine).
+pub async fn run_with_engine(
+    config: Config,
+    engine: Arc<dyn Engine>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let state = Arc::new(AppState {
+        auth: Authenticator::new(&config),
+        registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user),
+        engine,
+        config: Arc::new(config),
+        shutdown: shutdown.child_token(),
+        tracker: TaskTracker::new(),
+        draining: AtomicBool::new(false),
+    });
+    let addr = listener.local_addr()?;
+    info!(engine = state.engine.name(), "listening on http://{addr}");
+
+    let sweeper = tokio::spawn(sweep(state.clone()));
+    let app = router(state.clone());
+    let drain_state = state.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            drain_state.draining.store(true, Ordering::Release);
+            info!("draining: refusing new connections, closing open ones with 1001");
+            drain_state.shutdown.cancel();
+        })
+        .await?;
+    state.tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, state.tracker.wait()).await.is_err() {
+        tracing::warn!("drain timed out with {} connections still closing", state.tracker.len());
+    }
+    sweeper.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn sweep(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        state.registry.evict_idle(Instant::now());
+        state.engine.sweep();
+    }
+}

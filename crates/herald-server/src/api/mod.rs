@@ -1,0 +1,107 @@
+//! The HTTP API (DESIGN §5). Handlers are thin: parse the request, call the library, map the
+//! result. Every error leaves through [`ApiFailure`], the one place that turns library errors into
+//! a status and the shared body `{"error":{"code","message"}}`.
+
+pub mod events;
+pub mod health;
+pub mod history;
+
+use crate::AppState;
+use crate::auth::AuthError;
+use crate::engine::{AppendError, EngineError};
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use herald_protocol::{ApiError, BatchError};
+use std::sync::Arc;
+
+/// An error response: status plus the shared JSON error body.
+#[derive(Debug)]
+pub struct ApiFailure {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl ApiFailure {
+    /// A failure with any status and code.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self { status, body: ApiError::new(code, message) }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 503 `not_ready`.
+    pub fn not_ready(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiFailure {
+    fn from(e: AuthError) -> Self {
+        let status = match e {
+            AuthError::Origin(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<BatchError> for ApiFailure {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::InvalidJson(_) => Self::bad_request("invalid_json", e.to_string()),
+            BatchError::Invalid { .. } => Self::bad_request("invalid_event", e.to_string()),
+            BatchError::TooMany { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<AppendError> for ApiFailure {
+    fn from(e: AppendError) -> Self {
+        match &e {
+            AppendError::RunRule { source, .. } => {
+                crate::metrics::run_rejected(source.rule());
+                Self::new(StatusCode::CONFLICT, "run_state", e.to_string())
+            }
+            AppendError::Engine(inner) => inner.clone().into(),
+        }
+    }
+}
+
+impl From<EngineError> for ApiFailure {
+    fn from(e: EngineError) -> Self {
+        crate::metrics::engine_error();
+        Self::not_ready(format!("{e}; nothing was stored, retry with the same id"))
+    }
+}
+
+/// Proof that the request carried a valid publisher API key.
+#[derive(Debug)]
+pub struct Publisher;
+
+impl FromRequestParts<Arc<AppState>> for Publisher {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        state.auth.api_key(&parts.headers)?;
+        Ok(Publisher)
+    }
+}
+
+/// 404 for unknown routes, with the shared body.
+pub async fn not_found() -> ApiFailure {
+    ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such route; see docs/protocol.md")
+}

@@ -1,0 +1,129 @@
+//! Who is this request? One entry point per kind of caller, several credential sources.
+//!
+//! Browsers and other clients authenticate with a JWT (header `Authorization: Bearer`, or the
+//! subprotocol `bearer.<jwt>` next to `herald.v1` for browsers, which cannot set headers); backends
+//! authenticate with an API key. This module decides, from headers alone and before any upgrade,
+//! and never logs a credential.
+
+pub mod jwt;
+
+use crate::config::{Config, OriginPolicy, Secret};
+use axum::http::{HeaderMap, header};
+use herald_protocol::{BEARER_SUBPROTOCOL_PREFIX, UserId};
+use jwt::JwtVerifier;
+use std::time::SystemTime;
+use subtle::ConstantTimeEq;
+
+/// An authenticated client.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user the token was issued for (`sub`).
+    pub user: UserId,
+    /// When the token expires; the connection is closed with 4001 then.
+    pub expires_at: SystemTime,
+}
+
+/// Why a request was refused. Maps to 401 or 403 with a JSON body in one place (`api`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// No credential at all.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// A credential that does not verify.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// A JWT past its `exp`.
+    #[error("token expired: get a fresh token and reconnect")]
+    Expired,
+    /// An API key that is not configured.
+    #[error("invalid API key")]
+    BadApiKey,
+    /// A browser Origin that may not open sockets here.
+    #[error("origin {0:?} is not allowed: add it to HERALD_ALLOWED_ORIGINS")]
+    Origin(String),
+}
+
+impl AuthError {
+    /// The error code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Origin(_) => "forbidden",
+            _ => "unauthorized",
+        }
+    }
+}
+
+/// Checks every credential kind Herald accepts.
+#[derive(Debug)]
+pub struct Authenticator {
+    jwt: JwtVerifier,
+    api_keys: Vec<Secret>,
+    origins: OriginPolicy,
+}
+
+impl Authenticator {
+    /// Builds the authenticator from the validated configuration.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            jwt: JwtVerifier::new(&config.jwt),
+            api_keys: config.api_keys.clone(),
+            origins: config.origins.clone(),
+        }
+    }
+
+    /// Authenticates a WebSocket handshake from its `Authorization` header or `bearer.` subprotocol.
+    pub fn socket(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        let token = bearer(headers).or_else(|| subprotocol_token(headers)).ok_or(AuthError::Missing(
+            "no token: send Authorization: Bearer <jwt>, or subprotocols herald.v1, bearer.<jwt>",
+        ))?;
+        self.jwt.verify(token)
+    }
+
+    /// Checks the publisher API key in `Authorization: Bearer`, in constant time per key.
+    pub fn api_key(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        let given =
+            bearer(headers).ok_or(AuthError::Missing("no API key: send Authorization: Bearer <API key>"))?;
+        let mut ok = subtle::Choice::from(0);
+        for key in &self.api_keys {
+            ok |= key.expose().as_bytes().ct_eq(given.as_bytes());
+        }
+        if bool::from(ok) { Ok(()) } else { Err(AuthError::BadApiKey) }
+    }
+
+    /// Refuses a browser Origin that the policy does not allow (cross-site WebSocket hijacking).
+    /// Requests without an Origin (non-browser clients) are allowed.
+    pub fn origin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+            return Ok(());
+        };
+        let allowed = match &self.origins {
+            OriginPolicy::Any => true,
+            OriginPolicy::List(list) => {
+                list.iter().any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+            }
+            OriginPolicy::SameOrigin => {
+                let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                origin
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.trim_end_matches('/').eq_ignore_ascii_case(host))
+            }
+        };
+        if allowed { Ok(()) } else { Err(AuthError::Origin(origin.to_owned())) }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn subprotocol_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
+}

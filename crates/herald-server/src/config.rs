@@ -1,0 +1,515 @@
+//! Configuration: every setting from flags, environment and a TOML file, merged then validated.
+//!
+//! Precedence is flag > env > file > default (DESIGN §7). Each setting has three spellings: file
+//! key `history_size`, flag `--history-size`, env `HERALD_HISTORY_SIZE`. [`Settings`] is the raw,
+//! all-optional layer that clap and the TOML file both fill; [`Settings::validate`] turns the merge
+//! into a [`Config`] with concrete values, or a [`ConfigError`] that says what to set.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A secret string (JWT secret, API key). `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself: call only where it is used, never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// The raw settings layer: every field optional, filled by clap (flags and env) or by the file.
+#[derive(clap::Args, Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on, host:port.
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", help_heading = "Server")]
+    pub listen: Option<String>,
+
+    /// Where user logs live: `memory` (one node) or `redis` (many nodes).
+    #[arg(long, env = "HERALD_ENGINE", value_name = "ENGINE", help_heading = "Server")]
+    pub engine: Option<String>,
+
+    /// Redis URL for `--engine redis`, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long, env = "HERALD_REDIS_URL", value_name = "URL", help_heading = "Server")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key, so deployments (and tests) can share one Redis. Default herald.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", value_name = "PREFIX", help_heading = "Server")]
+    pub redis_prefix: Option<String>,
+
+    /// HS256 secret that verifies client JWTs (and signs `herald token`).
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        help_heading = "Auth"
+    )]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM file with an RS256 or ES256 public key that verifies client JWTs.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_name = "FILE", help_heading = "Auth")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// URL of a JWKS document with the keys that verify client JWTs.
+    #[arg(long, env = "HERALD_JWKS_URL", value_name = "URL", help_heading = "Auth")]
+    pub jwks_url: Option<String>,
+
+    /// Required `aud` of client JWTs (not checked when unset).
+    #[arg(long, env = "HERALD_JWT_AUDIENCE", value_name = "AUD", help_heading = "Auth")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` of client JWTs (not checked when unset).
+    #[arg(long, env = "HERALD_JWT_ISSUER", value_name = "ISS", help_heading = "Auth")]
+    pub jwt_issuer: Option<String>,
+
+    /// API key(s) of publishing backends; comma-separated to rotate keys without downtime.
+    #[arg(long, env = "HERALD_API_KEY", value_name = "KEYS", hide_env_values = true, help_heading = "Auth")]
+    pub api_key: Option<Secret>,
+
+    /// Browser Origins allowed to open sockets: comma list, or `*`. Unset: same-origin only.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_name = "ORIGINS", help_heading = "Auth")]
+    pub allowed_origins: Option<String>,
+
+    /// Events kept per user for resume and history. Default 1000.
+    #[arg(long, env = "HERALD_HISTORY_SIZE", value_name = "N", help_heading = "Delivery")]
+    pub history_size: Option<usize>,
+
+    /// Seconds an event is kept for resume and history. Default 900.
+    #[arg(long, env = "HERALD_HISTORY_TTL_S", value_name = "SECONDS", help_heading = "Delivery")]
+    pub history_ttl_s: Option<u64>,
+
+    /// Bytes a connection may fall behind before it is closed with 4008 (it then resumes).
+    /// Default 1048576.
+    #[arg(long, env = "HERALD_MAX_PENDING_BYTES", value_name = "BYTES", help_heading = "Delivery")]
+    pub max_pending_bytes: Option<usize>,
+
+    /// Seconds without an event after which a run is reported stalled. Default 120.
+    #[arg(long, env = "HERALD_RUN_STALL_S", value_name = "SECONDS", help_heading = "Delivery")]
+    pub run_stall_s: Option<u64>,
+
+    /// Milliseconds between server pings; two missed pongs close the connection. Default 25000.
+    #[arg(long, env = "HERALD_HEARTBEAT_MS", value_name = "MS", help_heading = "Limits")]
+    pub heartbeat_ms: Option<u64>,
+
+    /// Largest client text frame; bigger closes with 1009. Default 65536.
+    #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES", value_name = "BYTES", help_heading = "Limits")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Open connections per user; one more is closed with 4029. Default 32.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", value_name = "N", help_heading = "Limits")]
+    pub max_connections_per_user: Option<usize>,
+
+    /// Largest publish request body; bigger gets 413. Default 1048576.
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "BYTES", help_heading = "Limits")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Most events in one publish batch; more gets 413. Default 1000.
+    #[arg(long, env = "HERALD_MAX_BATCH", value_name = "N", help_heading = "Limits")]
+    pub max_batch: Option<usize>,
+
+    /// Seconds a user's manager stays in memory with no connection and no activity. Default 60.
+    #[arg(long, env = "HERALD_MANAGER_IDLE_S", value_name = "SECONDS", help_heading = "Limits")]
+    pub manager_idle_s: Option<u64>,
+
+    /// Log format: `text` or `json` (one JSON object per line).
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_name = "FORMAT", help_heading = "Server")]
+    pub log_format: Option<String>,
+
+    /// Development mode: random keys when none are set, any Origin allowed, a ready token printed.
+    #[arg(long, env = "HERALD_DEV", help_heading = "Server")]
+    #[serde(default)]
+    pub dev: bool,
+}
+
+/// Why the configuration cannot be used. Each message says what to set.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required setting is missing.
+    #[error("{what} is not set: set {env} (or --{flag}, or `{key}` in the config file), or run with --dev")]
+    Missing {
+        /// What is missing, in words.
+        what: &'static str,
+        /// The environment variable.
+        env: &'static str,
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The file key.
+        key: &'static str,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("invalid {key} {value:?}: {reason}")]
+    Invalid {
+        /// The file key of the setting.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// The config file cannot be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Which engine, with its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineConfig {
+    /// In-process logs, single node.
+    Memory,
+    /// Shared Redis.
+    Redis {
+        /// Connection URL.
+        url: String,
+        /// Key prefix.
+        prefix: String,
+    },
+}
+
+/// How browser Origins are checked before the upgrade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OriginPolicy {
+    /// Any Origin (`*` or `--dev`).
+    Any,
+    /// Only these exact origins (scheme://host[:port]).
+    List(Vec<String>),
+    /// Only an Origin whose host:port equals the request's Host.
+    SameOrigin,
+}
+
+/// How client JWTs are verified.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// HS256 secret.
+    pub secret: Secret,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+}
+
+/// Validated configuration of a Herald server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The engine.
+    pub engine: EngineConfig,
+    /// Client JWT verification.
+    pub jwt: JwtConfig,
+    /// Accepted publisher API keys.
+    pub api_keys: Vec<Secret>,
+    /// Origin policy for `/ws`.
+    pub origins: OriginPolicy,
+    /// Events kept per user.
+    pub history_size: usize,
+    /// How long events are kept.
+    pub history_ttl: Duration,
+    /// Bytes a connection may fall behind.
+    pub max_pending_bytes: usize,
+    /// Silence after which a run is stalled.
+    pub run_stall: Duration,
+    /// Server ping interval.
+    pub heartbeat: Duration,
+    /// Largest client frame.
+    pub max_message_bytes: usize,
+    /// Connections per user.
+    pub max_connections_per_user: usize,
+    /// Largest publish body.
+    pub max_body_bytes: usize,
+    /// Largest publish batch.
+    pub max_batch: usize,
+    /// Idle time before a user's manager is dropped.
+    pub manager_idle: Duration,
+    /// `json` logs.
+    pub log_json: bool,
+    /// Development mode.
+    pub dev: bool,
+}
+
+impl Settings {
+    /// Reads a TOML file whose keys are the settings' names (`history_size = 500`).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })
+    }
+
+    /// Fills every unset field of `self` from `lower` (self wins).
+    pub fn or(self, lower: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(lower.listen),
+            engine: self.engine.or(lower.engine),
+            redis_url: self.redis_url.or(lower.redis_url),
+            redis_prefix: self.redis_prefix.or(lower.redis_prefix),
+            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
+            jwks_url: self.jwks_url.or(lower.jwks_url),
+            jwt_audience: self.jwt_audience.or(lower.jwt_audience),
+            jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
+            api_key: self.api_key.or(lower.api_key),
+            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            history_size: self.history_size.or(lower.history_size),
+            history_ttl_s: self.history_ttl_s.or(lower.history_ttl_s),
+            max_pending_bytes: self.max_pending_bytes.or(lower.max_pending_bytes),
+            run_stall_s: self.run_stall_s.or(lower.run_stall_s),
+            heartbeat_ms: self.heartbeat_ms.or(lower.heartbeat_ms),
+            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
+            max_connections_per_user: self.max_connections_per_user.or(lower.max_connections_per_user),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            max_batch: self.max_batch.or(lower.max_batch),
+            manager_idle_s: self.manager_idle_s.or(lower.manager_idle_s),
+            log_format: self.log_format.or(lower.log_format),
+            dev: self.dev || lower.dev,
+        }
+    }
+
+    /// Applies defaults and checks every value. In `dev` mode a missing JWT secret or API key is
+    /// generated (random, printed by the binary) instead of being an error.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen_raw = self.listen.unwrap_or_else(|| "127.0.0.1:7400".into());
+        let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            value: listen_raw.clone(),
+            reason: "expected host:port with a numeric IP, e.g. 127.0.0.1:7400 or 0.0.0.0:7400".into(),
+        })?;
+        let engine = match self.engine.as_deref().unwrap_or("memory") {
+            "memory" => EngineConfig::Memory,
+            "redis" => EngineConfig::Redis {
+                url: self.redis_url.ok_or(ConfigError::Missing {
+                    what: "the Redis URL for --engine redis",
+                    env: "HERALD_REDIS_URL",
+                    flag: "redis-url",
+                    key: "redis_url",
+                })?,
+                prefix: self.redis_prefix.unwrap_or_else(|| "herald".into()),
+            },
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "engine",
+                    value: other.into(),
+                    reason: "expected `memory` or `redis`".into(),
+                });
+            }
+        };
+        if self.jwt_public_key.is_some() || self.jwks_url.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "jwt_public_key",
+                value: "(set)".into(),
+                reason: "public-key and JWKS verification are not available in this build yet; \
+                         use HERALD_JWT_SECRET (HS256)"
+                    .into(),
+            });
+        }
+        let secret = match self.jwt_secret {
+            Some(s) if s.expose().len() < 16 && !self.dev => {
+                return Err(ConfigError::Invalid {
+                    key: "jwt_secret",
+                    value: "***".into(),
+                    reason: "an HS256 secret must be at least 16 bytes; use 32 random bytes".into(),
+                });
+            }
+            Some(s) => s,
+            None if self.dev => Secret::new(random_token(32)),
+            None => {
+                return Err(ConfigError::Missing {
+                    what: "the JWT key that verifies client tokens",
+                    env: "HERALD_JWT_SECRET",
+                    flag: "jwt-secret",
+                    key: "jwt_secret",
+                });
+            }
+        };
+        let api_keys: Vec<Secret> = match self.api_key {
+            Some(keys) => {
+                keys.expose().split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect()
+            }
+            None if self.dev => vec![Secret::new(format!("dev-{}", random_token(24)))],
+            None => Vec::new(),
+        };
+        if api_keys.is_empty() {
+            return Err(ConfigError::Missing {
+                what: "the API key that publishing backends use",
+                env: "HERALD_API_KEY",
+                flag: "api-key",
+                key: "api_key",
+            });
+        }
+        let origins = match self.allowed_origins.as_deref().map(str::trim) {
+            _ if self.dev => OriginPolicy::Any,
+            Some("*") => OriginPolicy::Any,
+            Some(list) if !list.is_empty() => OriginPolicy::List(
+                list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
+            ),
+            _ => OriginPolicy::SameOrigin,
+        };
+        let log_json = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format",
+                    value: other.into(),
+                    reason: "expected `text` or `json`".into(),
+                });
+            }
+        };
+        Ok(Config {
+            listen,
+            engine,
+            jwt: JwtConfig { secret, audience: self.jwt_audience, issuer: self.jwt_issuer },
+            api_keys,
+            origins,
+            history_size: positive("history_size", self.history_size.unwrap_or(1000))?,
+            history_ttl: Duration::from_secs(positive("history_ttl_s", self.history_ttl_s.unwrap_or(900))?),
+            max_pending_bytes: positive("max_pending_bytes", self.max_pending_bytes.unwrap_or(1 << 20))?,
+            run_stall: Duration::from_secs(positive("run_stall_s", self.run_stall_s.unwrap_or(120))?),
+            heartbeat: Duration::from_millis(positive("heartbeat_ms", self.heartbeat_ms.unwrap_or(25_000))?),
+            max_message_bytes: positive("max_message_bytes", self.max_message_bytes.unwrap_or(64 << 10))?,
+            max_connections_per_user: positive(
+                "max_connections_per_user",
+                self.max_connections_per_user.unwrap_or(32),
+            )?,
+            max_body_bytes: positive("max_body_bytes", self.max_body_bytes.unwrap_or(1 << 20))?,
+            max_batch: positive("max_batch", self.max_batch.unwrap_or(1000))?,
+            manager_idle: Duration::from_secs(self.manager_idle_s.unwrap_or(60)),
+            log_json,
+            dev: self.dev,
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: defaults, the given secret and API key.
+    pub fn for_tests(jwt_secret: &str, api_key: &str) -> Config {
+        Settings {
+            listen: Some("127.0.0.1:0".into()),
+            jwt_secret: Some(Secret::new(jwt_secret)),
+            api_key: Some(Secret::new(api_key)),
+            ..Settings::default()
+        }
+        .validate()
+        .expect("test settings are valid")
+    }
+}
+
+fn positive<T: PartialEq + Default + fmt::Display>(key: &'static str, value: T) -> Result<T, ConfigError> {
+    if value == T::default() {
+        return Err(ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            reason: "must be greater than 0".into(),
+        });
+    }
+    Ok(value)
+}
+
+/// A random URL-safe token of `bytes` random bytes.
+pub fn random_token(bytes: usize) -> String {
+    use base64::Engine as _;
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Settings {
+        Settings {
+            jwt_secret: Some(Secret::new("0123456789abcdef0123")),
+            api_key: Some(Secret::new("k1, k2")),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let c = base().validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.engine, EngineConfig::Memory);
+        assert_eq!(c.history_size, 1000);
+        assert_eq!(c.history_ttl, Duration::from_secs(900));
+        assert_eq!(c.max_pending_bytes, 1 << 20);
+        assert_eq!(c.max_message_bytes, 65536);
+        assert_eq!(c.max_connections_per_user, 32);
+        assert_eq!(c.heartbeat, Duration::from_millis(25000));
+        assert_eq!(c.api_keys.len(), 2);
+        assert_eq!(c.origins, OriginPolicy::SameOrigin);
+    }
+
+    #[test]
+    fn higher_layer_wins() {
+        let flags = Settings { history_size: Some(5), ..Settings::default() };
+        let file = Settings { history_size: Some(7), history_ttl_s: Some(9), ..base() };
+        let c = flags.or(file).validate().unwrap();
+        assert_eq!(c.history_size, 5);
+        assert_eq!(c.history_ttl, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn missing_keys_name_the_variable() {
+        let e = Settings { api_key: None, ..base() }.validate().unwrap_err().to_string();
+        assert!(e.contains("HERALD_API_KEY"), "{e}");
+        let e = Settings { jwt_secret: None, ..base() }.validate().unwrap_err().to_string();
+        assert!(e.contains("HERALD_JWT_SECRET"), "{e}");
+        let dev = Settings { dev: true, ..Settings::default() }.validate().unwrap();
+        assert_eq!(dev.api_keys.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let e = Settings { listen: Some("localhost".into()), ..base() }.validate().unwrap_err();
+        assert!(e.to_string().contains("invalid listen"), "{e}");
+        let e = Settings { engine: Some("postgres".into()), ..base() }.validate().unwrap_err();
+        assert!(e.to_string().contains("expected `memory` or `redis`"), "{e}");
+        let e = Settings { history_size: Some(0), ..base() }.validate().unwrap_err();
+        assert!(e.to_string().contains("history_size"), "{e}");
+    }
+
+    #[test]
+    fn debug_masks_secrets() {
+        let c = base().validate().unwrap();
+        let shown = format!("{c:?} {:?}", base());
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(!shown.contains("k1"), "{shown}");
+    }
+
+    #[test]
+    fn file_keys_are_the_setting_names() {
+        let s: Settings = toml::from_str("history_size = 12\nlisten = \"127.0.0.1:9\"").unwrap();
+        assert_eq!(s.history_size, Some(12));
+        assert!(toml::from_str::<Settings>("histroy_size = 1").is_err());
+    }
+}

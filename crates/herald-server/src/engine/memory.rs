@@ -1,0 +1,206 @@
+//! The in-memory engine: one node, logs in this process, lost on restart (a new epoch then tells
+//! resuming clients to reset).
+//!
+//! Each user has a [`UserBook`]: the log, the run states and the idempotency keys, behind one
+//! mutex. An append locks the books of every user in its batch (in user-id order, so concurrent
+//! batches cannot deadlock), validates the whole batch against staged run states, and only then
+//! writes — which is what makes a batch all-or-nothing.
+
+use super::{AppendError, Engine, EngineError, History, encode_frame, new_epoch, new_event_id};
+use crate::log::{Retention, UserLog};
+use async_trait::async_trait;
+use herald_protocol::{EventInput, Receipt, RunState, UserId};
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Single-node engine keeping every user's log in memory.
+#[derive(Debug)]
+pub struct MemoryEngine {
+    retention: Retention,
+    users: Mutex<HashMap<UserId, Arc<Mutex<UserBook>>>>,
+}
+
+#[derive(Debug)]
+struct UserBook {
+    log: Arc<UserLog>,
+    runs: HashMap<String, RunSlot>,
+    ids: HashMap<String, u64>,
+}
+
+#[derive(Debug)]
+struct RunSlot {
+    state: RunState,
+    last_event: Instant,
+}
+
+impl MemoryEngine {
+    /// An empty engine keeping at most `retention` per user.
+    pub fn new(retention: Retention) -> Self {
+        Self { retention, users: Mutex::new(HashMap::new()) }
+    }
+
+    /// Users with state on this engine (for tests and metrics of bounded memory).
+    pub fn user_count(&self) -> usize {
+        self.users.lock().len()
+    }
+
+    /// Retained events and frame bytes summed over all users: the engine's own memory accounting.
+    pub fn retained(&self) -> (usize, usize) {
+        let books: Vec<_> = self.users.lock().values().cloned().collect();
+        books.iter().map(|b| b.lock().log.retained()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
+    fn book(&self, user: &UserId) -> Arc<Mutex<UserBook>> {
+        let mut users = self.users.lock();
+        users
+            .entry(user.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(UserBook {
+                    log: Arc::new(UserLog::new(new_epoch(), 0, self.retention)),
+                    runs: HashMap::new(),
+                    ids: HashMap::new(),
+                }))
+            })
+            .clone()
+    }
+
+    fn receipt(book: &UserBook, id: &str, seq: u64, duplicate: bool) -> Receipt {
+        Receipt {
+            id: id.to_owned(),
+            seq,
+            epoch: book.log.epoch().to_owned(),
+            connections: book.log.connections(),
+            duplicate,
+        }
+    }
+}
+
+/// Where a batch event lands: appended, or a duplicate of an earlier id.
+enum Plan {
+    Append,
+    DuplicateOfLog(u64),
+    DuplicateInBatch(usize),
+}
+
+#[async_trait]
+impl Engine for MemoryEngine {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn append(&self, events: Vec<EventInput>) -> Result<Vec<Receipt>, AppendError> {
+        let arcs: BTreeMap<UserId, Arc<Mutex<UserBook>>> =
+            events.iter().map(|e| (e.user_id.clone(), self.book(&e.user_id))).collect();
+        let mut books: BTreeMap<&UserId, MutexGuard<'_, UserBook>> =
+            arcs.iter().map(|(u, b)| (u, b.lock())).collect();
+
+        // Validate the whole batch against staged run states before writing anything.
+        let mut staged: HashMap<(&UserId, &str), Option<RunState>> = HashMap::new();
+        let mut batch_ids: HashMap<(&UserId, &str), usize> = HashMap::new();
+        let mut plans = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            let book = &books[&event.user_id];
+            if let Some(id) = event.id.as_deref() {
+                if let Some(seq) = book.ids.get(id) {
+                    plans.push(Plan::DuplicateOfLog(*seq));
+                    continue;
+                }
+                if let Some(first) = batch_ids.get(&(&event.user_id, id)) {
+                    plans.push(Plan::DuplicateInBatch(*first));
+                    continue;
+                }
+                batch_ids.insert((&event.user_id, id), i);
+            }
+            if let Some(run_id) = event.run_id.as_deref() {
+                let slot = staged
+                    .entry((&event.user_id, run_id))
+                    .or_insert_with(|| book.runs.get(run_id).map(|r| r.state.clone()));
+                RunState::apply(slot, run_id, event.kind, &event.data).map_err(|source| {
+                    AppendError::RunRule { index: (events.len() > 1).then_some(i), source }
+                })?;
+            }
+            plans.push(Plan::Append);
+        }
+
+        // Commit.
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut receipts: Vec<Receipt> = Vec::with_capacity(events.len());
+        for (event, plan) in events.iter().zip(plans) {
+            let book = books.get_mut(&event.user_id).expect("locked above");
+            let receipt = match plan {
+                Plan::DuplicateOfLog(seq) => {
+                    Self::receipt(book, event.id.as_deref().unwrap_or_default(), seq, true)
+                }
+                Plan::DuplicateInBatch(first) => Receipt { duplicate: true, ..receipts[first].clone() },
+                Plan::Append => {
+                    let id = event.id.clone().unwrap_or_else(new_event_id);
+                    let seq = book.log.head() + 1;
+                    let frame = encode_frame(seq, &id, event, wall);
+                    let trimmed = book.log.append(seq, id.clone(), event.run_id.clone(), event.kind, frame);
+                    for old in trimmed {
+                        book.ids.remove(&old.id);
+                    }
+                    book.ids.insert(id.clone(), seq);
+                    Self::receipt(book, &id, seq, false)
+                }
+            };
+            receipts.push(receipt);
+        }
+        for ((user, run_id), state) in staged {
+            if let Some(state) = state {
+                let book = books.get_mut(user).expect("locked above");
+                book.runs.insert(run_id.to_owned(), RunSlot { state, last_event: now });
+            }
+        }
+        Ok(receipts)
+    }
+
+    async fn open_log(&self, user: &UserId) -> Result<Arc<UserLog>, EngineError> {
+        Ok(self.book(user).lock().log.clone())
+    }
+
+    async fn history(
+        &self,
+        user: &UserId,
+        after: u64,
+        epoch: Option<&str>,
+        limit: usize,
+    ) -> Result<History, EngineError> {
+        let log = self.book(user).lock().log.clone();
+        let same_epoch = epoch.is_none_or(|e| e == log.epoch());
+        let read = if same_epoch { log.history(after, limit) } else { Err(crate::log::Trimmed) };
+        let (reset, events) = match read {
+            Ok(events) => (false, events),
+            Err(_) => (true, log.oldest(limit)),
+        };
+        Ok(History { epoch: log.epoch().to_owned(), seq: log.head(), reset, events })
+    }
+
+    async fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        let mut users = self.users.lock();
+        users.retain(|_, book| {
+            let Some(mut guard) = book.try_lock() else {
+                return true; // an append holds it: in use
+            };
+            for old in guard.log.expire(now) {
+                guard.ids.remove(&old.id);
+            }
+            let ttl = self.retention.ttl;
+            guard.runs.retain(|_, run| now.saturating_duration_since(run.last_event) <= ttl);
+            let (events, _) = guard.log.retained();
+            // Forget the user only when nothing refers to the book or its log: an appender that
+            // fetched the book, or a connection holding the log, keeps it alive.
+            let idle = events == 0 && guard.runs.is_empty() && Arc::strong_count(&guard.log) == 1;
+            drop(guard);
+            !(idle && Arc::strong_count(book) == 1)
+        });
+    }
+}

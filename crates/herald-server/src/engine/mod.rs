@@ -1,0 +1,110 @@
+//! Engines: where a user's log lives and how appends reach every node's connections.
+//!
+//! One trait, [`Engine`], with one implementation per file: [`memory`] for a single node, and
+//! (later) Redis for many. An engine owns three things per user: the seq counter and epoch, the
+//! idempotency keys, and the run states — and it changes them in one atomic step per append, so
+//! two publishers racing on one user can neither reuse a seq nor both break a run rule.
+
+pub mod memory;
+
+use crate::log::{LogEntry, UserLog};
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use herald_protocol::frame::EventFrame;
+use herald_protocol::{EventInput, Receipt, RunRuleError, ServerFrame, UserId};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use memory::MemoryEngine;
+
+/// The engine cannot serve the request now (e.g. Redis is unreachable). Nothing was stored.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("engine unavailable: {0}")]
+pub struct EngineError(pub String);
+
+/// Why an append was refused. Nothing of the batch was stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// An event broke a run rule; `index` is its position in the batch.
+    #[error("{}{source}", index.map(|i| format!("events[{i}]: ")).unwrap_or_default())]
+    RunRule {
+        /// Position in the batch (`None` for a single event).
+        index: Option<usize>,
+        /// The broken rule.
+        source: RunRuleError,
+    },
+    /// The engine could not store the events.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Retained events of one user, for the history API.
+#[derive(Debug)]
+pub struct History {
+    /// The log's epoch.
+    pub epoch: String,
+    /// Seq of the last appended event.
+    pub seq: u64,
+    /// True when events after the requested cursor are no longer retained (or the epoch differs):
+    /// `events` then starts at the oldest retained event.
+    pub reset: bool,
+    /// The events, oldest first.
+    pub events: Vec<Arc<LogEntry>>,
+}
+
+/// Where user logs live. See the module docs for what an implementation must guarantee.
+#[async_trait]
+pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
+    /// Short name for logs and metrics (`memory`, `redis`).
+    fn name(&self) -> &'static str;
+
+    /// Appends a validated batch (any users) all-or-nothing; receipts in batch order.
+    ///
+    /// An `id` already in a user's log (or earlier in the batch) is not appended again: its first
+    /// receipt comes back with `duplicate: true`.
+    async fn append(&self, events: Vec<EventInput>) -> Result<Vec<Receipt>, AppendError>;
+
+    /// This node's live view of a user's log, kept current for as long as it is held.
+    async fn open_log(&self, user: &UserId) -> Result<Arc<UserLog>, EngineError>;
+
+    /// Retained events after `after` in `epoch` (any epoch when `None`), at most `limit`.
+    async fn history(
+        &self,
+        user: &UserId,
+        after: u64,
+        epoch: Option<&str>,
+        limit: usize,
+    ) -> Result<History, EngineError>;
+
+    /// True while the engine can store events.
+    async fn is_ready(&self) -> bool;
+
+    /// Periodic upkeep: expire events past their TTL, forget idle users. Cheap when idle.
+    fn sweep(&self) {}
+}
+
+/// Encodes an event's frame once, at append, with its seq and timestamp.
+pub fn encode_frame(seq: u64, id: &str, event: &EventInput, at: SystemTime) -> Utf8Bytes {
+    let frame = ServerFrame::Event(EventFrame {
+        seq,
+        id: id.to_owned(),
+        user_id: event.user_id.to_string(),
+        thread_id: event.thread_id.clone(),
+        run_id: event.run_id.clone(),
+        event: event.kind.as_str().to_owned(),
+        data: Value::Object(event.data.clone()),
+        ts: humantime::format_rfc3339_millis(at).to_string(),
+    });
+    frame.to_json().into()
+}
+
+/// A fresh epoch: random, so a log recreated after history was lost never matches an old cursor.
+pub fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+/// A generated event id, used when the publisher gives none: time-ordered, so logs read well.
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,355 @@
+//! The node-local view of one user's log: retained event frames, the head seq, and cursors.
+//!
+//! A connection is a cursor into this log, not a copy of it. Every event is encoded to its frame
+//! text once, on append; every connection of the user writes the same shared bytes. How far a
+//! connection is behind is a subtraction of two byte offsets, so a slow reader costs no memory
+//! beyond the retained log, which is bounded by `history_size` and `history_ttl_s`.
+//!
+//! This module owns no I/O and no run rules: engines decide what is appended, connections decide
+//! when to read.
+
+use axum::extract::ws::Utf8Bytes;
+use herald_protocol::{EventKind, Recovery};
+use parking_lot::Mutex;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// One retained event: its metadata and its encoded `{"type":"event",…}` frame.
+#[derive(Debug)]
+pub struct LogEntry {
+    /// Position in the log.
+    pub seq: u64,
+    /// Idempotency key.
+    pub id: String,
+    /// The run, if any.
+    pub run_id: Option<String>,
+    /// The event kind.
+    pub kind: EventKind,
+    /// The frame text, shared by every connection.
+    pub frame: Utf8Bytes,
+    /// Total frame bytes appended to this log up to and including this entry.
+    pub end_offset: u64,
+    /// When the entry was appended, for the TTL.
+    pub appended_at: Instant,
+}
+
+/// How much of a log is kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Most events kept per user.
+    pub max_events: usize,
+    /// How long an event is kept.
+    pub ttl: Duration,
+}
+
+/// What a new connection starts with: how its cursor was honoured and the frames before `synced`.
+#[derive(Debug)]
+pub struct Opening {
+    /// `none`, `replayed` or `reset`.
+    pub recovery: Recovery,
+    /// The log's head when the connection opened; the connection continues after it.
+    pub head: u64,
+    /// The events to send before `synced`: the replay, or the active runs' events.
+    pub backlog: Vec<Arc<LogEntry>>,
+}
+
+/// A connection's read past the retained window: it cannot continue without a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trimmed;
+
+/// The retained events of one user on this node, with a watch channel announcing new heads.
+#[derive(Debug)]
+pub struct UserLog {
+    epoch: String,
+    retention: Retention,
+    inner: Mutex<Inner>,
+    head_tx: watch::Sender<u64>,
+    connections: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: VecDeque<Arc<LogEntry>>,
+    head: u64,
+    end_offset: u64,
+    retained_bytes: usize,
+}
+
+impl UserLog {
+    /// A log in `epoch` whose last appended seq is `head` (0 for a new log).
+    pub fn new(epoch: String, head: u64, retention: Retention) -> Self {
+        let (head_tx, _) = watch::channel(head);
+        let inner = Inner { head, ..Inner::default() };
+        Self { epoch, retention, inner: Mutex::new(inner), head_tx, connections: AtomicUsize::new(0) }
+    }
+
+    /// The log's epoch: it changes whenever history is lost, so cursors of another epoch reset.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Seq of the last appended event.
+    pub fn head(&self) -> u64 {
+        self.inner.lock().head
+    }
+
+    /// Retained events and their frame bytes, for memory accounting.
+    pub fn retained(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.entries.len(), inner.retained_bytes)
+    }
+
+    /// A receiver that changes whenever the head moves.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.head_tx.subscribe()
+    }
+
+    /// Connections currently reading this log on this node.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Registers a reading connection until the guard drops.
+    pub fn attach(self: &Arc<Self>) -> Attached {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Attached(self.clone())
+    }
+
+    /// Appends the next event; `seq` must be `head + 1` and `frame` its encoded frame (made once,
+    /// here shared by every connection). Returns the entries trimmed to stay within retention.
+    pub fn append(
+        &self,
+        seq: u64,
+        id: String,
+        run_id: Option<String>,
+        kind: EventKind,
+        frame: Utf8Bytes,
+    ) -> Vec<Arc<LogEntry>> {
+        let mut inner = self.inner.lock();
+        debug_assert_eq!(seq, inner.head + 1, "seq must grow by exactly one");
+        inner.end_offset += frame.as_str().len() as u64;
+        inner.retained_bytes += frame.as_str().len();
+        let entry = LogEntry {
+            seq,
+            id,
+            run_id,
+            kind,
+            frame,
+            end_offset: inner.end_offset,
+            appended_at: Instant::now(),
+        };
+        inner.entries.push_back(Arc::new(entry));
+        inner.head = seq;
+        let trimmed = self.trim_locked(&mut inner, Instant::now());
+        drop(inner);
+        self.head_tx.send_replace(seq);
+        trimmed
+    }
+
+    /// Drops entries older than the TTL; returns them.
+    pub fn expire(&self, now: Instant) -> Vec<Arc<LogEntry>> {
+        let mut inner = self.inner.lock();
+        self.trim_locked(&mut inner, now)
+    }
+
+    fn trim_locked(&self, inner: &mut Inner, now: Instant) -> Vec<Arc<LogEntry>> {
+        let mut trimmed = Vec::new();
+        while let Some(front) = inner.entries.front() {
+            let too_many = inner.entries.len() > self.retention.max_events;
+            let too_old = now.saturating_duration_since(front.appended_at) > self.retention.ttl;
+            if !(too_many || too_old) {
+                break;
+            }
+            let front = inner.entries.pop_front().expect("front exists");
+            inner.retained_bytes -= front.frame.as_str().len();
+            trimmed.push(front);
+        }
+        trimmed
+    }
+
+    /// Decides how a connection with an optional `(after, epoch)` cursor starts (DESIGN §3, §4).
+    ///
+    /// Taken under one lock with the head, so nothing can fall between the backlog and live events:
+    /// the connection continues from `head` whatever is appended meanwhile.
+    pub fn open(&self, cursor: Option<(u64, &str)>) -> Opening {
+        let inner = self.inner.lock();
+        let head = inner.head;
+        let recovery = match cursor {
+            None => Recovery::None,
+            Some((after, epoch)) if epoch == self.epoch && after <= head => {
+                let first_retained = inner.entries.front().map_or(head + 1, |e| e.seq);
+                if after + 1 >= first_retained { Recovery::Replayed } else { Recovery::Reset }
+            }
+            Some(_) => Recovery::Reset,
+        };
+        let backlog = match recovery {
+            Recovery::Replayed => {
+                let after = cursor.map_or(0, |c| c.0);
+                inner.entries.iter().filter(|e| e.seq > after).cloned().collect()
+            }
+            Recovery::None | Recovery::Reset => active_runs(&inner.entries),
+        };
+        Opening { recovery, head, backlog }
+    }
+
+    /// Up to `max_bytes` (at least one event) of the events after `after`.
+    pub fn read_after(&self, after: u64, max_bytes: usize) -> Result<Vec<Arc<LogEntry>>, Trimmed> {
+        let inner = self.inner.lock();
+        let Some(start) = position_after(&inner, after)? else {
+            return Ok(Vec::new());
+        };
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for entry in inner.entries.range(start..) {
+            if !out.is_empty() && bytes + entry.frame.as_str().len() > max_bytes {
+                break;
+            }
+            bytes += entry.frame.as_str().len();
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    /// Retained events after `after` (up to `limit`), for the history API; `Trimmed` when some
+    /// events after `after` are no longer retained.
+    pub fn history(&self, after: u64, limit: usize) -> Result<Vec<Arc<LogEntry>>, Trimmed> {
+        let inner = self.inner.lock();
+        let Some(start) = position_after(&inner, after)? else {
+            return Ok(Vec::new());
+        };
+        Ok(inner.entries.range(start..).take(limit).cloned().collect())
+    }
+
+    /// The oldest retained events, at most `limit`.
+    pub fn oldest(&self, limit: usize) -> Vec<Arc<LogEntry>> {
+        self.inner.lock().entries.iter().take(limit).cloned().collect()
+    }
+
+    /// Frame bytes appended after the event `after` that a connection at `after` has not written.
+    pub fn pending_bytes(&self, after: u64) -> Result<u64, Trimmed> {
+        let inner = self.inner.lock();
+        match position_after(&inner, after)? {
+            None => Ok(0),
+            Some(i) => {
+                let written = inner.entries[i].end_offset - inner.entries[i].frame.as_str().len() as u64;
+                Ok(inner.end_offset - written)
+            }
+        }
+    }
+}
+
+/// Index of the first entry with seq > `after`; `None` when there is none (caught up).
+fn position_after(inner: &Inner, after: u64) -> Result<Option<usize>, Trimmed> {
+    if after >= inner.head {
+        return Ok(None);
+    }
+    let Some(first) = inner.entries.front() else {
+        return Err(Trimmed);
+    };
+    if after + 1 < first.seq {
+        return Err(Trimmed);
+    }
+    Ok(Some((after + 1 - first.seq) as usize))
+}
+
+/// The retained events of runs that started within retention and have not ended.
+fn active_runs(entries: &VecDeque<Arc<LogEntry>>) -> Vec<Arc<LogEntry>> {
+    let mut started = HashSet::new();
+    let mut ended = HashSet::new();
+    for e in entries {
+        if let Some(run) = &e.run_id {
+            if e.kind == EventKind::AgentStarted {
+                started.insert(run.as_str());
+            } else if e.kind.is_terminal() {
+                ended.insert(run.as_str());
+            }
+        }
+    }
+    entries
+        .iter()
+        .filter(|e| e.run_id.as_deref().is_some_and(|r| started.contains(r) && !ended.contains(r)))
+        .cloned()
+        .collect()
+}
+
+/// Keeps a connection counted on its log until dropped.
+#[derive(Debug)]
+pub struct Attached(Arc<UserLog>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(max: usize) -> UserLog {
+        UserLog::new("e1".into(), 0, Retention { max_events: max, ttl: Duration::from_secs(60) })
+    }
+
+    fn push(log: &UserLog, kind: EventKind, run: &str) -> u64 {
+        let seq = log.head() + 1;
+        let frame = format!("frame-{seq:04}");
+        log.append(seq, format!("id{seq}"), Some(run.into()), kind, frame.into());
+        seq
+    }
+
+    #[test]
+    fn cursors_replay_or_reset() {
+        let l = log(3);
+        for _ in 0..5 {
+            push(&l, EventKind::Progress, "r");
+        }
+        // retained: 3, 4, 5
+        assert_eq!(l.open(Some((2, "e1"))).recovery, Recovery::Replayed);
+        assert_eq!(l.open(Some((2, "e1"))).backlog.len(), 3);
+        assert_eq!(l.open(Some((5, "e1"))).backlog.len(), 0);
+        assert_eq!(l.open(Some((1, "e1"))).recovery, Recovery::Reset);
+        assert_eq!(l.open(Some((6, "e1"))).recovery, Recovery::Reset);
+        assert_eq!(l.open(Some((4, "other"))).recovery, Recovery::Reset);
+        assert_eq!(l.open(None).recovery, Recovery::None);
+        assert_eq!(l.read_after(1, 1 << 20), Err(Trimmed));
+        assert_eq!(l.read_after(3, 1).unwrap().len(), 1);
+        assert_eq!(l.read_after(3, 1 << 20).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn snapshot_holds_only_active_runs() {
+        let l = log(100);
+        push(&l, EventKind::AgentStarted, "done");
+        push(&l, EventKind::AgentStarted, "live");
+        push(&l, EventKind::AgentCompleted, "done");
+        push(&l, EventKind::AgentThinking, "live");
+        push(&l, EventKind::Progress, "orphan");
+        let seqs: Vec<u64> = l.open(None).backlog.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![2, 4]);
+    }
+
+    #[test]
+    fn pending_bytes_counts_what_a_cursor_has_not_written() {
+        let l = log(100);
+        for _ in 0..4 {
+            push(&l, EventKind::Progress, "r"); // each frame is 10 bytes
+        }
+        assert_eq!(l.pending_bytes(4), Ok(0));
+        assert_eq!(l.pending_bytes(1), Ok(30));
+        assert_eq!(l.pending_bytes(0), Ok(40));
+        assert_eq!(l.retained(), (4, 40));
+    }
+
+    #[test]
+    fn ttl_expires_entries() {
+        let l = UserLog::new("e".into(), 0, Retention { max_events: 10, ttl: Duration::from_millis(0) });
+        push(&l, EventKind::Progress, "r");
+        let later = Instant::now() + Duration::from_millis(5);
+        assert_eq!(l.expire(later).len(), 1);
+        assert_eq!(l.open(Some((0, "e"))).recovery, Recovery::Reset);
+        assert_eq!(l.head(), 1);
+    }
+}

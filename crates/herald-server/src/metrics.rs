@@ -1,0 +1,84 @@
+//! Prometheus metrics, all prefixed `herald_`, recorded with the `metrics` crate.
+//!
+//! Call sites use the small functions here, so metric names and labels are spelled in one file
+//! (docs/operations.md lists them). The recorder is process-wide by nature of the `metrics`
+//! crate; [`install`] is idempotent so several servers in one test process share it.
+
+use herald_protocol::{EventKind, Recovery};
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+            gauge!("herald_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+/// A WebSocket connection attempt ended with `result` (ok, unauthorized, forbidden, limited).
+pub fn connection_attempt(result: &'static str) {
+    counter!("herald_connection_attempts_total", "result" => result).increment(1);
+}
+
+/// Counts an open connection for as long as it lives.
+#[derive(Debug)]
+pub struct OpenConnection;
+
+impl OpenConnection {
+    /// Marks one more open connection.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        gauge!("herald_connections_open").increment(1.0);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        gauge!("herald_connections_open").decrement(1.0);
+    }
+}
+
+/// A connection opened with `recovery`.
+pub fn recovery(recovery: Recovery) {
+    let label = match recovery {
+        Recovery::None => "none",
+        Recovery::Replayed => "replayed",
+        Recovery::Reset => "reset",
+    };
+    counter!("herald_connection_recoveries_total", "recovery" => label).increment(1);
+}
+
+/// `n` event frames were written to sockets.
+pub fn delivered(n: usize) {
+    counter!("herald_events_delivered_total").increment(n as u64);
+}
+
+/// An event of `kind` was appended.
+pub fn published(kind: EventKind) {
+    counter!("herald_events_published_total", "event" => kind.as_str()).increment(1);
+}
+
+/// A publish broke the run rule `rule`.
+pub fn run_rejected(rule: &'static str) {
+    counter!("herald_run_rejections_total", "rule" => rule).increment(1);
+}
+
+/// The engine failed a request.
+pub fn engine_error() {
+    counter!("herald_engine_errors_total").increment(1);
+}
+
+/// A connection was closed for falling too far behind.
+pub fn slow_consumer_closed() {
+    counter!("herald_slow_consumer_closes_total").increment(1);
+}

@@ -1,0 +1,243 @@
+//! The registry of per-user managers: the one place that maps a user to its [`UserManager`].
+//!
+//! The system Herald replaces had an async-looking getter that was really synchronous, a shared
+//! fallback manager for callers without a user (leaking events across users), and a check-then-
+//! create race that could make two managers for one user. Here each of those is impossible by
+//! construction:
+//!
+//! - [`Registry::manager`] is a plain synchronous function. Awaiting it does not compile:
+//!
+//! ```compile_fail
+//! # async fn f(registry: &herald_server::registry::Registry, ctx: &herald_server::registry::UserContext) {
+//! let manager = registry.manager(ctx).await; // error: `Arc<UserManager>` is not a future
+//! # }
+//! ```
+//!
+//! ```
+//! # fn f(registry: &herald_server::registry::Registry) {
+//! use herald_server::registry::UserContext;
+//! let ctx = UserContext::new("alice").expect("valid user id");
+//! let manager = registry.manager(&ctx); // no .await: it is synchronous
+//! assert_eq!(manager.user().as_str(), "alice");
+//! # }
+//! ```
+//!
+//! - There is no default manager: a [`UserContext`] can only be built from a valid user id.
+//! - Lookup and creation happen under one lock, so concurrent callers for one user get the same
+//!   `Arc`.
+//!
+//! Managers hold no events: a user's log (seq, epoch, history) lives in the engine, so dropping an
+//! idle manager loses nothing, and the registry stays bounded by the users active right now.
+
+use crate::engine::{AppendError, Engine, EngineError};
+use crate::log::UserLog;
+use herald_protocol::{EventInput, EventKind, FieldError, Receipt, UserId, UserIdError};
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Who a manager is for. Only constructible from a valid user id: no anonymous context exists.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UserContext {
+    user: UserId,
+}
+
+impl UserContext {
+    /// Validates `user_id`; an empty or malformed id is refused.
+    pub fn new(user_id: &str) -> Result<Self, UserIdError> {
+        Ok(Self { user: UserId::parse(user_id)? })
+    }
+
+    /// A context for an already validated id.
+    pub fn from_user(user: UserId) -> Self {
+        Self { user }
+    }
+
+    /// The user.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+}
+
+/// An event to emit through a [`UserManager`]; the user is the manager's, never a field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The run (required for every kind but `custom`).
+    pub run_id: Option<String>,
+    /// Conversation thread.
+    pub thread_id: Option<String>,
+    /// The data object.
+    pub data: Map<String, Value>,
+    /// Idempotency key.
+    pub id: Option<String>,
+}
+
+impl Event {
+    /// An event of `kind` in run `run_id` with empty data.
+    pub fn new(kind: EventKind, run_id: impl Into<String>) -> Self {
+        Self { kind, run_id: Some(run_id.into()), thread_id: None, data: Map::new(), id: None }
+    }
+
+    /// Sets the data object (anything but an object is ignored).
+    pub fn data(mut self, data: Value) -> Self {
+        if let Value::Object(map) = data {
+            self.data = map;
+        }
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+}
+
+/// Why [`UserManager::emit`] refused an event.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmitError {
+    /// A field rule is broken (missing `run_id`, `tool_name`, …).
+    #[error("invalid event: {0}")]
+    Invalid(#[from] FieldError),
+    /// A run rule or the engine refused it.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+}
+
+/// The per-user connection limit was reached.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("user already has {0} open connections (the limit)")]
+pub struct TooManyConnections(pub usize);
+
+/// Everything Herald does for one user: emit events to their log, count their connections.
+#[derive(Debug)]
+pub struct UserManager {
+    user: UserId,
+    engine: Arc<dyn Engine>,
+    max_connections: usize,
+    connections: AtomicUsize,
+    last_active: Mutex<Instant>,
+}
+
+impl UserManager {
+    /// The user this manager serves.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
+    /// Appends an event to the user's log. A user with no open connection is not an error: the
+    /// event is kept within retention and delivered when they connect or resume.
+    pub async fn emit(&self, event: Event) -> Result<Receipt, EmitError> {
+        self.touch();
+        if event.kind.requires_run_id() && event.run_id.is_none() {
+            return Err(FieldError { message: format!("run_id is required for {}", event.kind) }.into());
+        }
+        event.kind.check_data(&event.data).map_err(|message| FieldError { message })?;
+        let input = EventInput {
+            user_id: self.user.clone(),
+            kind: event.kind,
+            run_id: event.run_id,
+            thread_id: event.thread_id,
+            data: event.data,
+            id: event.id,
+        };
+        let mut receipts = self.engine.append(vec![input]).await?;
+        Ok(receipts.pop().expect("one receipt per event"))
+    }
+
+    /// This node's live view of the user's log.
+    pub async fn open_log(&self) -> Result<Arc<UserLog>, EngineError> {
+        self.engine.open_log(&self.user).await
+    }
+
+    /// Claims a connection slot, refused past the per-user limit. Released on drop.
+    pub fn connect(self: &Arc<Self>) -> Result<ConnectionSlot, TooManyConnections> {
+        self.touch();
+        let previous = self.connections.fetch_add(1, Ordering::AcqRel);
+        if previous >= self.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(TooManyConnections(self.max_connections));
+        }
+        Ok(ConnectionSlot(self.clone()))
+    }
+
+    /// Open connections of this user on this node.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    fn touch(&self) {
+        *self.last_active.lock() = Instant::now();
+    }
+}
+
+/// A claimed connection slot; dropping it frees the slot and marks the manager active.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<UserManager>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Maps users to their managers. See the module docs for the guarantees.
+#[derive(Debug)]
+pub struct Registry {
+    engine: Arc<dyn Engine>,
+    idle: Duration,
+    max_connections: usize,
+    managers: Mutex<HashMap<UserId, Arc<UserManager>>>,
+}
+
+impl Registry {
+    /// A registry over `engine`; managers idle for `idle` are dropped by [`Registry::evict_idle`].
+    pub fn new(engine: Arc<dyn Engine>, idle: Duration, max_connections_per_user: usize) -> Self {
+        Self { engine, idle, max_connections: max_connections_per_user, managers: Mutex::new(HashMap::new()) }
+    }
+
+    /// The manager of `ctx`'s user: the same `Arc` for the same user while it is alive, created on
+    /// first use. Synchronous and race-free.
+    pub fn manager(&self, ctx: &UserContext) -> Arc<UserManager> {
+        let mut managers = self.managers.lock();
+        let manager = managers.entry(ctx.user.clone()).or_insert_with(|| {
+            Arc::new(UserManager {
+                user: ctx.user.clone(),
+                engine: self.engine.clone(),
+                max_connections: self.max_connections,
+                connections: AtomicUsize::new(0),
+                last_active: Mutex::new(Instant::now()),
+            })
+        });
+        manager.touch();
+        manager.clone()
+    }
+
+    /// Managers alive now.
+    pub fn len(&self) -> usize {
+        self.managers.lock().len()
+    }
+
+    /// True when no manager is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops managers that nobody holds, with no connection, idle longer than the idle time as of
+    /// `now`. Returns how many were dropped.
+    pub fn evict_idle(&self, now: Instant) -> usize {
+        let mut managers = self.managers.lock();
+        let before = managers.len();
+        managers.retain(|_, m| {
+            let idle_for = now.saturating_duration_since(*m.last_active.lock());
+            Arc::strong_count(m) > 1 || m.connections() > 0 || idle_for < self.idle
+        });
+        before - managers.len()
+    }
+}

@@ -1,0 +1,299 @@
+//! One WebSocket connection: a cursor into its user's log, a heartbeat, and the client's frames.
+//!
+//! The connection owns only its cursor (the last seq it wrote) and its socket. Events are read
+//! from the shared [`UserLog`] in batches and written as the frames encoded at append, fed into
+//! the socket's buffer and flushed once per batch, so a burst costs one syscall, not one per frame.
+//!
+//! A connection that stops reading blocks in its flush; while blocked it watches the log, and once
+//! it is more than `max_pending_bytes` behind (or its cursor leaves the retained window) it is
+//! closed with 4008. It never buffers events of its own, so memory stays bounded by the log.
+
+use crate::log::{Trimmed, UserLog};
+use crate::registry::UserManager;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use herald_protocol::{ClientFrame, CloseCode, PROTOCOL_VERSION, ServerFrame};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Bytes of frames read from the log per write (then flushed together).
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// How long a close frame may take to leave before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a resuming client says it is.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    /// Last seq the client has.
+    pub after: u64,
+    /// Epoch of that seq.
+    pub epoch: String,
+}
+
+/// Per-connection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    /// Ping interval; two missed pongs close the connection.
+    pub heartbeat: Duration,
+    /// How far behind the connection may fall.
+    pub max_pending_bytes: u64,
+    /// The token's expiry: the connection closes with 4001 then.
+    pub expires_at: SystemTime,
+}
+
+/// Why the connection ends.
+#[derive(Debug)]
+enum End {
+    Close(u16, &'static str),
+    Gone,
+}
+
+struct Connection {
+    socket: WebSocket,
+    log: Arc<UserLog>,
+    head_rx: watch::Receiver<u64>,
+    cursor: u64,
+    params: Params,
+    heartbeat: Interval,
+    unanswered_pings: u32,
+    shutdown: CancellationToken,
+}
+
+/// Serves one upgraded socket until it closes, the token expires, or the server drains.
+pub async fn serve(
+    mut socket: WebSocket,
+    manager: Arc<UserManager>,
+    cursor: Option<Cursor>,
+    params: Params,
+    shutdown: CancellationToken,
+) {
+    let connection_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let user = manager.user().clone();
+    let _slot = match manager.connect() {
+        Ok(slot) => slot,
+        Err(e) => {
+            crate::metrics::connection_attempt("limited");
+            info!(%user, %connection_id, "connection refused: {e}");
+            close(&mut socket, CloseCode::TOO_MANY_CONNECTIONS, "too many connections for this user").await;
+            return;
+        }
+    };
+    let log = match manager.open_log().await {
+        Ok(log) => log,
+        Err(e) => {
+            warn!(%user, %connection_id, "connection refused: {e}");
+            close(&mut socket, 1011, "engine unavailable, retry").await;
+            return;
+        }
+    };
+    crate::metrics::connection_attempt("ok");
+    let _open = crate::metrics::OpenConnection::new();
+    let _attached = log.attach();
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut conn = Connection {
+        socket,
+        head_rx: log.watch(),
+        log,
+        cursor: 0,
+        params,
+        heartbeat,
+        unanswered_pings: 0,
+        shutdown,
+    };
+    info!(%user, %connection_id, resume = cursor.is_some(), "connection opened");
+    let end = match conn.start(&connection_id, &user, cursor).await {
+        Ok(()) => conn.run().await,
+        Err(end) => end,
+    };
+    if let End::Close(code, reason) = end {
+        if code == CloseCode::SLOW_CONSUMER {
+            crate::metrics::slow_consumer_closed();
+        }
+        close(&mut conn.socket, code, reason).await;
+    }
+    info!(%user, %connection_id, ?end, seq = conn.cursor, "connection closed");
+}
+
+impl Connection {
+    /// Sends `welcome`, the backlog (replay or active runs) and `synced`.
+    async fn start(
+        &mut self,
+        connection_id: &str,
+        user: &herald_protocol::UserId,
+        cursor: Option<Cursor>,
+    ) -> Result<(), End> {
+        self.head_rx.borrow_and_update();
+        let opening = self.log.open(cursor.as_ref().map(|c| (c.after, c.epoch.as_str())));
+        crate::metrics::recovery(opening.recovery);
+        let welcome = ServerFrame::Welcome {
+            v: PROTOCOL_VERSION,
+            connection_id: connection_id.to_owned(),
+            user_id: user.to_string(),
+            epoch: self.log.epoch().to_owned(),
+            seq: opening.head,
+            heartbeat_ms: self.params.heartbeat.as_millis() as u64,
+            recovery: opening.recovery,
+        };
+        self.socket.feed(Message::Text(welcome.to_json().into())).await.map_err(|_| End::Gone)?;
+        for chunk in opening.backlog.chunks(256) {
+            for entry in chunk {
+                self.socket.feed(Message::Text(entry.frame.clone())).await.map_err(|_| End::Gone)?;
+            }
+            self.socket.flush().await.map_err(|_| End::Gone)?;
+        }
+        crate::metrics::delivered(opening.backlog.len());
+        self.cursor = opening.head;
+        let synced = ServerFrame::Synced { seq: opening.head };
+        self.socket.send(Message::Text(synced.to_json().into())).await.map_err(|_| End::Gone)
+    }
+
+    /// Live phase: write new events, answer the client, keep the heartbeat.
+    async fn run(&mut self) -> End {
+        let expiry = tokio::time::sleep(deadline(self.params.expires_at));
+        tokio::pin!(expiry);
+        loop {
+            self.head_rx.borrow_and_update();
+            if let Err(end) = self.write_pending().await {
+                return end;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return End::Close(CloseCode::GOING_AWAY, "server shutting down"),
+                _ = &mut expiry => return End::Close(CloseCode::TOKEN_EXPIRED, "token expired"),
+                changed = self.head_rx.changed() => if changed.is_err() { return End::Gone },
+                message = self.socket.recv() => {
+                    if let Some(end) = self.on_message(message).await {
+                        return end;
+                    }
+                }
+                _ = self.heartbeat.tick() => {
+                    if let Some(end) = self.ping().await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every event after the cursor, batch by batch; watches the lag while blocked.
+    async fn write_pending(&mut self) -> Result<(), End> {
+        loop {
+            let batch = self.log.read_after(self.cursor, WRITE_BATCH_BYTES).map_err(|Trimmed| slow())?;
+            let Some(last) = batch.last().map(|e| e.seq) else {
+                return Ok(());
+            };
+            let socket = &mut self.socket;
+            let write = async {
+                for entry in &batch {
+                    socket.feed(Message::Text(entry.frame.clone())).await?;
+                }
+                socket.flush().await
+            };
+            tokio::pin!(write);
+            loop {
+                tokio::select! {
+                    result = &mut write => {
+                        result.map_err(|_| End::Gone)?;
+                        break;
+                    }
+                    _ = self.shutdown.cancelled() => return Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
+                    changed = self.head_rx.changed() => {
+                        // The socket is not taking bytes and the log keeps growing: how far behind?
+                        if changed.is_err() {
+                            return Err(End::Gone);
+                        }
+                        let pending = self.log.pending_bytes(self.cursor).map_err(|Trimmed| slow())?;
+                        if pending > self.params.max_pending_bytes {
+                            return Err(slow());
+                        }
+                    }
+                    _ = self.heartbeat.tick() => {
+                        // A write blocked for two heartbeats: the peer is not reading at all.
+                        self.unanswered_pings += 1;
+                        if self.unanswered_pings > 2 {
+                            return Err(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "not reading"));
+                        }
+                    }
+                }
+            }
+            crate::metrics::delivered(batch.len());
+            self.cursor = last;
+        }
+    }
+
+    async fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Option<End> {
+        let message = match message {
+            None => return Some(End::Gone),
+            Some(Err(e)) => {
+                return Some(if is_too_big(&e) {
+                    End::Close(CloseCode::MESSAGE_TOO_BIG, "message too big")
+                } else {
+                    debug!("read error: {e}");
+                    End::Gone
+                });
+            }
+            Some(Ok(m)) => m,
+        };
+        self.unanswered_pings = 0;
+        let reply = match message {
+            Message::Text(text) => match ClientFrame::parse(text.as_str()) {
+                Ok(ClientFrame::Ping) => ServerFrame::Pong,
+                Ok(ClientFrame::Cancel { reference, .. } | ClientFrame::Message { reference, .. }) => {
+                    ServerFrame::Error {
+                        code: "upstream_unavailable".into(),
+                        message: "no upstream is configured on this server (HERALD_UPSTREAM_URL)".into(),
+                        reference,
+                    }
+                }
+                Err(e) => ServerFrame::error(e.code(), e.to_string()),
+            },
+            Message::Binary(_) => {
+                return Some(End::Close(
+                    CloseCode::UNSUPPORTED_DATA,
+                    "binary frames are not supported; send JSON text",
+                ));
+            }
+            Message::Close(_) => return Some(End::Gone),
+            Message::Ping(_) | Message::Pong(_) => return None,
+        };
+        let text: Utf8Bytes = reply.to_json().into();
+        self.socket.send(Message::Text(text)).await.err().map(|_| End::Gone)
+    }
+
+    async fn ping(&mut self) -> Option<End> {
+        if self.unanswered_pings >= 2 {
+            return Some(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+        }
+        self.unanswered_pings += 1;
+        self.socket.send(Message::Ping(Default::default())).await.err().map(|_| End::Gone)
+    }
+}
+
+fn slow() -> End {
+    End::Close(CloseCode::SLOW_CONSUMER, "too far behind: resume from your last seq")
+}
+
+fn deadline(at: SystemTime) -> Duration {
+    at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+}
+
+/// Sends a close frame (bounded in time) and waits briefly for the client's close.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
+}

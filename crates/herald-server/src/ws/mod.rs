@@ -1,0 +1,105 @@
+//! `GET /ws`: authenticate before the upgrade, then hand the socket to [`connection`].
+//!
+//! Everything that can refuse a client happens here, before the upgrade, so a refused client
+//! gets an HTTP status and a JSON body (401, 403, 400, 503) rather than a socket that closes.
+
+pub mod connection;
+
+use crate::AppState;
+use crate::api::ApiFailure;
+use crate::registry::UserContext;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use connection::{Cursor, Params};
+use herald_protocol::SUBPROTOCOL;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Receive buffer per connection. Clients send little (pings, small messages), and tungstenite
+/// zero-fills its read buffer, so a small one keeps idle connections cheap.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Frames are buffered up to this size and written in one syscall (coalescing).
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    after: Option<String>,
+    epoch: Option<String>,
+}
+
+/// Handles `GET /ws`.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: MaybeUpgrade,
+) -> Result<Response, ApiFailure> {
+    if state.is_draining() {
+        return Err(ApiFailure::not_ready("server is draining: connect to another node"));
+    }
+    state.auth.origin(&headers).inspect_err(|_| crate::metrics::connection_attempt("forbidden"))?;
+    let identity =
+        state.auth.socket(&headers).inspect_err(|_| crate::metrics::connection_attempt("unauthorized"))?;
+    let cursor = parse_cursor(&query)?;
+    let Some(upgrade) = upgrade.0 else {
+        return Err(ApiFailure::bad_request(
+            "not_websocket",
+            "GET /ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+        ));
+    };
+    let manager = state.registry.manager(&UserContext::from_user(identity.user.clone()));
+    let params = Params {
+        heartbeat: state.config.heartbeat,
+        max_pending_bytes: state.config.max_pending_bytes as u64,
+        expires_at: identity.expires_at,
+    };
+    let max = state.config.max_message_bytes;
+    let tracker = state.tracker.clone();
+    let shutdown = state.shutdown.clone();
+    Ok(upgrade
+        .protocols([SUBPROTOCOL])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| {
+            tracker.track_future(connection::serve(socket, manager, cursor, params, shutdown))
+        })
+        .into_response())
+}
+
+fn parse_cursor(query: &HashMap<String, String>) -> Result<Option<Cursor>, ApiFailure> {
+    let q = WsQuery { after: query.get("after").cloned(), epoch: query.get("epoch").cloned() };
+    match (q.after, q.epoch) {
+        (None, None) => Ok(None),
+        (Some(after), epoch) => {
+            let after = after.parse::<u64>().map_err(|_| {
+                ApiFailure::bad_request(
+                    "invalid_cursor",
+                    format!("after={after:?} must be a non-negative integer seq"),
+                )
+            })?;
+            Ok(Some(Cursor { after, epoch: epoch.unwrap_or_default() }))
+        }
+        (None, Some(_)) => Err(ApiFailure::bad_request(
+            "invalid_cursor",
+            "epoch was given without after: resume with ?after=<seq>&epoch=<epoch>",
+        )),
+    }
+}
+
+/// A WebSocket upgrade if the request is one; `None` lets the handler answer plain GETs clearly.
+pub struct MaybeUpgrade(Option<WebSocketUpgrade>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeUpgrade {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(MaybeUpgrade(WebSocketUpgrade::from_request_parts(parts, state).await.ok()))
+    }
+}

@@ -1,0 +1,41 @@
+//! The subcommands of `herald`, one file each.
+
+mod serve;
+mod token;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Herald delivers the events of AI-agent runs (agent_started, tool_executing, …) from the
+/// backends that run agents to the browsers of the users who asked for them: to the right user
+/// only, in order, without loss, across disconnects, tabs and nodes.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const AFTER_HELP: &str = "\
+Quick start:
+  herald serve --dev        start with random keys, print a token and example commands
+  herald serve --help       every setting, with its flag, environment variable and default
+
+Settings come from flags, then environment (HERALD_*), then a TOML file (--config), then defaults.
+Protocol and API: docs/protocol.md";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway: WebSocket /ws for clients, HTTP /v1/events for backends.
+    Serve(serve::ServeArgs),
+    /// Print a client JWT signed with the configured HS256 secret.
+    Token(token::TokenArgs),
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Token(args) => token::run(args),
+    }
+}

@@ -1,0 +1,94 @@
+//! `herald serve`: load the configuration, start logging, serve until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use herald_server::config::{Config, Settings};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `herald serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with settings; its keys are the settings' names (history_size = 1000).
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE", help_heading = "Server")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// Serves until a signal arrives, then drains and exits 0.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let config = args.settings.or(file).validate()?;
+    init_logging(config.log_json);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+        format!("cannot listen on {}: set another address with --listen or HERALD_LISTEN", config.listen)
+    })?;
+    if config.dev {
+        print_dev_banner(&config, listener.local_addr()?);
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal(shutdown.clone()));
+    herald_server::run(config, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
+    let user = "dev-user";
+    let token = herald_server::auth::jwt::sign_token(
+        config.jwt.secret.expose(),
+        user,
+        Duration::from_secs(24 * 3600),
+    );
+    let key = config.api_keys[0].expose();
+    println!(
+        "\
+Herald dev mode: random keys, any Origin allowed. Do not use in production.
+
+  JWT for {user} (24h):  {token}
+  API key:               {key}
+  JWT secret:            {secret}
+
+Connect a client (Python, pip install websockets):
+  python3 -c \"import asyncio,websockets;exec('async def m():\\n async with websockets.connect(\\'ws://{addr}/ws\\',additional_headers={{\\'Authorization\\':\\'Bearer {token}\\'}}) as w:\\n  async for f in w: print(f)');asyncio.run(m())\"
+or with websocat:
+  websocat -H 'Authorization: Bearer {token}' ws://{addr}/ws
+
+Publish an event to {user}:
+  curl -s http://{addr}/v1/events -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+    -d '{{\"user_id\":\"{user}\",\"run_id\":\"run-1\",\"event\":\"agent_started\",\"data\":{{}}}}'
+",
+        secret = config.jwt.secret.expose(),
+    );
+}
