@@ -95,6 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/v1/events", post(api::events::publish))
         .route("/v1/users/{user_id}/events", get(api::history::list))
+        .route("/v1/tickets", post(api::tickets::create))
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod tickets;
 
 use crate::AppState;
 use crate::auth::AuthError;
@@ -33,6 +34,11 @@ impl ApiFailure {
     /// 400 with `code`.
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     /// 503 `not_ready`.

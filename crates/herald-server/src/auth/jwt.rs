@@ -71,7 +71,7 @@ impl JwtVerifier {
         })?;
         let sub = data.claims.sub.ok_or_else(|| AuthError::Invalid("token has no sub claim".into()))?;
         let user = UserId::parse(&sub).map_err(|e| AuthError::Invalid(format!("token sub: {e}")))?;
-        Ok(Identity { user, expires_at: UNIX_EPOCH + Duration::from_secs(data.claims.exp) })
+        Ok(Identity { user, expires_at: Some(UNIX_EPOCH + Duration::from_secs(data.claims.exp)) })
     }
 }
 

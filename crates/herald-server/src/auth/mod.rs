@@ -6,6 +6,7 @@
 //! and never logs a credential.
 
 pub mod jwt;
+pub mod ticket;
 
 use crate::config::{Config, OriginPolicy, Secret};
 use axum::http::{HeaderMap, header};
@@ -19,8 +20,9 @@ use subtle::ConstantTimeEq;
 pub struct Identity {
     /// The user the token was issued for (`sub`).
     pub user: UserId,
-    /// When the token expires; the connection is closed with 4001 then.
-    pub expires_at: SystemTime,
+    /// When the token expires (the connection is closed with 4001 then); `None` for tickets,
+    /// which are checked once, at the handshake.
+    pub expires_at: Option<SystemTime>,
 }
 
 /// Why a request was refused. Maps to 401 or 403 with a JSON body in one place (`api`).
@@ -72,9 +74,10 @@ impl Authenticator {
     }
 
     /// Authenticates a WebSocket handshake from its `Authorization` header or `bearer.` subprotocol.
+    /// (Tickets are checked by the caller, since taking one needs the engine.)
     pub fn socket(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
         let token = bearer(headers).or_else(|| subprotocol_token(headers)).ok_or(AuthError::Missing(
-            "no token: send Authorization: Bearer <jwt>, or subprotocols herald.v1, bearer.<jwt>",
+            "no token: send Authorization: Bearer <jwt>, subprotocols herald.v1, bearer.<jwt>, or ?ticket=",
         ))?;
         self.jwt.verify(token)
     }

@@ -13,13 +13,14 @@ use herald_protocol::{EventInput, Receipt, RunState, UserId};
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Single-node engine keeping every user's log in memory.
 #[derive(Debug)]
 pub struct MemoryEngine {
     retention: Retention,
     users: Mutex<HashMap<UserId, Arc<Mutex<UserBook>>>>,
+    tickets: Mutex<HashMap<String, (UserId, Instant)>>,
 }
 
 #[derive(Debug)]
@@ -38,7 +39,7 @@ struct RunSlot {
 impl MemoryEngine {
     /// An empty engine keeping at most `retention` per user.
     pub fn new(retention: Retention) -> Self {
-        Self { retention, users: Mutex::new(HashMap::new()) }
+        Self { retention, users: Mutex::new(HashMap::new()), tickets: Mutex::new(HashMap::new()) }
     }
 
     /// Users with state on this engine (for tests and metrics of bounded memory).
@@ -179,12 +180,23 @@ impl Engine for MemoryEngine {
         Ok(History { epoch: log.epoch().to_owned(), seq: log.head(), reset, events })
     }
 
+    async fn put_ticket(&self, hash: &str, user: &UserId, ttl: Duration) -> Result<(), EngineError> {
+        self.tickets.lock().insert(hash.to_owned(), (user.clone(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn take_ticket(&self, hash: &str) -> Result<Option<UserId>, EngineError> {
+        let taken = self.tickets.lock().remove(hash);
+        Ok(taken.filter(|(_, expires)| Instant::now() < *expires).map(|(user, _)| user))
+    }
+
     async fn is_ready(&self) -> bool {
         true
     }
 
     fn sweep(&self) {
         let now = Instant::now();
+        self.tickets.lock().retain(|_, (_, expires)| now < *expires);
         let mut users = self.users.lock();
         users.retain(|_, book| {
             let Some(mut guard) = book.try_lock() else {

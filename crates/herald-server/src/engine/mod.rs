@@ -14,7 +14,7 @@ use herald_protocol::frame::EventFrame;
 use herald_protocol::{EventInput, Receipt, RunRuleError, ServerFrame, UserId};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use memory::MemoryEngine;
 
@@ -76,6 +76,12 @@ pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
         epoch: Option<&str>,
         limit: usize,
     ) -> Result<History, EngineError>;
+
+    /// Stores a ticket's hash for `user` until `ttl` passes.
+    async fn put_ticket(&self, hash: &str, user: &UserId, ttl: Duration) -> Result<(), EngineError>;
+
+    /// Takes (and deletes) a ticket: `Some(user)` exactly once while it is valid.
+    async fn take_ticket(&self, hash: &str) -> Result<Option<UserId>, EngineError>;
 
     /// True while the engine can store events.
     async fn is_ready(&self) -> bool;

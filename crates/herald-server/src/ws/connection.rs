@@ -43,7 +43,7 @@ pub struct Params {
     /// How far behind the connection may fall.
     pub max_pending_bytes: u64,
     /// The token's expiry: the connection closes with 4001 then.
-    pub expires_at: SystemTime,
+    pub expires_at: Option<SystemTime>,
 }
 
 /// Why the connection ends.
@@ -279,8 +279,11 @@ fn slow() -> End {
     End::Close(CloseCode::SLOW_CONSUMER, "too far behind: resume from your last seq")
 }
 
-fn deadline(at: SystemTime) -> Duration {
-    at.duration_since(SystemTime::now()).unwrap_or_default()
+fn deadline(at: Option<SystemTime>) -> Duration {
+    // Tickets carry no expiry; a year stands in for "never" without overflowing the timer.
+    at.map_or(Duration::from_secs(365 * 24 * 3600), |at| {
+        at.duration_since(SystemTime::now()).unwrap_or_default()
+    })
 }
 
 fn is_too_big(e: &axum::Error) -> bool {

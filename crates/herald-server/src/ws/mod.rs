@@ -43,8 +43,9 @@ pub async fn upgrade(
         return Err(ApiFailure::not_ready("server is draining: connect to another node"));
     }
     state.auth.origin(&headers).inspect_err(|_| crate::metrics::connection_attempt("forbidden"))?;
-    let identity =
-        state.auth.socket(&headers).inspect_err(|_| crate::metrics::connection_attempt("unauthorized"))?;
+    let identity = authenticate(&state, &headers, &query)
+        .await
+        .inspect_err(|_| crate::metrics::connection_attempt("unauthorized"))?;
     let cursor = parse_cursor(&query)?;
     let Some(upgrade) = upgrade.0 else {
         return Err(ApiFailure::bad_request(
@@ -71,6 +72,24 @@ pub async fn upgrade(
             tracker.track_future(connection::serve(socket, manager, cursor, params, shutdown))
         })
         .into_response())
+}
+
+/// A `?ticket=` (taken from the engine, once) or else a JWT from the headers.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<crate::auth::Identity, ApiFailure> {
+    let Some(ticket) = query.get("ticket") else {
+        return Ok(state.auth.socket(headers)?);
+    };
+    let hash = crate::auth::ticket::ticket_hash(ticket);
+    match state.engine.take_ticket(&hash).await? {
+        Some(user) => Ok(crate::auth::Identity { user, expires_at: None }),
+        None => {
+            Err(crate::auth::AuthError::Invalid("ticket is unknown, expired or already used".into()).into())
+        }
+    }
 }
 
 fn parse_cursor(query: &HashMap<String, String>) -> Result<Option<Cursor>, ApiFailure> {

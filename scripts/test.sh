@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one test command (README "Test"): every test of every part, against real servers.
+# .ci/run installs what is missing (Redis, Chromium, npm and pip packages), then runs this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== Rust: unit, integration and doc tests"
+cargo build --workspace --all-targets
+cargo nextest run --workspace --no-fail-fast
+cargo test --workspace --doc
+
+export HERALD_BIN="$PWD/target/debug/herald"
+for suite in clients/*/test.sh; do
+  [ -x "$suite" ] || continue
+  echo "== $suite"
+  "$suite"
+done
