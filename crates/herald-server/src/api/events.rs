@@ -1,9 +1,8 @@
 //! `POST /v1/events`: one event or a batch, appended all-or-nothing, receipts after the append.
 
-use super::{ApiFailure, Publisher};
+use super::{ApiFailure, Body, Publisher};
 use crate::AppState;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use herald_protocol::PublishBody;
@@ -15,7 +14,7 @@ use tracing::debug;
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     _: Publisher,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiFailure> {
     if state.is_draining() {
         return Err(ApiFailure::not_ready("server is draining: publish to another node"));

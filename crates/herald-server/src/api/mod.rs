@@ -107,6 +107,29 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
     }
 }
 
+/// The raw request body, with an over-limit body refused as 413 `too_large` in the shared error
+/// shape (axum's own rejection is plain text).
+#[derive(Debug)]
+pub struct Body(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiFailure;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(request, state).await.map(Body).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiFailure::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "request body is over max_body_bytes; split the batch",
+                )
+            } else {
+                ApiFailure::bad_request("invalid_request", e.body_text())
+            }
+        })
+    }
+}
+
 /// 404 for unknown routes, with the shared body.
 pub async fn not_found() -> ApiFailure {
     ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such route; see docs/protocol.md")

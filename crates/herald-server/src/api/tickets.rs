@@ -1,10 +1,9 @@
 //! `POST /v1/tickets`: a single-use ticket for `/ws?ticket=`, for browsers that cannot set headers.
 
-use super::{ApiFailure, Publisher};
+use super::{ApiFailure, Body, Publisher};
 use crate::AppState;
 use crate::auth::ticket::{DEFAULT_TTL, MAX_TTL, new_ticket, ticket_hash};
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use herald_protocol::UserId;
 use serde::Deserialize;
@@ -23,7 +22,7 @@ struct TicketRequest {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     _: Publisher,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiFailure> {
     let request: TicketRequest = serde_json::from_slice(&body).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() { "invalid_json" } else { "invalid_request" };

@@ -1,0 +1,125 @@
+//! The socket's own rules: ping/pong, error frames that keep the connection, size and type limits,
+//! the per-user connection limit.
+
+mod common;
+
+use common::{T, TestServer};
+use herald_client::ClientError;
+use herald_protocol::ServerFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+fn error_code(frame: ServerFrame) -> String {
+    match frame {
+        ServerFrame::Error { code, .. } => code,
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_pong() {
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    conn.send_text(r#"{"type":"ping"}"#).await.unwrap();
+    assert_eq!(conn.next_frame(T).await.unwrap(), ServerFrame::Pong);
+}
+
+#[tokio::test]
+async fn bad_client_frames_get_error_frames_and_the_connection_stays_open() {
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    conn.send_text("this is not json").await.unwrap();
+    assert_eq!(error_code(conn.next_frame(T).await.unwrap()), "invalid_json");
+    conn.send_text(r#"{"type":"teleport"}"#).await.unwrap();
+    assert_eq!(error_code(conn.next_frame(T).await.unwrap()), "unknown_type");
+    conn.send_text(r#"{"type":"cancel"}"#).await.unwrap();
+    assert_eq!(error_code(conn.next_frame(T).await.unwrap()), "invalid_frame");
+    // Still open and delivering.
+    server.publisher.publish("u", "agent_started", Some("r"), serde_json::json!({})).await.unwrap();
+    assert_eq!(conn.next_event(T).await.unwrap().event, "agent_started");
+}
+
+#[tokio::test]
+async fn cancel_without_upstream_is_an_error_frame_with_the_ref() {
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    conn.send_text(r#"{"type":"cancel","run_id":"r","ref":"c-1"}"#).await.unwrap();
+    match conn.next_frame(T).await.unwrap() {
+        ServerFrame::Error { code, reference, .. } => {
+            assert_eq!(code, "upstream_unavailable");
+            assert_eq!(reference.as_deref(), Some("c-1"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn frame_over_64_kib_closes_with_1009() {
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100 * 1024));
+    conn.send_text(big).await.unwrap();
+    match conn.next_frame(T).await {
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1009),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn binary_frame_closes_with_1003() {
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    conn.send_raw(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    match conn.next_frame(T).await {
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1003),
+        other => panic!("expected close 1003, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connection_over_the_per_user_limit_closes_with_4029() {
+    let server =
+        TestServer::with(herald_server::Settings { max_connections_per_user: Some(2), ..Default::default() })
+            .await;
+    let (_a, _) = server.open("u").await;
+    let (_b, _) = server.open("u").await;
+    let mut third = herald_client::Connection::connect(
+        &server.url,
+        &server.token("u"),
+        None,
+        herald_client::AuthMode::Header,
+    )
+    .await
+    .unwrap();
+    match third.next_frame(T).await {
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 4029),
+        other => panic!("expected close 4029, got {other:?}"),
+    }
+    // Another user is not affected.
+    let (_c, opened) = server.open("other").await;
+    assert_eq!(opened.seq, 0);
+}
+
+#[tokio::test]
+async fn server_pings_and_closes_a_client_that_never_answers() {
+    // A raw TCP client that completes the handshake and then never reads or answers pings.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server =
+        TestServer::with(herald_server::Settings { heartbeat_ms: Some(100), ..Default::default() }).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        server.token("u")
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // Read everything until the server closes the TCP connection; it must, within a few beats.
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(T, tcp.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "server never closed a connection that ignores pings");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    // The close frame carries 4000 (0x0FA0) after the welcome and synced frames.
+    assert!(received.windows(2).any(|w| w == [0x0F, 0xA0]), "no 4000 close frame in {received:?}");
+}
