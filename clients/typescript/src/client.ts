@@ -173,6 +173,7 @@ export class HeraldClient {
   private generation = 0;
   private stopped = false;
   private restartNow = false;
+  private restartDelay = 0;
   private welcomed = false;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
@@ -251,17 +252,20 @@ export class HeraldClient {
   }
 
   /**
-   * Drops the current connection and reconnects at once, resuming from the cursor (what a
-   * network blip does; the console's "drop connection" button).
+   * Drops the current connection and reconnects after `delayMs` (default at once), resuming from
+   * the cursor: what a network blip does (the console's "drop connection" button).
    */
-  reconnect(): void {
+  reconnect(delayMs = 0): void {
     if (this.stopped) return;
+    this.restartDelay = Math.max(0, delayMs);
     if (this.ws) {
       this.restartNow = true;
       this.ws.close(RESTART_CODE, "client reconnect");
     } else {
+      this.generation++; // abandons an attempt still waiting for its credentials
       this.clearReconnectTimer();
-      void this.open();
+      this.restartNow = true;
+      this.scheduleReconnect(RESTART_CODE, "client reconnect");
     }
   }
 
@@ -364,6 +368,11 @@ export class HeraldClient {
       return;
     }
     if (gen !== this.generation || this.stopped) return;
+    if (this.ws) {
+      const stale = this.ws;
+      this.ws = null;
+      stale.close(RESTART_CODE, "replaced");
+    }
     let ws: WebSocketLike;
     try {
       ws = new this.Ctor(url, protocols);
@@ -518,7 +527,8 @@ export class HeraldClient {
       this.rejectConnectWaiters(new HeraldError("gave_up", `gave up after ${this.attempt} attempts`));
       return;
     }
-    const delay = immediate ? 0 : this.backoff(this.attempt++);
+    const delay = immediate ? this.restartDelay : this.backoff(this.attempt++);
+    this.restartDelay = 0;
     this.setStatus("reconnecting");
     this.emit("close", { code, reason, reconnectInMs: delay });
     this.clearReconnectTimer();

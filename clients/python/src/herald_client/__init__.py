@@ -1,0 +1,66 @@
+"""Python publisher and client for Herald, the real-time gateway for AI-agent run events.
+
+- :class:`Publisher` / :class:`AsyncPublisher`: backends publish events over HTTP (DESIGN §5).
+- :class:`Run`: ``async with publisher.run(user, thread) as run`` emits a run's events in order.
+- :class:`Client`: an async iterator of a user's events with reconnect and resume (DESIGN §4).
+- :func:`verify_signature`: checks ``Herald-Signature`` on upstream requests (DESIGN §9).
+"""
+
+from .client import Client, CloseCode, ws_url
+from .errors import (
+    AuthError,
+    ForbiddenError,
+    HeraldConnectionError,
+    HeraldError,
+    NotFoundError,
+    NotReadyError,
+    RateLimitedError,
+    RunStateError,
+    SignatureError,
+    TokenExpiredError,
+    TooLargeError,
+    ValidationError,
+    error_from_response,
+)
+from .publisher import AsyncPublisher, Publisher
+from .run import Run, SyncRun, SyncToolCall, ToolCall
+from .signature import SIGNATURE_HEADER, check_signature, sign, verify_signature
+from .types import Event, EventInput, History, Receipt, Ticket, Welcome, new_id
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncPublisher",
+    "AuthError",
+    "Client",
+    "CloseCode",
+    "Event",
+    "EventInput",
+    "ForbiddenError",
+    "HeraldConnectionError",
+    "HeraldError",
+    "History",
+    "NotFoundError",
+    "NotReadyError",
+    "Publisher",
+    "RateLimitedError",
+    "Receipt",
+    "Run",
+    "RunStateError",
+    "SIGNATURE_HEADER",
+    "SignatureError",
+    "SyncRun",
+    "SyncToolCall",
+    "Ticket",
+    "TokenExpiredError",
+    "TooLargeError",
+    "ToolCall",
+    "ValidationError",
+    "Welcome",
+    "check_signature",
+    "error_from_response",
+    "new_id",
+    "sign",
+    "verify_signature",
+    "ws_url",
+]

@@ -1,0 +1,403 @@
+"""Consuming a user's events over the WebSocket protocol (DESIGN §4).
+
+    async with Client("http://127.0.0.1:7400", token) as client:
+        async for event in client:
+            print(event.seq, event.event, event.data)
+
+The client keeps its cursor (epoch, seq) and, when the socket drops, reconnects with
+``?after=<seq>&epoch=<epoch>``: every event after the cursor is replayed, or, when the server cannot
+(restarted, cursor too old), the server says ``reset`` and ``on_reset`` is called before the events
+of the user's active runs. Events are yielded exactly once per client, in seq order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import random
+import uuid
+from collections import deque
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple, Union
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .errors import HeraldConnectionError, HeraldError, TokenExpiredError, error_from_response
+from .types import Event, Ticket, Welcome
+
+__all__ = ["Client", "CloseCode", "ws_url"]
+
+log = logging.getLogger("herald_client")
+
+Credential = Union[str, Callable[[], Union[str, Awaitable[str]]]]
+Callback = Callable[..., Any]
+
+
+class CloseCode:
+    """Close codes Herald uses (DESIGN §4)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server drain / shutdown
+    UNSUPPORTED_DATA = 1003
+    MESSAGE_TOO_BIG = 1009
+    TOKEN_EXPIRED = 4001
+    SLOW_CONSUMER = 4008
+    TOO_MANY_CONNECTIONS = 4029
+
+
+#: Handshake statuses that retrying cannot fix: raised to the iterating code.
+FATAL_STATUSES = frozenset({400, 401, 403, 404})
+
+SUBPROTOCOL = "herald.v1"
+
+
+def ws_url(url: str) -> str:
+    """``http://host:port`` → ``ws://host:port/ws`` (``https`` → ``wss``); ws URLs pass through."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None:
+        raise ValueError(f"url must be http(s):// or ws(s)://, got {url!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/ws"):
+        path += "/ws"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+async def _resolve(credential: Credential) -> str:
+    value = credential() if callable(credential) else credential
+    if inspect.isawaitable(value):
+        value = await value
+    if isinstance(value, Ticket):
+        return value.ticket
+    return str(value)
+
+
+async def _call(callback: Optional[Callback], *args: Any) -> None:
+    if callback is None:
+        return
+    result = callback(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+_CLOSED = object()
+
+
+class Client:
+    """Async iterator over one user's events, with automatic reconnect and resume.
+
+    - ``token``: a JWT, or a callable (sync or async) returning a fresh one on every connect (then
+      an expired token, close 4001, is renewed instead of ending the stream).
+    - ``ticket``: instead of a token, a callable (sync or async) returning a new single-use ticket
+      (a string or a :class:`Ticket`) per connect, e.g. ``lambda: publisher.ticket(user)``.
+    - ``auth``: ``"header"`` (``Authorization: Bearer``) or ``"subprotocol"`` (``bearer.<jwt>``).
+    - ``after``/``epoch``: start from a saved cursor instead of the active runs.
+    - ``on_reset(welcome)``: the server could not replay from the cursor; reload your state.
+      ``on_welcome(welcome)`` runs for every connection. Both may be async and run in the
+      iterating task, in stream order (after every event of the previous connection).
+    - ``on_frame(frame)``: other server frames (``error``, ``ack``) as dicts.
+    - ``reconnect=False``: end with :class:`HeraldConnectionError` on the first disconnect.
+
+    Fatal problems (401/403/400 at the handshake, an expired static token) are raised from the
+    iteration as typed errors. At most ``max_queue`` received events wait for the consumer; after
+    that the client stops reading, so a stalled consumer gets 4008 from the server and resumes.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: Optional[Credential] = None,
+        *,
+        ticket: Optional[Callable[[], Any]] = None,
+        auth: str = "header",
+        after: Optional[int] = None,
+        epoch: Optional[str] = None,
+        on_reset: Optional[Callback] = None,
+        on_welcome: Optional[Callback] = None,
+        on_frame: Optional[Callback] = None,
+        reconnect: bool = True,
+        min_backoff_s: float = 0.1,
+        max_backoff_s: float = 10.0,
+        open_timeout_s: float = 10.0,
+        max_queue: int = 1024,
+        max_message_bytes: Optional[int] = 16 * 1024 * 1024,
+    ) -> None:
+        if (token is None) == (ticket is None):
+            raise ValueError("give exactly one of token= or ticket=")
+        if auth not in ("header", "subprotocol"):
+            raise ValueError("auth must be 'header' or 'subprotocol'")
+        if after is not None and epoch is None:
+            raise ValueError("resuming needs both after= and epoch=")
+        self.url = ws_url(url)
+        self._token = token
+        self._ticket = ticket
+        self._auth = auth
+        self.on_reset = on_reset
+        self.on_welcome = on_welcome
+        self.on_frame = on_frame
+        self.reconnect = reconnect
+        self.min_backoff_s = min_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.open_timeout_s = open_timeout_s
+        self.max_queue = max(1, max_queue)
+        self.max_message_bytes = max_message_bytes
+
+        # Cursor of what the consumer has been given (save it to resume in another process).
+        self.epoch: Optional[str] = epoch
+        self.seq: int = after or 0
+        # Cursor of what was received (what a reconnect resumes from).
+        self._recv_epoch: Optional[str] = epoch
+        self._recv_seq: int = after or 0
+        self._resume = after is not None
+
+        #: Welcome of the current (or last) connection.
+        self.welcome: Optional[Welcome] = None
+        #: How many connections were opened (welcome received).
+        self.connects = 0
+        #: Close code of the last connection that ended (1006: dropped without a close frame).
+        self.last_close_code: Optional[int] = None
+
+        self._ws: Optional[ClientConnection] = None
+        self._task: Optional["asyncio.Task[None]"] = None
+        self._queue: "asyncio.Queue[Tuple[str, Any]]" = None  # type: ignore[assignment]
+        self._space: asyncio.Event = None  # type: ignore[assignment]
+        self._synced: asyncio.Event = None  # type: ignore[assignment]
+        self._pongs: Deque["asyncio.Future[None]"] = deque()
+        self._closing = False
+        self._finished = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts connecting in the background (``async with`` and iteration call this)."""
+        if self._task is not None:
+            return
+        self._queue = asyncio.Queue()
+        self._space = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._main(), name="herald-client")
+
+    async def __aenter__(self) -> "Client":
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the socket (1000) and ends the iteration."""
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(), 2)
+            except Exception:  # noqa: BLE001
+                pass
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._queue.put_nowait(("closed", _CLOSED))
+
+    # --- iteration ---------------------------------------------------------------------------
+
+    def __aiter__(self) -> "Client":
+        self.start()
+        return self
+
+    async def __anext__(self) -> Event:
+        self.start()
+        while True:
+            if self._finished:
+                raise StopAsyncIteration
+            kind, item = await self._queue.get()
+            self._space.set()
+            if kind == "event":
+                event, epoch = item
+                self.epoch, self.seq = epoch, event.seq
+                return event
+            if kind == "welcome":
+                welcome: Welcome = item
+                if welcome.recovery in ("reset", "none"):
+                    self.epoch, self.seq = welcome.epoch, 0
+                    if welcome.recovery == "reset":
+                        await _call(self.on_reset, welcome)
+                await _call(self.on_welcome, welcome)
+            elif kind == "synced":
+                epoch, seq = item
+                self.epoch, self.seq = epoch, max(self.seq, seq)
+            elif kind == "error":
+                self._finished = True
+                raise item
+            elif kind == "closed":
+                self._finished = True
+
+    async def wait_synced(self, timeout: Optional[float] = None) -> Welcome:
+        """Waits until the current connection has sent ``synced`` (live events follow)."""
+        self.start()
+        waiter = asyncio.ensure_future(self._synced.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[arg-type]
+        if waiter not in done:
+            waiter.cancel()
+            if self._task in done:
+                raise HeraldConnectionError("client stopped before it synced (iterate it to see why)")
+            raise asyncio.TimeoutError("not synced yet")
+        assert self.welcome is not None
+        return self.welcome
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def send(self, frame: Dict[str, Any]) -> None:
+        """Sends a JSON frame on the current connection."""
+        if self._ws is None:
+            raise HeraldConnectionError("not connected")
+        await self._ws.send(json.dumps(frame))
+
+    async def ping(self, timeout: float = 5.0) -> None:
+        """Sends ``{"type":"ping"}`` and waits for the ``pong``."""
+        future: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+        self._pongs.append(future)
+        await self.send({"type": "ping"})
+        await asyncio.wait_for(future, timeout)
+
+    async def cancel(self, run_id: str, ref: Optional[str] = None) -> str:
+        """Asks the backend (upstream) to stop a run; the answer arrives via ``on_frame``."""
+        ref = ref or uuid.uuid4().hex[:12]
+        await self.send({"type": "cancel", "run_id": run_id, "ref": ref})
+        return ref
+
+    def drop_connection(self) -> None:
+        """Aborts the socket without a close handshake, like a network failure (for tests)."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    # --- background loop ---------------------------------------------------------------------
+
+    def _fail(self, error: BaseException) -> None:
+        self._queue.put_nowait(("error", error))
+
+    async def _connect(self) -> ClientConnection:
+        query: Dict[str, str] = {}
+        if self._resume and self._recv_epoch is not None:
+            query["after"] = str(self._recv_seq)
+            query["epoch"] = self._recv_epoch
+        headers: Dict[str, str] = {}
+        subprotocols = [SUBPROTOCOL]
+        if self._ticket is not None:
+            query["ticket"] = await _resolve(self._ticket)
+        else:
+            assert self._token is not None
+            token = await _resolve(self._token)
+            if self._auth == "header":
+                headers["Authorization"] = f"Bearer {token}"
+            else:
+                subprotocols.append(f"bearer.{token}")
+        uri = self.url + ("?" + urlencode(query) if query else "")
+        return await connect(
+            uri,
+            additional_headers=headers,
+            subprotocols=subprotocols,  # type: ignore[arg-type]
+            open_timeout=self.open_timeout_s,
+            max_size=self.max_message_bytes,
+        )
+
+    async def _main(self) -> None:
+        backoff = self.min_backoff_s
+        while not self._closing:
+            try:
+                ws = await self._connect()
+            except InvalidStatus as e:
+                status = e.response.status_code
+                error = error_from_response(status, e.response.body or b"")
+                if status in FATAL_STATUSES or not self.reconnect:
+                    self._fail(error)
+                    return
+                log.info("herald: handshake refused (%s), retrying in %.2fs", error, backoff)
+            except (OSError, asyncio.TimeoutError, InvalidHandshake) as e:
+                if not self.reconnect:
+                    self._fail(HeraldConnectionError(f"cannot connect to {self.url}: {e!r}"))
+                    return
+                log.info("herald: cannot connect (%r), retrying in %.2fs", e, backoff)
+            except Exception as e:  # noqa: BLE001  (token provider failed, bad URL, …)
+                self._fail(e)
+                return
+            else:
+                code, reason, welcomed = await self._serve(ws)
+                self.last_close_code = code
+                if self._closing:
+                    return
+                if welcomed:
+                    backoff = self.min_backoff_s
+                if code == CloseCode.TOKEN_EXPIRED and self._ticket is None and not callable(self._token):
+                    self._fail(TokenExpiredError("token_expired", "the token expired; pass token= as a callable to renew it", None))
+                    return
+                if not self.reconnect:
+                    self._fail(HeraldConnectionError(f"connection closed: {code} {reason}".strip()))
+                    return
+                log.info("herald: connection closed (%s %s), resuming", code, reason)
+                if code in (CloseCode.TOKEN_EXPIRED, CloseCode.SLOW_CONSUMER):
+                    continue  # reconnect at once: nothing is wrong with the server
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(self.max_backoff_s, backoff * 2)
+
+    async def _serve(self, ws: ClientConnection) -> Tuple[Optional[int], str, bool]:
+        """Reads one connection until it closes; returns (close code, reason, got welcome)."""
+        self._ws = ws
+        welcomed = False
+        try:
+            async for raw in ws:
+                if isinstance(raw, bytes):
+                    continue
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if kind == "event":
+                    event = Event.from_json(frame)
+                    if event.seq <= self._recv_seq:
+                        continue  # already delivered by an earlier connection
+                    self._recv_seq = event.seq
+                    await self._put("event", (event, self._recv_epoch))
+                elif kind == "welcome":
+                    welcome = Welcome.from_json(frame)
+                    welcomed = True
+                    self.welcome = welcome
+                    self.connects += 1
+                    if welcome.recovery != "replayed":
+                        self._recv_seq = 0  # backlog: the active runs of this epoch
+                    self._recv_epoch = welcome.epoch
+                    self._resume = True
+                    await self._put("welcome", welcome)
+                elif kind == "synced":
+                    self._recv_seq = max(self._recv_seq, int(frame["seq"]))
+                    await self._put("synced", (self._recv_epoch, self._recv_seq))
+                    self._synced.set()
+                elif kind == "pong":
+                    while self._pongs:
+                        future = self._pongs.popleft()
+                        if not future.done():
+                            future.set_result(None)
+                            break
+                else:
+                    try:
+                        await _call(self.on_frame, frame)
+                    except Exception:  # noqa: BLE001
+                        log.exception("herald: on_frame failed")
+        except ConnectionClosed:
+            pass
+        except (OSError, ValueError, KeyError) as e:
+            log.info("herald: connection failed: %r", e)
+            ws.transport.abort()
+        finally:
+            self._ws = None
+            self._synced.clear()
+        return ws.close_code, ws.close_reason or "", welcomed
+
+    async def _put(self, kind: str, item: Any) -> None:
+        while self._queue.qsize() >= self.max_queue:
+            self._space.clear()
+            await self._space.wait()
+        self._queue.put_nowait((kind, item))
