@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod log;
 pub mod metrics;
@@ -99,6 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))
+        .merge(console::routes())
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)

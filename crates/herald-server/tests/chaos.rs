@@ -44,12 +44,11 @@ impl Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_random_disconnects_lose_and_duplicate_nothing() {
-    let seed: u64 = std::env::var("HERALD_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 =
+        std::env::var("HERALD_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("chaos seed: {seed} (HERALD_CHAOS_SEED={seed} to replay)");
-    let server = Arc::new(TestServer::with(Settings { history_size: Some(10_000), ..Default::default() }).await);
+    let server =
+        Arc::new(TestServer::with(Settings { history_size: Some(10_000), ..Default::default() }).await);
     let users: Vec<String> = (0..USERS).map(|i| format!("chaos-{i}")).collect();
 
     // Publishers: 4 tasks interleaving single-event publishes of every user's runs.
@@ -89,7 +88,11 @@ async fn chaos_random_disconnects_lose_and_duplicate_nothing() {
                     let cursor = epoch.as_deref().map(|e| (tally.last, e));
                     let (mut conn, opened) = Connection::open(&server.url, &token, cursor, T).await.unwrap();
                     if epoch.is_some() {
-                        assert_eq!(opened.recovery, Recovery::Replayed, "user {user}: resume was not honoured");
+                        assert_eq!(
+                            opened.recovery,
+                            Recovery::Replayed,
+                            "user {user}: resume was not honoured"
+                        );
                     }
                     epoch.get_or_insert(opened.epoch.clone());
                     // The first connection (no cursor) gets active runs as a snapshot; start from 0.
@@ -108,7 +111,11 @@ async fn chaos_random_disconnects_lose_and_duplicate_nothing() {
                         let e = conn.next_event(T).await.unwrap();
                         tally.take(&user, &e);
                     }
-                    if rng.random_bool(0.5) { conn.abort() } else { conn.close().await }
+                    if rng.random_bool(0.5) {
+                        conn.abort()
+                    } else {
+                        conn.close().await
+                    }
                     mine += 1;
                     reconnects.fetch_add(1, Ordering::Relaxed);
                 }

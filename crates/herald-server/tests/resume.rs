@@ -146,7 +146,8 @@ async fn duplicate_publish_is_delivered_once_and_marked_duplicate() {
 
     // In one batch, and across a batch and the log.
     let thinking = json!({"user_id": "u", "event": "agent_thinking", "run_id": "r", "id": "evt-2"});
-    let (status, batch) = server.publisher.post(&json!({"events": [thinking, thinking, event]})).await.unwrap();
+    let (status, batch) =
+        server.publisher.post(&json!({"events": [thinking, thinking, event]})).await.unwrap();
     assert_eq!(status, 200, "{batch}");
     let results = batch["results"].as_array().unwrap();
     let flags: Vec<&Value> = results.iter().map(|r| &r["duplicate"]).collect();
@@ -155,7 +156,11 @@ async fn duplicate_publish_is_delivered_once_and_marked_duplicate() {
 
     assert_eq!(seqs(&conn.events(2, T).await.unwrap()), vec![1, 2]);
     conn.send_text(r#"{"type":"ping"}"#).await.unwrap();
-    assert_eq!(conn.next_frame(T).await.unwrap(), herald_protocol::ServerFrame::Pong, "a duplicate was delivered");
+    assert_eq!(
+        conn.next_frame(T).await.unwrap(),
+        herald_protocol::ServerFrame::Pong,
+        "a duplicate was delivered"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +179,8 @@ async fn history_api_reads_retained_events_with_cursor_semantics() {
     assert_eq!(status, 200);
     assert_eq!(body["seq"], 5);
     assert_eq!(body["reset"], false);
-    let got: Vec<u64> = body["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let got: Vec<u64> =
+        body["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(got, vec![3, 4]);
     assert_eq!(body["events"][0]["event"], "tool_executing");
 

@@ -11,7 +11,8 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn slow_consumer_closes(server: &TestServer) -> u64 {
-    let text = server.http().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    let text =
+        server.http().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
     text.lines()
         .find(|l| l.starts_with("herald_slow_consumer_closes_total"))
         .and_then(|l| l.split_whitespace().last())
@@ -21,7 +22,7 @@ async fn slow_consumer_closes(server: &TestServer) -> u64 {
 #[tokio::test]
 async fn a_reader_that_stops_is_closed_with_4008_while_other_tabs_keep_receiving() {
     let server = TestServer::with(Settings {
-        max_pending_bytes: Some(256 * 1024),
+        max_pending_bytes: Some(1 << 20),
         history_size: Some(10_000),
         ..Default::default()
     })
@@ -30,13 +31,17 @@ async fn a_reader_that_stops_is_closed_with_4008_while_other_tabs_keep_receiving
     let (mut fast, _) = server.open("u").await;
     let epoch = opened.epoch.clone();
 
-    // 24 MiB of events: far more than loopback socket buffers can hide.
+    // 24 MiB of events: far more than loopback socket buffers can hide. The publisher waits for
+    // the fast tab after each ~800 KiB batch, so the fast tab is never more than one batch (under
+    // max_pending_bytes) behind, while the tab that stopped reading falls further and further.
     let per_event = 8 * 1024;
     let count = 3000u64;
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
     let fast_reader = tokio::spawn(async move {
         for expected in 1..=count {
             let e = fast.next_event(T).await.expect("fast tab keeps receiving");
             assert_eq!(e.seq, expected);
+            progress_tx.send_replace(expected);
         }
     });
     let pad = "x".repeat(per_event);
@@ -46,6 +51,8 @@ async fn a_reader_that_stops_is_closed_with_4008_while_other_tabs_keep_receiving
             .collect();
         let (status, body) = server.publisher.post(&json!({ "events": events })).await.unwrap();
         assert_eq!(status, 200, "{body}");
+        let batch_end = (chunk + 1) * 100;
+        tokio::time::timeout(T, progress.wait_for(|seq| *seq >= batch_end)).await.unwrap().unwrap();
     }
     fast_reader.await.unwrap();
 

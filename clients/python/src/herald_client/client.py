@@ -328,9 +328,9 @@ class Client:
                 return
             else:
                 code, reason, welcomed = await self._serve(ws)
-                self.last_close_code = code
                 if self._closing:
                     return
+                self.last_close_code = int(code) if code is not None else None
                 if welcomed:
                     backoff = self.min_backoff_s
                 if code == CloseCode.TOKEN_EXPIRED and self._ticket is None and not callable(self._token):

@@ -27,7 +27,7 @@ Protocol and API: docs/protocol.md";
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway: WebSocket /ws for clients, HTTP /v1/events for backends.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Print a client JWT signed with the configured HS256 secret.
     Token(token::TokenArgs),
 }
@@ -35,7 +35,7 @@ enum Command {
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Token(args) => token::run(args),
     }
 }
