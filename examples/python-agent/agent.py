@@ -20,13 +20,13 @@ import os
 import sys
 from typing import Optional
 
-from herald_client import AsyncPublisher, HeraldError
+from herald_client import AsyncPublisher, HeraldError, new_id
 
 
 async def answer(pub: AsyncPublisher, user_id: str, question: str, thread_id: Optional[str] = None,
-                 fail: bool = False) -> str:
+                 fail: bool = False, run_id: Optional[str] = None) -> str:
     """Runs the fake agent for one question; returns the run id."""
-    async with pub.run(user_id, thread_id, data={"question": question}) as run:
+    async with pub.run(user_id, thread_id, run_id=run_id, data={"question": question}) as run:
         print(f"run {run.run_id} for {user_id}: {question!r}", file=sys.stderr)
         await run.thinking(f"The user asks {question!r}. I will search the web, then read the best hit.")
 
@@ -73,10 +73,13 @@ async def serve(pub: AsyncPublisher, port: int) -> None:
                 if not req.get("user_id") or not req.get("question"):
                     status, body = 400, {"error": "user_id and question are required"}
                 else:
-                    task = asyncio.create_task(answer(pub, req["user_id"], req["question"], req.get("thread_id")))
+                    run_id = new_id()
+                    task = asyncio.create_task(
+                        answer(pub, req["user_id"], req["question"], req.get("thread_id"), run_id=run_id)
+                    )
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                    status, body = 202, {"accepted": True}
+                    status, body = 202, {"run_id": run_id}
         except (ValueError, asyncio.IncompleteReadError) as e:
             status, body = 400, {"error": str(e)}
         data = json.dumps(body).encode()

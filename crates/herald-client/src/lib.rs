@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod check;
+
 pub use herald_protocol;
 
 /// Errors of the client.
@@ -145,6 +147,11 @@ impl Connection {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Wraps a socket the caller opened itself (custom headers, raw handshakes in tests).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Connection {
+        Connection { ws, last_seq: 0 }
     }
 
     /// Connects and reads through `welcome` … `synced`.

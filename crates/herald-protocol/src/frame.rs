@@ -184,6 +184,12 @@ impl CloseCode {
     pub const GOING_AWAY: u16 = 1001;
     /// Binary frame received: the protocol is JSON text only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// The user's log lost its history (e.g. Redis was flushed): reconnect and resume; the
+    /// resume will answer `reset`.
+    pub const LOG_RESET: u16 = 1012;
+    /// The client kept sending over `max_client_msgs_per_s` after `rate_limited` error frames:
+    /// slow down before reconnecting.
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// Text frame over `max_message_bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// No pong for two heartbeat intervals: the peer is gone. Reconnect and resume.

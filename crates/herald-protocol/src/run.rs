@@ -4,20 +4,48 @@
 //! their atomic append, so two publishers racing on one run cannot both win.
 
 use crate::EventKind;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// What Herald remembers about one run of one user.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What Herald remembers about one run of one user. Serializable so that engines which keep it
+/// outside the process (Redis) store exactly this state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunState {
+    #[serde(default, rename = "t", skip_serializing_if = "Vec::is_empty")]
     open_tools: Vec<OpenTool>,
+    #[serde(default, rename = "e", skip_serializing_if = "Option::is_none", with = "kind_name")]
     ended: Option<EventKind>,
+    #[serde(default, rename = "s", skip_serializing_if = "std::ops::Not::not")]
     stalled: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct OpenTool {
+    #[serde(rename = "n")]
     name: String,
+    #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
     call_id: Option<String>,
+}
+
+/// Serializes an optional [`EventKind`] by its wire name.
+mod kind_name {
+    use crate::EventKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(kind: &Option<EventKind>, s: S) -> Result<S::Ok, S::Error> {
+        match kind {
+            Some(k) => s.serialize_some(k.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventKind>, D::Error> {
+        let name: Option<String> = Option::deserialize(d)?;
+        name.map(|n| {
+            EventKind::from_name(&n).ok_or_else(|| serde::de::Error::custom(format!("unknown event {n}")))
+        })
+        .transpose()
+    }
 }
 
 /// An event that breaks a run rule. Each variant is one rule; [`RunRuleError::rule`] names it.
@@ -220,6 +248,19 @@ mod tests {
         assert_eq!(s, before);
         step(&mut s, EventKind::Progress, json!({})).unwrap();
         assert!(!s.unwrap().is_stalled());
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut s = None;
+        step(&mut s, EventKind::AgentStarted, json!({})).unwrap();
+        step(&mut s, EventKind::ToolExecuting, json!({"tool_name": "x", "tool_call_id": "c"})).unwrap();
+        let text = serde_json::to_string(s.as_ref().unwrap()).unwrap();
+        let back: RunState = serde_json::from_str(&text).unwrap();
+        assert_eq!(Some(back), s);
+        step(&mut s, EventKind::AgentCancelled, json!({})).unwrap();
+        let text = serde_json::to_string(s.as_ref().unwrap()).unwrap();
+        assert_eq!(text, r#"{"e":"agent_cancelled"}"#);
     }
 
     #[test]

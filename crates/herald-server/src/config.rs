@@ -92,6 +92,15 @@ pub struct Settings {
     #[arg(long, env = "HERALD_API_KEY", value_name = "KEYS", hide_env_values = true, help_heading = "Auth")]
     pub api_key: Option<Secret>,
 
+    /// Least seconds between two JWKS fetches (a token with an unknown `kid` triggers one).
+    /// Default 10.
+    #[arg(long, env = "HERALD_JWKS_MIN_REFRESH_S", value_name = "SECONDS", help_heading = "Auth")]
+    pub jwks_min_refresh_s: Option<u64>,
+
+    /// Seconds of clock skew tolerated on JWT `exp` and `nbf`. Default 5.
+    #[arg(long, env = "HERALD_JWT_LEEWAY_S", value_name = "SECONDS", help_heading = "Auth")]
+    pub jwt_leeway_s: Option<u64>,
+
     /// Browser Origins allowed to open sockets: comma list, or `*`. Unset: same-origin only.
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_name = "ORIGINS", help_heading = "Auth")]
     pub allowed_origins: Option<String>,
@@ -133,6 +142,26 @@ pub struct Settings {
     #[arg(long, env = "HERALD_MAX_BATCH", value_name = "N", help_heading = "Limits")]
     pub max_batch: Option<usize>,
 
+    /// Open WebSocket connections per client IP address; one more gets 429 before the upgrade.
+    /// 0 means no limit. Default 1024.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP", value_name = "N", help_heading = "Limits")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Client messages per second per connection (burst of as many); over it the message gets an
+    /// error frame `rate_limited`, and a client that keeps going is closed with 1008. Default 20.
+    #[arg(long, env = "HERALD_MAX_CLIENT_MSGS_PER_S", value_name = "N", help_heading = "Limits")]
+    pub max_client_msgs_per_s: Option<u32>,
+
+    /// Publish requests per second per API key (token bucket, burst of as many); over it gets
+    /// 429 `rate_limited` with Retry-After. 0 means no limit. Default 5000.
+    #[arg(long, env = "HERALD_PUBLISH_RATE_PER_S", value_name = "N", help_heading = "Limits")]
+    pub publish_rate_per_s: Option<u32>,
+
+    /// Seconds a client has to send a complete HTTP request head (handshake) on a new or idle
+    /// keep-alive connection; slower ones are dropped. Default 10.
+    #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT_S", value_name = "SECONDS", help_heading = "Limits")]
+    pub handshake_timeout_s: Option<u64>,
+
     /// Seconds a user's manager stays in memory with no connection and no activity. Default 60.
     #[arg(long, env = "HERALD_MANAGER_IDLE_S", value_name = "SECONDS", help_heading = "Limits")]
     pub manager_idle_s: Option<u64>,
@@ -172,6 +201,14 @@ pub enum ConfigError {
         /// What is wrong and what is allowed.
         reason: String,
     },
+    /// The JWT public key file cannot be used.
+    #[error("invalid jwt_public_key {path}: {reason}")]
+    Key {
+        /// The PEM file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The config file cannot be read or parsed.
     #[error("config file {path}: {reason}")]
     File {
@@ -207,15 +244,43 @@ pub enum OriginPolicy {
     SameOrigin,
 }
 
+/// The key that verifies client JWTs; its type pins the algorithm.
+#[derive(Clone, Debug)]
+pub enum JwtKey {
+    /// HS256 shared secret (`jwt_secret`).
+    Secret(Secret),
+    /// RS256 or ES256 public key from a PEM file (`jwt_public_key`).
+    PublicKey(crate::auth::jwt::PublicKey),
+    /// Keys by `kid` from a JWKS URL (`jwks_url`).
+    Jwks {
+        /// The JWKS document URL.
+        url: String,
+        /// Least time between two fetches.
+        min_refresh: Duration,
+    },
+}
+
 /// How client JWTs are verified.
 #[derive(Clone, Debug)]
 pub struct JwtConfig {
-    /// HS256 secret.
-    pub secret: Secret,
+    /// The verification key.
+    pub key: JwtKey,
     /// Required `aud`.
     pub audience: Option<String>,
     /// Required `iss`.
     pub issuer: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway: Duration,
+}
+
+impl JwtConfig {
+    /// The HS256 secret, when that is the configured key (it can then also sign tokens).
+    pub fn secret(&self) -> Option<&Secret> {
+        match &self.key {
+            JwtKey::Secret(secret) => Some(secret),
+            _ => None,
+        }
+    }
 }
 
 /// Validated configuration of a Herald server.
@@ -251,6 +316,14 @@ pub struct Config {
     pub max_batch: usize,
     /// Idle time before a user's manager is dropped.
     pub manager_idle: Duration,
+    /// WebSocket connections per client IP (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Client messages per second per connection.
+    pub max_client_msgs_per_s: u32,
+    /// Publish requests per second per API key (0: no limit).
+    pub publish_rate_per_s: u32,
+    /// Time to send a complete request head.
+    pub handshake_timeout: Duration,
     /// `json` logs.
     pub log_json: bool,
     /// Development mode.
@@ -277,6 +350,8 @@ impl Settings {
             jwks_url: self.jwks_url.or(lower.jwks_url),
             jwt_audience: self.jwt_audience.or(lower.jwt_audience),
             jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
+            jwt_leeway_s: self.jwt_leeway_s.or(lower.jwt_leeway_s),
+            jwks_min_refresh_s: self.jwks_min_refresh_s.or(lower.jwks_min_refresh_s),
             api_key: self.api_key.or(lower.api_key),
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
             history_size: self.history_size.or(lower.history_size),
@@ -289,6 +364,10 @@ impl Settings {
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             max_batch: self.max_batch.or(lower.max_batch),
             manager_idle_s: self.manager_idle_s.or(lower.manager_idle_s),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            max_client_msgs_per_s: self.max_client_msgs_per_s.or(lower.max_client_msgs_per_s),
+            publish_rate_per_s: self.publish_rate_per_s.or(lower.publish_rate_per_s),
+            handshake_timeout_s: self.handshake_timeout_s.or(lower.handshake_timeout_s),
             log_format: self.log_format.or(lower.log_format),
             dev: self.dev || lower.dev,
         }
@@ -322,33 +401,45 @@ impl Settings {
                 });
             }
         };
-        if self.jwt_public_key.is_some() || self.jwks_url.is_some() {
-            return Err(ConfigError::Invalid {
-                key: "jwt_public_key",
-                value: "(set)".into(),
-                reason: "public-key and JWKS verification are not available in this build yet; \
-                         use HERALD_JWT_SECRET (HS256)"
-                    .into(),
-            });
-        }
-        let secret = match self.jwt_secret {
-            Some(s) if s.expose().len() < 16 && !self.dev => {
+        let jwt_key = match (self.jwt_secret, self.jwt_public_key, self.jwks_url) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid {
                     key: "jwt_secret",
-                    value: "***".into(),
-                    reason: "an HS256 secret must be at least 16 bytes; use 32 random bytes".into(),
+                    value: "(several JWT keys)".into(),
+                    reason: "set exactly one of jwt_secret (HERALD_JWT_SECRET), jwt_public_key \
+                             (HERALD_JWT_PUBLIC_KEY) and jwks_url (HERALD_JWKS_URL): the key pins \
+                             the algorithm"
+                        .into(),
                 });
             }
-            Some(s) => s,
-            None if self.dev => Secret::new(random_token(32)),
-            None => {
-                return Err(ConfigError::Missing {
-                    what: "the JWT key that verifies client tokens",
-                    env: "HERALD_JWT_SECRET",
-                    flag: "jwt-secret",
-                    key: "jwt_secret",
-                });
-            }
+            (None, Some(path), None) => JwtKey::PublicKey(
+                crate::auth::jwt::PublicKey::from_pem_file(&path)
+                    .map_err(|e| ConfigError::Key { path: path.clone(), reason: e.to_string() })?,
+            ),
+            (None, None, Some(url)) => JwtKey::Jwks {
+                url: jwks_url(url)?,
+                min_refresh: Duration::from_secs(self.jwks_min_refresh_s.unwrap_or(10)),
+            },
+            (secret, None, None) => JwtKey::Secret(match secret {
+                Some(s) if s.expose().len() < 16 && !self.dev => {
+                    return Err(ConfigError::Invalid {
+                        key: "jwt_secret",
+                        value: "***".into(),
+                        reason: "an HS256 secret must be at least 16 bytes; use 32 random bytes".into(),
+                    });
+                }
+                Some(s) => s,
+                None if self.dev => Secret::new(random_token(32)),
+                None => {
+                    return Err(ConfigError::Missing {
+                        what: "the JWT key that verifies client tokens (an HS256 secret, or a public key \
+                           with HERALD_JWT_PUBLIC_KEY, or HERALD_JWKS_URL)",
+                        env: "HERALD_JWT_SECRET",
+                        flag: "jwt-secret",
+                        key: "jwt_secret",
+                    });
+                }
+            }),
         };
         let api_keys: Vec<Secret> = match self.api_key {
             Some(keys) => {
@@ -387,7 +478,12 @@ impl Settings {
         Ok(Config {
             listen,
             engine,
-            jwt: JwtConfig { secret, audience: self.jwt_audience, issuer: self.jwt_issuer },
+            jwt: JwtConfig {
+                key: jwt_key,
+                audience: self.jwt_audience,
+                issuer: self.jwt_issuer,
+                leeway: Duration::from_secs(self.jwt_leeway_s.unwrap_or(5)),
+            },
             api_keys,
             origins,
             history_size: positive("history_size", self.history_size.unwrap_or(1000))?,
@@ -403,6 +499,16 @@ impl Settings {
             max_body_bytes: positive("max_body_bytes", self.max_body_bytes.unwrap_or(1 << 20))?,
             max_batch: positive("max_batch", self.max_batch.unwrap_or(1000))?,
             manager_idle: Duration::from_secs(self.manager_idle_s.unwrap_or(60)),
+            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(1024),
+            max_client_msgs_per_s: positive(
+                "max_client_msgs_per_s",
+                self.max_client_msgs_per_s.unwrap_or(20),
+            )?,
+            publish_rate_per_s: self.publish_rate_per_s.unwrap_or(5000),
+            handshake_timeout: Duration::from_secs(positive(
+                "handshake_timeout_s",
+                self.handshake_timeout_s.unwrap_or(10),
+            )?),
             log_json,
             dev: self.dev,
         })
@@ -421,6 +527,25 @@ impl Config {
         .validate()
         .expect("test settings are valid")
     }
+}
+
+/// Checks a JWKS URL: http, or https when built with the `jwks-https` feature.
+fn jwks_url(url: String) -> Result<String, ConfigError> {
+    let invalid =
+        |reason: &str| ConfigError::Invalid { key: "jwks_url", value: url.clone(), reason: reason.into() };
+    if url.starts_with("https://") {
+        if cfg!(feature = "jwks-https") {
+            return Ok(url);
+        }
+        return Err(invalid(
+            "this build fetches JWKS over plain http only: build herald with --features \
+             herald-server/jwks-https, or serve the JWKS over http on a private network",
+        ));
+    }
+    if url.starts_with("http://") {
+        return Ok(url);
+    }
+    Err(invalid("expected an http:// or https:// URL"))
 }
 
 fn positive<T: PartialEq + Default + fmt::Display>(key: &'static str, value: T) -> Result<T, ConfigError> {

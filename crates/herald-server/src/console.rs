@@ -78,7 +78,14 @@ async fn dev_info(State(state): State<Arc<AppState>>) -> Result<Response, ApiFai
             "/console/dev.json exists only in --dev mode; paste a token instead",
         ));
     }
-    let token = crate::auth::jwt::sign_token(state.config.jwt.secret.expose(), DEV_USER, DEV_TOKEN_TTL);
+    let Some(secret) = state.config.jwt.secret() else {
+        return Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no dev token: this server verifies tokens with a public key, it cannot sign one",
+        ));
+    };
+    let token = crate::auth::jwt::sign_token(secret.expose(), DEV_USER, DEV_TOKEN_TTL);
     let api_key = state.config.api_keys.first().map(|k| k.expose().to_owned()).unwrap_or_default();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],

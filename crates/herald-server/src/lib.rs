@@ -13,9 +13,11 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod engine;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod registry;
+pub mod serve;
 pub mod ws;
 
 use auth::Authenticator;
@@ -23,7 +25,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use config::{Config, EngineConfig};
-use engine::{Engine, MemoryEngine};
+use engine::{Engine, MemoryEngine, RedisEngine};
 use log::Retention;
 use registry::Registry;
 use std::sync::Arc;
@@ -68,6 +70,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so a drain can wait for their close frames.
     pub tracker: TaskTracker,
+    /// Per-IP, per-connection and per-API-key limits.
+    pub limits: limits::Limits,
     draining: AtomicBool,
 }
 
@@ -78,14 +82,19 @@ impl AppState {
     }
 }
 
-/// Builds the engine named by the configuration.
-pub fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerError> {
+/// Builds (and for Redis, connects) the engine named by the configuration.
+pub async fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerError> {
     let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
     match &config.engine {
         EngineConfig::Memory => Ok(Arc::new(MemoryEngine::new(retention))),
-        EngineConfig::Redis { .. } => Err(ServerError::Engine(
-            "the redis engine is not available in this build yet; use --engine memory".into(),
-        )),
+        EngineConfig::Redis { url, prefix } => {
+            let engine = RedisEngine::connect(url, prefix, retention).await.map_err(|e| {
+                ServerError::Engine(format!(
+                    "{e}; check --redis-url (HERALD_REDIS_URL) and that Redis is running"
+                ))
+            })?;
+            Ok(engine)
+        }
     }
 }
 
@@ -112,7 +121,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let engine = build_engine(&config)?;
+    let engine = build_engine(&config).await?;
     run_with_engine(config, engine, listener, shutdown).await
 }
 
@@ -125,6 +134,7 @@ pub async fn run_with_engine(
 ) -> Result<(), ServerError> {
     let state = Arc::new(AppState {
         auth: Authenticator::new(&config),
+        limits: limits::Limits::new(&config),
         registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user),
         engine,
         config: Arc::new(config),
@@ -138,14 +148,14 @@ pub async fn run_with_engine(
     let sweeper = tokio::spawn(sweep(state.clone()));
     let app = router(state.clone());
     let drain_state = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            drain_state.draining.store(true, Ordering::Release);
-            info!("draining: refusing new connections, closing open ones with 1001");
-            drain_state.shutdown.cancel();
-        })
-        .await?;
+    state.auth.warm_up();
+    serve::serve(listener, app, state.config.handshake_timeout, async move {
+        shutdown.cancelled().await;
+        drain_state.draining.store(true, Ordering::Release);
+        info!("draining: refusing new connections, closing open ones with 1001");
+        drain_state.shutdown.cancel();
+    })
+    .await?;
     state.tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, state.tracker.wait()).await.is_err() {
         tracing::warn!("drain timed out with {} connections still closing", state.tracker.len());

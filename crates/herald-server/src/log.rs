@@ -13,7 +13,7 @@ use herald_protocol::{EventKind, Recovery};
 use parking_lot::Mutex;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -68,6 +68,7 @@ pub struct UserLog {
     inner: Mutex<Inner>,
     head_tx: watch::Sender<u64>,
     connections: AtomicUsize,
+    closed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -83,7 +84,14 @@ impl UserLog {
     pub fn new(epoch: String, head: u64, retention: Retention) -> Self {
         let (head_tx, _) = watch::channel(head);
         let inner = Inner { head, ..Inner::default() };
-        Self { epoch, retention, inner: Mutex::new(inner), head_tx, connections: AtomicUsize::new(0) }
+        Self {
+            epoch,
+            retention,
+            inner: Mutex::new(inner),
+            head_tx,
+            connections: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        }
     }
 
     /// The log's epoch: it changes whenever history is lost, so cursors of another epoch reset.
@@ -128,6 +136,21 @@ impl UserLog {
         kind: EventKind,
         frame: Utf8Bytes,
     ) -> Vec<Arc<LogEntry>> {
+        self.append_aged(seq, id, run_id, kind, frame, Duration::ZERO)
+    }
+
+    /// Like [`UserLog::append`], for an event appended `age` ago elsewhere (loaded from Redis), so
+    /// the TTL counts from its real append time.
+    pub fn append_aged(
+        &self,
+        seq: u64,
+        id: String,
+        run_id: Option<String>,
+        kind: EventKind,
+        frame: Utf8Bytes,
+        age: Duration,
+    ) -> Vec<Arc<LogEntry>> {
+        let now = Instant::now();
         let mut inner = self.inner.lock();
         debug_assert_eq!(seq, inner.head + 1, "seq must grow by exactly one");
         inner.end_offset += frame.as_str().len() as u64;
@@ -139,14 +162,26 @@ impl UserLog {
             kind,
             frame,
             end_offset: inner.end_offset,
-            appended_at: Instant::now(),
+            appended_at: now.checked_sub(age).unwrap_or(now),
         };
         inner.entries.push_back(Arc::new(entry));
         inner.head = seq;
-        let trimmed = self.trim_locked(&mut inner, Instant::now());
+        let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
         self.head_tx.send_replace(seq);
         trimmed
+    }
+
+    /// Marks the log as replaced: its history was lost (new epoch). Readers are woken and must
+    /// close, so their clients reconnect and learn about the new epoch.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.head_tx.send_modify(|_| {});
+    }
+
+    /// True after [`UserLog::close`].
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Drops entries older than the TTL; returns them.

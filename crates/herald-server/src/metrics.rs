@@ -82,3 +82,14 @@ pub fn engine_error() {
 pub fn slow_consumer_closed() {
     counter!("herald_slow_consumer_closes_total").increment(1);
 }
+
+/// A request or client message was refused by a rate or connection limit
+/// (`limit`: connections_per_ip, client_messages, publish_rate).
+pub fn rate_limited(limit: &'static str) {
+    counter!("herald_rate_limited_total", "limit" => limit).increment(1);
+}
+
+/// A JWKS refresh failed (the cached keys stay in use).
+pub fn jwks_refresh_failed() {
+    counter!("herald_jwks_refresh_failures_total").increment(1);
+}

@@ -155,6 +155,11 @@ impl UserManager {
         self.engine.open_log(&self.user).await
     }
 
+    /// Catches this node's view of the log up with the shared log (multi-node engines).
+    pub async fn refresh_log(&self, log: &Arc<UserLog>) -> Result<(), EngineError> {
+        self.engine.refresh(&self.user, log).await
+    }
+
     /// Claims a connection slot, refused past the per-user limit. Released on drop.
     pub fn connect(self: &Arc<Self>) -> Result<ConnectionSlot, TooManyConnections> {
         self.touch();

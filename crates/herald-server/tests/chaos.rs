@@ -1,6 +1,7 @@
 //! Chaos: 50 users, concurrent publishers, clients dropping and resuming at random points well
-//! over a thousand times. At the end every client holds every event of its user exactly once,
-//! in seq order. Seeded: set HERALD_CHAOS_SEED to replay a failing run (the seed is printed).
+//! over a thousand times — on one memory node, and on two Redis nodes with every reconnect and
+//! publish going to a random node. At the end every client holds every event of its user exactly
+//! once, in seq order. Seeded: set HERALD_CHAOS_SEED to replay a failing run (the seed is printed).
 
 mod common;
 
@@ -44,6 +45,20 @@ impl Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_random_disconnects_lose_and_duplicate_nothing() {
+    let server = TestServer::with(Settings { history_size: Some(10_000), ..Default::default() }).await;
+    chaos(vec![Arc::new(server)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_across_two_redis_nodes_loses_and_duplicates_nothing() {
+    let prefix = common::unique_prefix("chaos");
+    let settings = || Settings { history_size: Some(10_000), ..Default::default() };
+    let a = TestServer::redis(&prefix, settings()).await;
+    let b = TestServer::redis(&prefix, settings()).await;
+    chaos(vec![Arc::new(a), Arc::new(b)]).await;
+}
+
+async fn chaos(nodes: Vec<Arc<TestServer>>) {
     let seed: u64 =
         std::env::var("HERALD_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("chaos seed: {seed} (HERALD_CHAOS_SEED={seed} to replay)");
@@ -54,14 +69,17 @@ async fn chaos_random_disconnects_lose_and_duplicate_nothing() {
     // Publishers: 4 tasks interleaving single-event publishes of every user's runs.
     let publishers: Vec<_> = (0..4)
         .map(|k| {
-            let server = server.clone();
+            let nodes = nodes.clone();
             let mine: Vec<String> = users.iter().skip(k).step_by(4).cloned().collect();
             tokio::spawn(async move {
+                let mut turn = k;
                 for run in 0..RUNS_PER_USER {
                     for step in 0..5 {
                         for user in &mine {
                             let event = &herald_client::golden_run(user, &format!("run-{run}"))[step];
-                            let (status, body) = server.publisher.post(event).await.unwrap();
+                            turn += 1;
+                            let node = &nodes[turn % nodes.len()];
+                            let (status, body) = node.publisher.post(event).await.unwrap();
                             assert_eq!(status, 200, "{body}");
                         }
                     }
@@ -75,17 +93,18 @@ async fn chaos_random_disconnects_lose_and_duplicate_nothing() {
         .iter()
         .enumerate()
         .map(|(i, user)| {
-            let server = server.clone();
+            let nodes = nodes.clone();
             let user = user.clone();
             let reconnects = reconnects.clone();
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
-                let token = server.token(&user);
+                let token = nodes[0].token(&user);
                 let mut tally = Tally::default();
                 let mut epoch: Option<String> = None;
                 let mut mine = 0;
                 while tally.received < EVENTS_PER_USER || mine < MIN_RECONNECTS_PER_USER {
                     let cursor = epoch.as_deref().map(|e| (tally.last, e));
+                    let server = &nodes[rng.random_range(0..nodes.len())];
                     let (mut conn, opened) = Connection::open(&server.url, &token, cursor, T).await.unwrap();
                     if epoch.is_some() {
                         assert_eq!(
@@ -137,8 +156,9 @@ async fn chaos_random_disconnects_lose_and_duplicate_nothing() {
     }
     let reconnects = reconnects.load(Ordering::Relaxed);
     eprintln!(
-        "chaos: {received} events received by {USERS} users over {reconnects} reconnects; \
-         lost {lost}, duplicated {duplicated}, foreign {foreign} (seed {seed})"
+        "chaos on {} node(s): {received} events received by {USERS} users over {reconnects} reconnects; \
+         lost {lost}, duplicated {duplicated}, foreign {foreign} (seed {seed})",
+        nodes.len()
     );
     assert!(reconnects >= 1000);
     assert_eq!((lost, duplicated, foreign), (0, 0, 0), "seed {seed}");

@@ -86,7 +86,7 @@ async fn a_reader_that_stops_is_closed_with_4008_while_other_tabs_keep_receiving
     assert_eq!(resumed.backlog.first().map(|e| e.seq), Some(received + 1));
 
     // Memory is the engine's retained log, bounded by history_size; nothing per connection.
-    let (events, bytes) = server.engine.retained();
+    let (events, bytes) = server.memory().retained();
     assert_eq!(events, count as usize);
     assert!(bytes < (count as usize) * (per_event + 512), "retained {bytes} bytes");
 }

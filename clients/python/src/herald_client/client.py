@@ -218,7 +218,8 @@ class Client:
             kind, item = await self._queue.get()
             self._space.set()
             if kind == "event":
-                event, epoch = item
+                event: Event = item[0]
+                epoch: str = item[1]
                 self.epoch, self.seq = epoch, event.seq
                 return event
             if kind == "welcome":
@@ -240,8 +241,9 @@ class Client:
     async def wait_synced(self, timeout: Optional[float] = None) -> Welcome:
         """Waits until the current connection has sent ``synced`` (live events follow)."""
         self.start()
-        waiter = asyncio.ensure_future(self._synced.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[arg-type]
+        assert self._task is not None
+        waiter: "asyncio.Future[Any]" = asyncio.ensure_future(self._synced.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
             waiter.cancel()
             if self._task in done:

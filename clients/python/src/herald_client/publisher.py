@@ -82,7 +82,7 @@ class _PublisherBase:
         return {"events": out}
 
     def _delay(self, attempt: int) -> float:
-        base = min(self.max_backoff_s, self.backoff_s * (2**attempt))
+        base = min(self.max_backoff_s, self.backoff_s * 2.0**attempt)
         return base * (0.5 + random.random() / 2)
 
     @staticmethod

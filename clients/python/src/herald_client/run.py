@@ -91,12 +91,12 @@ class Run(_RunState):
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: "Optional[TracebackType]",
-    ) -> bool:
+    ) -> None:
         if self.ended is not None:
-            return False
+            return
         if exc is None:
             await self.complete()
-            return False
+            return
         # End the run, but never let a failure to publish hide the block's own exception.
         try:
             if isinstance(exc, asyncio.CancelledError):
@@ -105,7 +105,6 @@ class Run(_RunState):
                 await self.error(**_error_data(exc))
         except Exception as publish_error:  # noqa: BLE001
             log.warning("run %s: could not publish its end after %r: %r", self.run_id, exc, publish_error)
-        return False
 
     async def emit(self, event: str, data: Optional[Mapping[str, Any]] = None, *, id: Optional[str] = None) -> Receipt:
         """Publishes any event of this run."""
@@ -178,19 +177,18 @@ class ToolCall:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: "Optional[TracebackType]",
-    ) -> bool:
+    ) -> None:
         self.duration_ms = round((time.monotonic() - self._started) * 1000, 3)
         data: Dict[str, Any] = {"tool_name": self.name, "tool_call_id": self.tool_call_id, "duration_ms": self.duration_ms}
         if exc is None:
             data["result"] = self.result
             await self.run.emit("tool_completed", data)
-            return False
+            return
         data.update(status="error", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
         try:
             await self.run.emit("tool_completed", data)
         except Exception as publish_error:  # noqa: BLE001
             log.warning("tool %s: could not publish tool_completed after %r: %r", self.name, exc, publish_error)
-        return False
 
 
 class SyncRun(_RunState):
@@ -217,12 +215,12 @@ class SyncRun(_RunState):
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: "Optional[TracebackType]",
-    ) -> bool:
+    ) -> None:
         if self.ended is not None:
-            return False
+            return
         if exc is None:
             self.complete()
-            return False
+            return
         try:
             if isinstance(exc, KeyboardInterrupt):
                 self.cancelled()
@@ -230,7 +228,6 @@ class SyncRun(_RunState):
                 self.error(**_error_data(exc))
         except Exception as publish_error:  # noqa: BLE001
             log.warning("run %s: could not publish its end after %r: %r", self.run_id, exc, publish_error)
-        return False
 
     def emit(self, event: str, data: Optional[Mapping[str, Any]] = None, *, id: Optional[str] = None) -> Receipt:
         receipt = self.publisher.publish(
@@ -293,16 +290,15 @@ class SyncToolCall:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: "Optional[TracebackType]",
-    ) -> bool:
+    ) -> None:
         self.duration_ms = round((time.monotonic() - self._started) * 1000, 3)
         data: Dict[str, Any] = {"tool_name": self.name, "tool_call_id": self.tool_call_id, "duration_ms": self.duration_ms}
         if exc is None:
             data["result"] = self.result
             self.run.emit("tool_completed", data)
-            return False
+            return
         data.update(status="error", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
         try:
             self.run.emit("tool_completed", data)
         except Exception as publish_error:  # noqa: BLE001
             log.warning("tool %s: could not publish tool_completed after %r: %r", self.name, exc, publish_error)
-        return False

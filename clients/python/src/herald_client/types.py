@@ -90,14 +90,14 @@ class Welcome:
 
 @dataclass(frozen=True)
 class Ticket:
-    """A single-use, short-lived credential for ``/ws?ticket=``."""
+    """A single-use, short-lived credential for ``/ws?ticket=``; ``expires_at`` is RFC 3339 UTC."""
 
     ticket: str
-    expires_at: Any
+    expires_at: str
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "Ticket":
-        return cls(ticket=str(obj["ticket"]), expires_at=obj.get("expires_at"))
+        return cls(ticket=str(obj["ticket"]), expires_at=str(obj.get("expires_at", "")))
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,14 @@ use std::sync::Arc;
 pub struct ApiFailure {
     status: StatusCode,
     body: ApiError,
+    /// Seconds for a `Retry-After` header (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiFailure {
     /// A failure with any status and code.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, body: ApiError::new(code, message) }
+        Self { status, body: ApiError::new(code, message), retry_after: None }
     }
 
     /// 400 with `code`.
@@ -49,7 +51,19 @@ impl ApiFailure {
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+impl From<crate::limits::Limited> for ApiFailure {
+    fn from(e: crate::limits::Limited) -> Self {
+        // Retry-After is whole seconds: round up, so a client that waits it out succeeds.
+        let retry_after = e.retry_after.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        Self { retry_after, ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.message) }
     }
 }
 
@@ -102,7 +116,8 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
     type Rejection = ApiFailure;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        state.auth.api_key(&parts.headers)?;
+        let key = state.auth.api_key(&parts.headers)?;
+        state.limits.publish(key)?;
         Ok(Publisher)
     }
 }

@@ -1,65 +1,148 @@
 //! Client JWTs: verification pinned to the configured key, and signing for `herald token`.
+//!
+//! Three key sources (DESIGN §4, §7), exactly one configured:
+//! - an HS256 secret (`HERALD_JWT_SECRET`);
+//! - an RS256 or ES256 public key from a PEM file (`HERALD_JWT_PUBLIC_KEY`);
+//! - a JWKS URL (`HERALD_JWKS_URL`), see [`super::jwks`].
+//!
+//! The algorithm is always taken from the key, never from the token: a token whose header names
+//! another algorithm (`none`, or HS256 signed with an RSA public key as the HMAC secret: key
+//! confusion) is refused before its signature is looked at.
 
+use super::jwks::JwksCache;
 use super::{AuthError, Identity};
-use crate::config::JwtConfig;
+use crate::config::{JwtConfig, JwtKey};
 use herald_protocol::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Seconds of clock skew tolerated on `exp`/`nbf`.
-const LEEWAY_S: u64 = 5;
+/// Longest token accepted, in bytes. Longer ones are refused before any decoding: real tokens
+/// are well under 2 KiB, and this bounds the work an unauthenticated request can cause.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Verifies client JWTs with one key and one algorithm: a token naming another algorithm (`none`,
-/// or HS256 when a public key is configured) is refused before its signature is looked at.
-pub struct JwtVerifier {
+/// A public key read from a PEM file, with the one algorithm it verifies.
+#[derive(Clone)]
+pub struct PublicKey {
     key: DecodingKey,
-    validation: Validation,
+    algorithm: Algorithm,
+    path: PathBuf,
 }
 
-impl std::fmt::Debug for JwtVerifier {
+impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier").field("algorithms", &self.validation.algorithms).finish()
+        f.debug_struct("PublicKey").field("algorithm", &self.algorithm).field("path", &self.path).finish()
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    sub: Option<String>,
-    exp: u64,
+/// Why a PEM file cannot be used as the JWT public key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file cannot be read.
+    #[error("cannot read JWT public key file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The file holds a private key: Herald only needs (and should only get) the public half.
+    #[error(
+        "JWT public key file {path} holds a private key: give Herald only the public key \
+         (openssl pkey -in key.pem -pubout)"
+    )]
+    Private {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not an RSA or P-256 public key in PEM form.
+    #[error(
+        "JWT public key file {path} is not an RSA (RS256) or EC P-256 (ES256) public key in PEM \
+         form (-----BEGIN PUBLIC KEY-----)"
+    )]
+    NotAKey {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
-impl JwtVerifier {
-    /// A verifier for the configured HS256 secret, audience and issuer.
-    pub fn new(config: &JwtConfig) -> Self {
+impl PublicKey {
+    /// Reads and parses a PEM public key file: RSA → RS256, EC P-256 → ES256.
+    pub fn from_pem_file(path: &Path) -> Result<Self, KeyError> {
+        let pem = std::fs::read(path)
+            .map_err(|e| KeyError::Read { path: path.to_owned(), reason: e.to_string() })?;
+        Self::from_pem(&pem, path)
+    }
+
+    /// Parses PEM bytes; `path` only names the source in errors.
+    pub fn from_pem(pem: &[u8], path: &Path) -> Result<Self, KeyError> {
         install_crypto_provider();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_S;
+        let text = String::from_utf8_lossy(pem);
+        if text.contains("PRIVATE KEY-----") {
+            return Err(KeyError::Private { path: path.to_owned() });
+        }
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(Self { key, algorithm: Algorithm::RS256, path: path.to_owned() });
+        }
+        // jsonwebtoken accepts any EC curve here; ES256 needs P-256, so check the curve too.
+        use p256::pkcs8::DecodePublicKey;
+        if p256::PublicKey::from_public_key_pem(&text).is_ok()
+            && let Ok(key) = DecodingKey::from_ec_pem(pem)
+        {
+            return Ok(Self { key, algorithm: Algorithm::ES256, path: path.to_owned() });
+        }
+        Err(KeyError::NotAKey { path: path.to_owned() })
+    }
+
+    /// The algorithm this key verifies.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+}
+
+/// What verification checks besides the signature.
+#[derive(Debug, Clone)]
+struct Rules {
+    audience: Option<String>,
+    issuer: Option<String>,
+    leeway_s: u64,
+}
+
+impl Rules {
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway_s;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+        // A configured aud/iss is also required: jsonwebtoken alone accepts a token that
+        // simply leaves the claim out.
+        let mut required = vec!["exp"];
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
-        if let Some(iss) = &config.issuer {
+        if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
-        Self { key: DecodingKey::from_secret(config.secret.expose().as_bytes()), validation }
+        validation.set_required_spec_claims(&required);
+        validation
     }
 
-    /// Checks signature, algorithm, `exp`, `nbf`, `aud`, `iss` and `sub`.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    /// Checks one token against one key and its algorithm.
+    fn decode(&self, token: &str, key: &DecodingKey, algorithm: Algorithm) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e
-            .kind()
-        {
+        let validation = self.validation(algorithm);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::InvalidSignature => {
                 AuthError::Invalid("signature does not match the configured key".into())
             }
             ErrorKind::InvalidAlgorithm => {
-                AuthError::Invalid("token algorithm is not the one configured (HS256)".into())
+                AuthError::Invalid(format!("token algorithm is not the one configured ({algorithm:?})"))
             }
             ErrorKind::InvalidAudience => {
                 AuthError::Invalid("token aud is not the configured audience".into())
@@ -72,6 +155,97 @@ impl JwtVerifier {
         let sub = data.claims.sub.ok_or_else(|| AuthError::Invalid("token has no sub claim".into()))?;
         let user = UserId::parse(&sub).map_err(|e| AuthError::Invalid(format!("token sub: {e}")))?;
         Ok(Identity { user, expires_at: Some(UNIX_EPOCH + Duration::from_secs(data.claims.exp)) })
+    }
+}
+
+enum Keys {
+    /// One key, one algorithm (HS256 secret or a PEM public key).
+    Fixed { key: DecodingKey, algorithm: Algorithm },
+    /// Keys by `kid` from a JWKS document.
+    Jwks(JwksCache),
+}
+
+/// Verifies client JWTs with the configured key source; the algorithm comes from the key.
+pub struct JwtVerifier {
+    keys: Keys,
+    rules: Rules,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = match &self.keys {
+            Keys::Fixed { algorithm, .. } => format!("{algorithm:?}"),
+            Keys::Jwks(cache) => format!("JWKS {}", cache.url()),
+        };
+        f.debug_struct("JwtVerifier").field("keys", &keys).field("rules", &self.rules).finish()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    exp: u64,
+}
+
+/// The parts of a token header that select the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHeader {
+    /// The algorithm the token claims (never trusted to pick the algorithm, only compared).
+    pub alg: Algorithm,
+    /// The key id, used to find the key in a JWKS.
+    pub kid: Option<String>,
+}
+
+/// Parses a token's header without verifying anything: size check, three segments, base64url,
+/// JSON with a known `alg`. Errors are what a client sees (401).
+pub fn peek_header(token: &str) -> Result<TokenHeader, AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Invalid(format!("token is longer than {MAX_TOKEN_BYTES} bytes")));
+    }
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| AuthError::Invalid(format!("malformed token header: {e}")))?;
+    Ok(TokenHeader { alg: header.alg, kid: header.kid })
+}
+
+impl JwtVerifier {
+    /// A verifier for the configured key, audience, issuer and leeway.
+    pub fn new(config: &JwtConfig) -> Self {
+        install_crypto_provider();
+        let keys = match &config.key {
+            JwtKey::Secret(secret) => Keys::Fixed {
+                key: DecodingKey::from_secret(secret.expose().as_bytes()),
+                algorithm: Algorithm::HS256,
+            },
+            JwtKey::PublicKey(public) => Keys::Fixed { key: public.key.clone(), algorithm: public.algorithm },
+            JwtKey::Jwks { url, min_refresh } => Keys::Jwks(JwksCache::new(url.clone(), *min_refresh)),
+        };
+        let rules = Rules {
+            audience: config.audience.clone(),
+            issuer: config.issuer.clone(),
+            leeway_s: config.leeway.as_secs(),
+        };
+        Self { keys, rules }
+    }
+
+    /// Starts fetching the JWKS in the background, if one is configured, so the first client
+    /// does not wait for it. Needs a Tokio runtime; a no-op otherwise.
+    pub fn warm_up(&self) {
+        if let Keys::Jwks(cache) = &self.keys {
+            cache.warm_up();
+        }
+    }
+
+    /// Checks size, header, algorithm, signature, `exp`, `nbf`, `aud`, `iss` and `sub`.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = peek_header(token)?;
+        match &self.keys {
+            Keys::Fixed { key, algorithm } => self.rules.decode(token, key, *algorithm),
+            Keys::Jwks(cache) => {
+                let (key, algorithm) = cache.key_for(header.kid.as_deref()).await?;
+                self.rules.decode(token, &key, algorithm)
+            }
+        }
     }
 }
 
@@ -88,7 +262,32 @@ pub fn sign_token(secret: &str, sub: &str, ttl: Duration) -> String {
     .expect("HS256 signing cannot fail")
 }
 
-fn install_crypto_provider() {
+/// Installs jsonwebtoken's pure-Rust crypto provider (once per process).
+pub(crate) fn install_crypto_provider() {
     // Err means one is installed already, which is fine.
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_header_refuses_junk_and_huge_tokens() {
+        assert!(peek_header("").is_err());
+        assert!(peek_header("a.b.c").is_err());
+        assert!(peek_header(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+        let token = sign_token("0123456789abcdef", "u", Duration::from_secs(60));
+        assert_eq!(peek_header(&token).unwrap().alg, Algorithm::HS256);
+    }
+
+    #[test]
+    fn private_and_junk_pem_files_are_named_in_the_error() {
+        let path = Path::new("/etc/herald/key.pem");
+        let e = PublicKey::from_pem(b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n", path)
+            .unwrap_err();
+        assert!(e.to_string().contains("/etc/herald/key.pem") && e.to_string().contains("private"), "{e}");
+        let e = PublicKey::from_pem(b"hello", path).unwrap_err();
+        assert!(e.to_string().contains("/etc/herald/key.pem"), "{e}");
+    }
 }

@@ -5,6 +5,7 @@
 //! authenticate with an API key. This module decides, from headers alone and before any upgrade,
 //! and never logs a credential.
 
+pub mod jwks;
 pub mod jwt;
 pub mod ticket;
 
@@ -73,24 +74,35 @@ impl Authenticator {
         }
     }
 
+    /// Starts background work the verifier needs (fetching a JWKS); call inside a runtime.
+    pub fn warm_up(&self) {
+        self.jwt.warm_up();
+    }
+
     /// Authenticates a WebSocket handshake from its `Authorization` header or `bearer.` subprotocol.
-    /// (Tickets are checked by the caller, since taking one needs the engine.)
-    pub fn socket(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+    /// (Tickets are checked by the caller, since taking one needs the engine.) Async because a
+    /// JWKS may have to be fetched for a new `kid`.
+    pub async fn socket(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
         let token = bearer(headers).or_else(|| subprotocol_token(headers)).ok_or(AuthError::Missing(
             "no token: send Authorization: Bearer <jwt>, subprotocols herald.v1, bearer.<jwt>, or ?ticket=",
         ))?;
-        self.jwt.verify(token)
+        self.jwt.verify(token).await
     }
 
-    /// Checks the publisher API key in `Authorization: Bearer`, in constant time per key.
-    pub fn api_key(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+    /// Checks the publisher API key in `Authorization: Bearer`, comparing against every
+    /// configured key in constant time; returns which key matched (its rate-limit bucket).
+    pub fn api_key(&self, headers: &HeaderMap) -> Result<usize, AuthError> {
+        use subtle::ConditionallySelectable;
         let given =
             bearer(headers).ok_or(AuthError::Missing("no API key: send Authorization: Bearer <API key>"))?;
         let mut ok = subtle::Choice::from(0);
-        for key in &self.api_keys {
-            ok |= key.expose().as_bytes().ct_eq(given.as_bytes());
+        let mut index = 0u32;
+        for (i, key) in self.api_keys.iter().enumerate() {
+            let eq = key.expose().as_bytes().ct_eq(given.as_bytes());
+            index.conditional_assign(&(i as u32), eq);
+            ok |= eq;
         }
-        if bool::from(ok) { Ok(()) } else { Err(AuthError::BadApiKey) }
+        if bool::from(ok) { Ok(index as usize) } else { Err(AuthError::BadApiKey) }
     }
 
     /// Refuses a browser Origin that the policy does not allow (cross-site WebSocket hijacking).

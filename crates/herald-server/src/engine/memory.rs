@@ -172,7 +172,12 @@ impl Engine for MemoryEngine {
     ) -> Result<History, EngineError> {
         let log = self.book(user).lock().log.clone();
         let same_epoch = epoch.is_none_or(|e| e == log.epoch());
-        let read = if same_epoch { log.history(after, limit) } else { Err(crate::log::Trimmed) };
+        // A cursor ahead of the log is not this log's: the caller must reset, as on a socket.
+        let read = if same_epoch && after <= log.head() {
+            log.history(after, limit)
+        } else {
+            Err(crate::log::Trimmed)
+        };
         let (reset, events) = match read {
             Ok(events) => (false, events),
             Err(_) => (true, log.oldest(limit)),

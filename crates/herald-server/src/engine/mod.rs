@@ -6,6 +6,7 @@
 //! two publishers racing on one user can neither reuse a seq nor both break a run rule.
 
 pub mod memory;
+pub mod redis;
 
 use crate::log::{LogEntry, UserLog};
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use memory::MemoryEngine;
+pub use redis::RedisEngine;
 
 /// The engine cannot serve the request now (e.g. Redis is unreachable). Nothing was stored.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,6 +69,12 @@ pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
 
     /// This node's live view of a user's log, kept current for as long as it is held.
     async fn open_log(&self, user: &UserId) -> Result<Arc<UserLog>, EngineError>;
+
+    /// Brings this node's view of `user`'s log up to date with the shared log, for a client whose
+    /// cursor is ahead of it (it saw newer events through another node). No-op for one node.
+    async fn refresh(&self, _user: &UserId, _log: &Arc<UserLog>) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// Retained events after `after` in `epoch` (any epoch when `None`), at most `limit`.
     async fn history(

@@ -8,6 +8,7 @@
 //! it is more than `max_pending_bytes` behind (or its cursor leaves the retained window) it is
 //! closed with 4008. It never buffers events of its own, so memory stays bounded by the log.
 
+use crate::limits::Verdict;
 use crate::log::{Trimmed, UserLog};
 use crate::registry::UserManager;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -44,6 +45,8 @@ pub struct Params {
     pub max_pending_bytes: u64,
     /// The token's expiry: the connection closes with 4001 then.
     pub expires_at: Option<SystemTime>,
+    /// Client messages per second (see [`crate::limits::MessageRate`]).
+    pub max_client_msgs_per_s: u32,
 }
 
 /// Why the connection ends.
@@ -62,6 +65,7 @@ struct Connection {
     heartbeat: Interval,
     unanswered_pings: u32,
     shutdown: CancellationToken,
+    rate: crate::limits::MessageRate,
 }
 
 /// Serves one upgraded socket until it closes, the token expires, or the server drains.
@@ -91,6 +95,15 @@ pub async fn serve(
             return;
         }
     };
+    // A cursor ahead of this node's view in the same epoch: the client saw newer events through
+    // another node. Catch up before deciding, so it is replayed rather than reset.
+    if let Some(c) = &cursor
+        && c.epoch == log.epoch()
+        && c.after > log.head()
+        && let Err(e) = manager.refresh_log(&log).await
+    {
+        warn!(%user, %connection_id, "could not catch up with the shared log: {e}");
+    }
     crate::metrics::connection_attempt("ok");
     let _open = crate::metrics::OpenConnection::new();
     let _attached = log.attach();
@@ -105,6 +118,7 @@ pub async fn serve(
         heartbeat,
         unanswered_pings: 0,
         shutdown,
+        rate: crate::limits::MessageRate::per_second(params.max_client_msgs_per_s),
     };
     info!(%user, %connection_id, resume = cursor.is_some(), "connection opened");
     let end = match conn.start(&connection_id, &user, cursor).await {
@@ -159,6 +173,9 @@ impl Connection {
         tokio::pin!(expiry);
         loop {
             self.head_rx.borrow_and_update();
+            if self.log.is_closed() {
+                return End::Close(CloseCode::LOG_RESET, "history was reset: reconnect and resume");
+            }
             if let Err(end) = self.write_pending().await {
                 return end;
             }
@@ -242,6 +259,13 @@ impl Connection {
         };
         self.unanswered_pings = 0;
         let reply = match message {
+            Message::Text(_) if self.rate.check() == Verdict::Close => {
+                return Some(End::Close(CloseCode::POLICY_VIOLATION, "too many messages: slow down"));
+            }
+            Message::Text(_) if self.rate.refused() => ServerFrame::error(
+                "rate_limited",
+                "over max_client_msgs_per_s: this message was dropped; keep sending and the socket closes (1008)",
+            ),
             Message::Text(text) => match ClientFrame::parse(text.as_str()) {
                 Ok(ClientFrame::Ping) => ServerFrame::Pong,
                 Ok(ClientFrame::Cancel { reference, .. } | ClientFrame::Message { reference, .. }) => {

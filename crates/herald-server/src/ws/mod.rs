@@ -7,6 +7,7 @@ pub mod connection;
 
 use crate::AppState;
 use crate::api::ApiFailure;
+use crate::limits::PeerAddr;
 use crate::registry::UserContext;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, State};
@@ -37,11 +38,17 @@ pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    PeerAddr(peer): PeerAddr,
     upgrade: MaybeUpgrade,
 ) -> Result<Response, ApiFailure> {
     if state.is_draining() {
         return Err(ApiFailure::not_ready("server is draining: connect to another node"));
     }
+    // Held for the connection's life (moved into the upgrade task); freed on any refusal below.
+    let ip_slot = state
+        .limits
+        .connect_ip(peer.map(|p| p.ip()))
+        .inspect_err(|_| crate::metrics::connection_attempt("limited"))?;
     state.auth.origin(&headers).inspect_err(|_| crate::metrics::connection_attempt("forbidden"))?;
     let identity = authenticate(&state, &headers, &query)
         .await
@@ -58,6 +65,7 @@ pub async fn upgrade(
         heartbeat: state.config.heartbeat,
         max_pending_bytes: state.config.max_pending_bytes as u64,
         expires_at: identity.expires_at,
+        max_client_msgs_per_s: state.config.max_client_msgs_per_s,
     };
     let max = state.config.max_message_bytes;
     let tracker = state.tracker.clone();
@@ -69,7 +77,10 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
-            tracker.track_future(connection::serve(socket, manager, cursor, params, shutdown))
+            tracker.track_future(async move {
+                let _ip_slot = ip_slot;
+                connection::serve(socket, manager, cursor, params, shutdown).await
+            })
         })
         .into_response())
 }
@@ -81,7 +92,7 @@ async fn authenticate(
     query: &HashMap<String, String>,
 ) -> Result<crate::auth::Identity, ApiFailure> {
     let Some(ticket) = query.get("ticket") else {
-        return Ok(state.auth.socket(headers)?);
+        return Ok(state.auth.socket(headers).await?);
     };
     let hash = crate::auth::ticket::ticket_hash(ticket);
     match state.engine.take_ticket(&hash).await? {

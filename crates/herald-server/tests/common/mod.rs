@@ -16,7 +16,8 @@ pub const T: Duration = Duration::from_secs(10);
 
 pub struct TestServer {
     pub url: String,
-    pub engine: Arc<MemoryEngine>,
+    /// The engine, when it is the memory engine (for its memory accounting).
+    memory: Option<Arc<MemoryEngine>>,
     pub publisher: Publisher,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -29,6 +30,43 @@ impl TestServer {
 
     /// Starts a server with `settings` on top of the test defaults.
     pub async fn with(settings: Settings) -> TestServer {
+        let config = Self::config(settings);
+        let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
+        let memory = Arc::new(MemoryEngine::new(retention));
+        Self::serve(config, memory.clone(), Some(memory)).await
+    }
+
+    /// Starts a Redis-engine node on the test Redis under `prefix` (nodes sharing a prefix are
+    /// one cluster). Fails loudly when Redis is unreachable: these tests never skip.
+    pub async fn redis(prefix: &str, settings: Settings) -> TestServer {
+        let config = Self::config(Settings {
+            engine: Some("redis".into()),
+            redis_url: Some(redis_url()),
+            redis_prefix: Some(prefix.into()),
+            ..settings
+        });
+        let engine = herald_server::build_engine(&config).await.unwrap_or_else(|e| {
+            panic!("redis tests need Redis at {} (HERALD_TEST_REDIS_URL): {e}", redis_url())
+        });
+        Self::serve(config, engine, None).await
+    }
+
+    /// Starts a Redis-engine node with explicit engine settings (e.g. a private Redis).
+    pub async fn redis_at(settings: Settings) -> TestServer {
+        let config = Self::config(settings);
+        let engine = herald_server::build_engine(&config).await.expect("redis reachable");
+        Self::serve(config, engine, None).await
+    }
+
+    /// Starts a memory-engine server with exactly `config` (no test defaults on top), e.g. one
+    /// that verifies tokens with a public key instead of the test secret.
+    pub async fn with_config(config: Config) -> TestServer {
+        let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
+        let memory = Arc::new(MemoryEngine::new(retention));
+        Self::serve(config, memory.clone(), Some(memory)).await
+    }
+
+    fn config(settings: Settings) -> Config {
         let base = Settings {
             listen: Some("127.0.0.1:0".into()),
             jwt_secret: Some(herald_server::config::Secret::new(SECRET)),
@@ -36,19 +74,24 @@ impl TestServer {
             allowed_origins: Some("*".into()),
             ..Settings::default()
         };
-        let config: Config = settings.or(base).validate().expect("valid test config");
-        let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
-        let engine = Arc::new(MemoryEngine::new(retention));
+        settings.or(base).validate().expect("valid test config")
+    }
+
+    async fn serve(config: Config, engine: Arc<dyn Engine>, memory: Option<Arc<MemoryEngine>>) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let dyn_engine: Arc<dyn Engine> = engine.clone();
         let handle = tokio::spawn({
             let shutdown = shutdown.clone();
-            async move { herald_server::run_with_engine(config, dyn_engine, listener, shutdown).await.unwrap() }
+            async move { herald_server::run_with_engine(config, engine, listener, shutdown).await.unwrap() }
         });
         let publisher = Publisher::new(&url, API_KEY);
-        TestServer { url, engine, publisher, shutdown, handle: Some(handle) }
+        TestServer { url, memory, publisher, shutdown, handle: Some(handle) }
+    }
+
+    /// The memory engine of a server started with [`TestServer::with`].
+    pub fn memory(&self) -> &MemoryEngine {
+        self.memory.as_deref().expect("a memory-engine server")
     }
 
     pub fn token(&self, user: &str) -> String {
@@ -82,6 +125,16 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The Redis the Redis-engine tests use.
+pub fn redis_url() -> String {
+    std::env::var("HERALD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A key prefix no other test (or deployment) uses.
+pub fn unique_prefix(name: &str) -> String {
+    format!("herald-test-{name}-{:016x}", rand::random::<u64>())
 }
 
 /// The event names of frames.

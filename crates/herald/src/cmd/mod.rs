@@ -1,5 +1,6 @@
 //! The subcommands of `herald`, one file each.
 
+mod check;
 mod serve;
 mod token;
 
@@ -30,6 +31,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Print a client JWT signed with the configured HS256 secret.
     Token(token::TokenArgs),
+    /// Validate a live Herald: golden path, isolation, resume, auth, … with a pass rate.
+    Check(check::CheckArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -37,5 +40,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Token(args) => token::run(args),
+        Command::Check(args) => check::run(args),
     }
 }

@@ -66,11 +66,11 @@ fn init_logging(json: bool) {
 
 fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
     let user = "dev-user";
-    let token = herald_server::auth::jwt::sign_token(
-        config.jwt.secret.expose(),
-        user,
-        Duration::from_secs(24 * 3600),
-    );
+    let Some(secret) = config.jwt.secret() else {
+        println!("Herald dev mode: any Origin allowed; tokens are verified with the configured public key.");
+        return;
+    };
+    let token = herald_server::auth::jwt::sign_token(secret.expose(), user, Duration::from_secs(24 * 3600));
     let key = config.api_keys[0].expose();
     println!(
         "\
@@ -89,6 +89,6 @@ Publish an event to {user}:
   curl -s http://{addr}/v1/events -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
     -d '{{\"user_id\":\"{user}\",\"run_id\":\"run-1\",\"event\":\"agent_started\",\"data\":{{}}}}'
 ",
-        secret = config.jwt.secret.expose(),
+        secret = secret.expose(),
     );
 }

@@ -1,0 +1,671 @@
+//! The Redis engine: many Herald nodes share one Redis (or Redis Cluster); users and backends
+//! may use any node.
+//!
+//! Per user, four keys hash-tagged by the user so Redis Cluster keeps them on one shard:
+//! `{prefix}:{user}:meta` (epoch, seq), `:log` (a stream whose entry ids are `<seq>-0`), `:ids`
+//! (idempotency keys → seq) and `:runs` (run states). An append is one Lua script
+//! ([`append.lua`](append.lua)) that compares the run states and ids it was validated against,
+//! takes the next seqs, adds the stream entries, records the ids and publishes each event on the
+//! user's channel `{prefix}:{user}:ch` — all or nothing.
+//!
+//! Each node keeps, for the users it serves, a local [`UserLog`] fed by that channel; its
+//! connections read from it exactly as with the memory engine. A node subscribes *before* it reads
+//! the user's history and drops what it already has by seq, so nothing falls between the history
+//! and the live messages; a seq gap (a message missed while Redis was unreachable) is filled from
+//! the stream, and a message of another epoch (Redis lost the log) closes the local log so its
+//! clients reconnect and get `reset`.
+
+use super::{AppendError, Engine, EngineError, History, encode_frame, new_epoch, new_event_id};
+use crate::log::{LogEntry, Retention, UserLog};
+use async_trait::async_trait;
+use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamRangeReply;
+use redis::{AsyncCommands, PushKind, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{debug, info, warn};
+
+/// Attempts of one user's append when concurrent publishers keep changing its run states.
+const MAX_APPEND_ATTEMPTS: usize = 20;
+
+/// How a request to Redis may take before the engine reports itself unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The frame prefix the append script puts back with the real seq.
+const FRAME_PREFIX: &str = r#"{"type":"event","seq":0"#;
+
+/// Engine over a shared Redis. See the module docs.
+pub struct RedisEngine {
+    prefix: String,
+    retention: Retention,
+    commands: ConnectionManager,
+    subscriber: ConnectionManager,
+    script: redis::Script,
+    locals: Mutex<HashMap<UserId, Arc<Local>>>,
+    /// Serializes SUBSCRIBE/UNSUBSCRIBE so an unsubscribe of a user going idle cannot undo the
+    /// subscribe of a connection arriving at the same moment.
+    subscriptions: tokio::sync::Mutex<()>,
+    me: Weak<RedisEngine>,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+/// This node's view of one user it serves.
+#[derive(Debug, Default)]
+struct Local {
+    ready: tokio::sync::OnceCell<()>,
+    state: Mutex<LocalState>,
+    catching_up: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct LocalState {
+    log: Option<Arc<UserLog>>,
+    /// Messages that arrived between SUBSCRIBE and the history read.
+    pending: Vec<Published>,
+}
+
+/// One event as published on a user's channel (or read back from the stream).
+#[derive(Debug, Clone)]
+struct Published {
+    epoch: String,
+    seq: u64,
+    appended_ms: u64,
+    id: String,
+    run_id: Option<String>,
+    kind: EventKind,
+    frame: String,
+}
+
+enum Applied {
+    Done,
+    Gap,
+    Stale,
+}
+
+impl RedisEngine {
+    /// Connects to `url` (two connections: commands, and RESP3 pub/sub with automatic
+    /// resubscription) and starts listening for published events.
+    pub async fn connect(url: &str, prefix: &str, retention: Retention) -> Result<Arc<Self>, EngineError> {
+        let unavailable = |e: redis::RedisError| EngineError(format!("redis at {}: {e}", redact(url)));
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let commands =
+            ConnectionManager::new_with_config(client, config.clone()).await.map_err(unavailable)?;
+        let resp3_url =
+            if url.contains('?') { format!("{url}&protocol=resp3") } else { format!("{url}?protocol=resp3") };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let subscriber = ConnectionManager::new_with_config(
+            redis::Client::open(resp3_url).map_err(unavailable)?,
+            config.set_push_sender(tx).set_automatic_resubscription(),
+        )
+        .await
+        .map_err(unavailable)?;
+        let engine = Arc::new_cyclic(|me| RedisEngine {
+            prefix: prefix.to_owned(),
+            retention,
+            commands,
+            subscriber,
+            script: redis::Script::new(include_str!("append.lua")),
+            locals: Mutex::new(HashMap::new()),
+            subscriptions: tokio::sync::Mutex::new(()),
+            me: me.clone(),
+        });
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            while let Some(push) = rx.recv().await {
+                let Some(engine) = weak.upgrade() else { break };
+                engine.on_push(push);
+            }
+        });
+        info!(prefix, "redis engine connected");
+        Ok(engine)
+    }
+
+    fn key(&self, user: &UserId, name: &str) -> String {
+        format!("{}:{{{}}}:{name}", self.prefix, user)
+    }
+
+    fn user_of_channel(&self, channel: &str) -> Option<UserId> {
+        let inner = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix("}:ch")?;
+        UserId::parse(inner).ok()
+    }
+
+    fn on_push(&self, push: redis::PushInfo) {
+        match push.kind {
+            PushKind::Message => {
+                let [channel, payload] = &push.data[..] else { return };
+                let (Ok(channel), Ok(payload)) = (
+                    redis::from_redis_value_ref::<String>(channel),
+                    redis::from_redis_value_ref::<String>(payload),
+                ) else {
+                    return;
+                };
+                let (Some(user), Some(message)) = (self.user_of_channel(&channel), parse_published(&payload))
+                else {
+                    warn!(channel, "unparseable message on a herald channel");
+                    return;
+                };
+                self.deliver(&user, message);
+            }
+            PushKind::Disconnection => {
+                // Messages published while we were away are in the streams: fetch them once the
+                // connection is back (catch-up retries until it is).
+                warn!("redis pub/sub connection lost; catching up when it returns");
+                let users: Vec<_> = self.locals.lock().iter().map(|(u, l)| (u.clone(), l.clone())).collect();
+                for (user, local) in users {
+                    self.spawn_catch_up(user, local);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn deliver(&self, user: &UserId, message: Published) {
+        let Some(local) = self.locals.lock().get(user).cloned() else { return };
+        let mut state = local.state.lock();
+        let Some(log) = state.log.clone() else {
+            state.pending.push(message);
+            return;
+        };
+        drop(state);
+        match apply(&log, &message, &self.retention) {
+            Applied::Done => {}
+            Applied::Gap => self.spawn_catch_up(user.clone(), local),
+            Applied::Stale => self.retire(user, &local, &log),
+        }
+    }
+
+    /// The log of `user` lost its history in Redis: close ours so clients reconnect and reset.
+    fn retire(&self, user: &UserId, local: &Arc<Local>, log: &UserLog) {
+        info!(%user, "log epoch changed in redis; closing this node's copy");
+        log.close();
+        let mut locals = self.locals.lock();
+        if locals.get(user).is_some_and(|l| Arc::ptr_eq(l, local)) {
+            locals.remove(user);
+        }
+    }
+
+    fn spawn_catch_up(&self, user: UserId, local: Arc<Local>) {
+        if local.catching_up.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(engine) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            loop {
+                let still_served = engine.locals.lock().get(&user).is_some_and(|l| Arc::ptr_eq(l, &local));
+                if !still_served {
+                    break;
+                }
+                let Some(log) = local.state.lock().log.clone() else { break };
+                match engine.read_after(&user, log.head()).await {
+                    Ok((epoch, messages)) => {
+                        engine.apply_read(&user, &local, &log, epoch, &messages);
+                        break;
+                    }
+                    Err(e) => {
+                        debug!(%user, "catch-up waits for redis: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            local.catching_up.store(false, Ordering::Release);
+        });
+    }
+
+    /// Applies what [`RedisEngine::read_after`] returned; a missing or different epoch means the
+    /// shared log lost its history, so this node's copy is retired.
+    fn apply_read(
+        &self,
+        user: &UserId,
+        local: &Arc<Local>,
+        log: &UserLog,
+        epoch: Option<String>,
+        read: &[Published],
+    ) {
+        if epoch.as_deref() != Some(log.epoch()) {
+            self.retire(user, local, log);
+            return;
+        }
+        for m in read {
+            if let Applied::Stale = apply(log, m, &self.retention) {
+                self.retire(user, local, log);
+                return;
+            }
+        }
+    }
+
+    /// Current epoch and every retained event after `after`, read atomically.
+    async fn read_after(
+        &self,
+        user: &UserId,
+        after: u64,
+    ) -> Result<(Option<String>, Vec<Published>), EngineError> {
+        let mut con = self.commands.clone();
+        let (epoch, range): (Option<String>, StreamRangeReply) = redis::pipe()
+            .atomic()
+            .hget(self.key(user, "meta"), "epoch")
+            .xrange(self.key(user, "log"), format!("{}-0", after + 1), "+")
+            .query_async(&mut con)
+            .await
+            .map_err(engine_error)?;
+        let epoch_str = epoch.clone().unwrap_or_default();
+        Ok((epoch, range.ids.iter().filter_map(|e| from_stream(&epoch_str, e)).collect()))
+    }
+
+    /// Subscribes to `user`'s channel, then loads its history into a new local log.
+    async fn load(&self, user: &UserId, local: &Arc<Local>) -> Result<(), EngineError> {
+        {
+            let _ops = self.subscriptions.lock().await;
+            let mut subscriber = self.subscriber.clone();
+            let channel = self.key(user, "ch");
+            // One retry: the first command after Redis came back may only trigger the reconnect.
+            if subscriber.subscribe(&channel).await.is_err() {
+                subscriber.subscribe(&channel).await.map_err(engine_error)?;
+            }
+        }
+        let meta = self.key(user, "meta");
+        let ttl = self.retention.ttl.as_secs().max(1) as i64;
+        let mut con = self.commands.clone();
+        let (epoch, seq, range): (String, u64, StreamRangeReply) = redis::pipe()
+            .atomic()
+            .hset_nx(&meta, "epoch", new_epoch())
+            .ignore()
+            .hset_nx(&meta, "seq", 0)
+            .ignore()
+            .expire(&meta, ttl)
+            .ignore()
+            .hget(&meta, "epoch")
+            .hget(&meta, "seq")
+            .xrange_all(self.key(user, "log"))
+            .query_async(&mut con)
+            .await
+            .map_err(engine_error)?;
+        let events: Vec<Published> = range.ids.iter().filter_map(|e| from_stream(&epoch, e)).collect();
+        let base = seq.saturating_sub(events.len() as u64);
+        let log = Arc::new(UserLog::new(epoch, base, self.retention));
+        for m in &events {
+            apply(&log, m, &self.retention);
+        }
+        let mut state = local.state.lock();
+        let pending = std::mem::take(&mut state.pending);
+        state.log = Some(log.clone());
+        drop(state);
+        let mut gap = false;
+        for m in &pending {
+            match apply(&log, m, &self.retention) {
+                Applied::Done => {}
+                Applied::Gap => gap = true,
+                Applied::Stale => {
+                    self.retire(user, local, &log);
+                    return Ok(());
+                }
+            }
+        }
+        if gap {
+            self.spawn_catch_up(user.clone(), local.clone());
+        }
+        Ok(())
+    }
+
+    /// Appends one user's part of a batch; `events` carry their batch index for error messages.
+    async fn append_user(
+        &self,
+        user: &UserId,
+        events: &[(usize, EventInput)],
+        numbered: bool,
+    ) -> Result<Vec<(usize, Receipt)>, AppendError> {
+        let ids: Vec<String> =
+            events.iter().map(|(_, e)| e.id.clone().unwrap_or_else(new_event_id)).collect();
+        let mut runs: Vec<&str> = events.iter().filter_map(|(_, e)| e.run_id.as_deref()).collect();
+        runs.sort_unstable();
+        runs.dedup();
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            // Read what validation depends on.
+            let mut con = self.commands.clone();
+            let mut pipe = redis::pipe();
+            pipe.hget(self.key(user, "meta"), "epoch");
+            for id in &ids {
+                pipe.zscore(self.key(user, "ids"), id);
+            }
+            for run in &runs {
+                pipe.hget(self.key(user, "runs"), *run);
+            }
+            let values: Vec<Value> = pipe.query_async(&mut con).await.map_err(engine_error)?;
+            let epoch: Option<String> = redis::from_redis_value_ref(&values[0]).map_err(engine_error)?;
+            let known: Vec<Option<u64>> = values[1..=ids.len()]
+                .iter()
+                .map(|v| redis::from_redis_value_ref::<Option<u64>>(v).map_err(engine_error))
+                .collect::<Result<_, _>>()?;
+            let stored: Vec<Option<String>> = values[ids.len() + 1..]
+                .iter()
+                .map(|v| redis::from_redis_value_ref::<Option<String>>(v).map_err(engine_error))
+                .collect::<Result<_, _>>()?;
+
+            // Validate against staged run states (pure, shared with the memory engine).
+            let mut staged: HashMap<&str, Option<RunState>> = HashMap::new();
+            for (run, text) in runs.iter().zip(&stored) {
+                let state = text.as_deref().map(serde_json::from_str).transpose().map_err(|e| {
+                    AppendError::Engine(EngineError(format!("corrupt run state of {run}: {e}")))
+                })?;
+                staged.insert(run, state);
+            }
+            let mut plan: Vec<Option<u64>> = Vec::with_capacity(events.len()); // Some(seq) = duplicate
+            let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+            let mut fresh = Vec::new();
+            for (k, ((index, event), id)) in events.iter().zip(&ids).enumerate() {
+                if let Some(seq) = known[k] {
+                    plan.push(Some(seq));
+                    continue;
+                }
+                if let Some(&first) = first_in_batch.get(id.as_str()) {
+                    plan.push(Some(u64::MAX - first as u64)); // resolved after the write
+                    continue;
+                }
+                first_in_batch.insert(id, k);
+                if let Some(run) = event.run_id.as_deref() {
+                    let slot = staged.get_mut(run).expect("every run was read");
+                    RunState::apply(slot, run, event.kind, &event.data).map_err(|source| {
+                        AppendError::RunRule { index: numbered.then_some(*index), source }
+                    })?;
+                }
+                plan.push(None);
+                fresh.push(k);
+            }
+
+            let mut seqs: Vec<u64> = Vec::new();
+            let mut epoch = epoch.unwrap_or_default();
+            let mut receivers = 0usize;
+            if !fresh.is_empty() {
+                let wall = SystemTime::now();
+                let mut invocation = self.script.prepare_invoke();
+                invocation
+                    .key(self.key(user, "meta"))
+                    .key(self.key(user, "log"))
+                    .key(self.key(user, "ids"))
+                    .key(self.key(user, "runs"))
+                    .arg(new_epoch())
+                    .arg(self.retention.max_events)
+                    .arg(self.retention.ttl.as_millis() as u64)
+                    .arg(self.key(user, "ch"))
+                    .arg(runs.len());
+                for (run, before) in runs.iter().zip(&stored) {
+                    let after =
+                        staged[run].as_ref().map(|s| serde_json::to_string(s).expect("run state serializes"));
+                    invocation.arg(*run).arg(before.as_deref().unwrap_or("")).arg(after.unwrap_or_default());
+                }
+                invocation.arg(fresh.len());
+                for &k in &fresh {
+                    let event = &events[k].1;
+                    let frame = encode_frame(0, &ids[k], event, wall);
+                    let rest =
+                        frame.as_str().strip_prefix(FRAME_PREFIX).expect("frames start with type and seq");
+                    invocation
+                        .arg(&ids[k])
+                        .arg(event.run_id.as_deref().unwrap_or(""))
+                        .arg(event.kind.as_str())
+                        .arg(rest);
+                }
+                let reply: Vec<Value> = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
+                let status: String = redis::from_redis_value_ref(&reply[0]).map_err(engine_error)?;
+                if status == "conflict" {
+                    debug!(%user, "append conflict, validating again");
+                    continue;
+                }
+                epoch = redis::from_redis_value_ref(&reply[1]).map_err(engine_error)?;
+                receivers = redis::from_redis_value_ref(&reply[2]).map_err(engine_error)?;
+                seqs = reply[3..]
+                    .iter()
+                    .map(|v| redis::from_redis_value_ref::<u64>(v).map_err(engine_error))
+                    .collect::<Result<_, _>>()?;
+            }
+
+            let mut receipts: Vec<Receipt> = Vec::with_capacity(events.len());
+            let mut written = seqs.into_iter();
+            for (k, planned) in plan.iter().enumerate() {
+                let receipt = match planned {
+                    None => Receipt {
+                        id: ids[k].clone(),
+                        seq: written.next().expect("one seq per fresh event"),
+                        epoch: epoch.clone(),
+                        connections: receivers,
+                        duplicate: false,
+                    },
+                    Some(marker) if *marker > u64::MAX / 2 => {
+                        Receipt { duplicate: true, ..receipts[(u64::MAX - marker) as usize].clone() }
+                    }
+                    Some(seq) => Receipt {
+                        id: ids[k].clone(),
+                        seq: *seq,
+                        epoch: epoch.clone(),
+                        connections: receivers,
+                        duplicate: true,
+                    },
+                };
+                receipts.push(receipt);
+            }
+            return Ok(events.iter().map(|(i, _)| *i).zip(receipts).collect());
+        }
+        Err(EngineError(format!("append for {user} kept conflicting with concurrent publishers; retry"))
+            .into())
+    }
+}
+
+fn apply(log: &UserLog, m: &Published, retention: &Retention) -> Applied {
+    if m.epoch != log.epoch() {
+        return Applied::Stale;
+    }
+    let head = log.head();
+    if m.seq <= head {
+        return Applied::Done;
+    }
+    if m.seq > head + 1 {
+        return Applied::Gap;
+    }
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let age = Duration::from_millis(now_ms.saturating_sub(m.appended_ms)).min(retention.ttl);
+    log.append_aged(m.seq, m.id.clone(), m.run_id.clone(), m.kind, m.frame.clone().into(), age);
+    Applied::Done
+}
+
+fn parse_published(payload: &str) -> Option<Published> {
+    let mut parts = payload.splitn(7, '\n');
+    let epoch = parts.next()?.to_owned();
+    let seq = parts.next()?.parse().ok()?;
+    let appended_ms = parts.next()?.parse().ok()?;
+    let id = parts.next()?.to_owned();
+    let run_id = Some(parts.next()?).filter(|r| !r.is_empty()).map(str::to_owned);
+    let kind = EventKind::from_name(parts.next()?)?;
+    let frame = parts.next()?.to_owned();
+    Some(Published { epoch, seq, appended_ms, id, run_id, kind, frame })
+}
+
+fn from_stream(epoch: &str, entry: &redis::streams::StreamId) -> Option<Published> {
+    let seq = entry.id.split('-').next()?.parse().ok()?;
+    let field = |name: &str| entry.get::<String>(name);
+    Some(Published {
+        epoch: epoch.to_owned(),
+        seq,
+        appended_ms: field("t")?.parse().ok()?,
+        id: field("i")?,
+        run_id: field("r").filter(|r| !r.is_empty()),
+        kind: EventKind::from_name(&field("k")?)?,
+        frame: field("f")?,
+    })
+}
+
+fn engine_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError(format!("redis: {e}"))
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn append(&self, events: Vec<EventInput>) -> Result<Vec<Receipt>, AppendError> {
+        let numbered = events.len() > 1;
+        let total = events.len();
+        let mut by_user: BTreeMap<UserId, Vec<(usize, EventInput)>> = BTreeMap::new();
+        for (i, event) in events.into_iter().enumerate() {
+            by_user.entry(event.user_id.clone()).or_default().push((i, event));
+        }
+        let mut receipts: Vec<Option<Receipt>> = vec![None; total];
+        for (user, part) in &by_user {
+            for (i, receipt) in self.append_user(user, part, numbered).await? {
+                receipts[i] = Some(receipt);
+            }
+        }
+        Ok(receipts.into_iter().map(|r| r.expect("every event has a receipt")).collect())
+    }
+
+    async fn open_log(&self, user: &UserId) -> Result<Arc<UserLog>, EngineError> {
+        let local = self.locals.lock().entry(user.clone()).or_default().clone();
+        let loaded = local.ready.get_or_try_init(|| self.load(user, &local)).await;
+        if let Err(e) = loaded {
+            let mut locals = self.locals.lock();
+            if locals.get(user).is_some_and(|l| Arc::ptr_eq(l, &local)) {
+                locals.remove(user);
+            }
+            return Err(e);
+        }
+        local.state.lock().log.clone().ok_or_else(|| EngineError("log was reset while opening; retry".into()))
+    }
+
+    async fn refresh(&self, user: &UserId, log: &Arc<UserLog>) -> Result<(), EngineError> {
+        let Some(local) = self.locals.lock().get(user).cloned() else { return Ok(()) };
+        let (epoch, read) = self.read_after(user, log.head()).await?;
+        self.apply_read(user, &local, log, epoch, &read);
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        user: &UserId,
+        after: u64,
+        epoch: Option<&str>,
+        limit: usize,
+    ) -> Result<History, EngineError> {
+        let mut con = self.commands.clone();
+        let meta = self.key(user, "meta");
+        let log = self.key(user, "log");
+        let (current, seq, oldest, range): (Option<String>, Option<u64>, StreamRangeReply, StreamRangeReply) =
+            redis::pipe()
+                .atomic()
+                .hget(&meta, "epoch")
+                .hget(&meta, "seq")
+                .xrange_count(&log, "-", "+", 1)
+                .xrange_count(&log, format!("{}-0", after + 1), "+", limit)
+                .query_async(&mut con)
+                .await
+                .map_err(engine_error)?;
+        let current = current.unwrap_or_default();
+        let seq = seq.unwrap_or(0);
+        let first_retained = oldest.ids.first().and_then(|e| e.id.split('-').next()?.parse::<u64>().ok());
+        let same_epoch = epoch.is_none_or(|e| e == current);
+        let served = same_epoch && after <= seq && first_retained.is_none_or(|f| after + 1 >= f);
+        let (reset, entries) = if served {
+            (false, range)
+        } else {
+            let all: StreamRangeReply =
+                con.xrange_count(&log, "-", "+", limit).await.map_err(engine_error)?;
+            (true, all)
+        };
+        let now = Instant::now();
+        let events = entries
+            .ids
+            .iter()
+            .filter_map(|e| from_stream(&current, e))
+            .map(|m| {
+                Arc::new(LogEntry {
+                    seq: m.seq,
+                    id: m.id,
+                    run_id: m.run_id,
+                    kind: m.kind,
+                    frame: m.frame.into(),
+                    end_offset: 0,
+                    appended_at: now,
+                })
+            })
+            .collect();
+        Ok(History { epoch: current, seq, reset, events })
+    }
+
+    async fn put_ticket(&self, hash: &str, user: &UserId, ttl: Duration) -> Result<(), EngineError> {
+        let mut con = self.commands.clone();
+        let key = format!("{}:ticket:{hash}", self.prefix);
+        con.set_ex::<_, _, ()>(key, user.as_str(), ttl.as_secs().max(1)).await.map_err(engine_error)
+    }
+
+    async fn take_ticket(&self, hash: &str) -> Result<Option<UserId>, EngineError> {
+        let mut con = self.commands.clone();
+        let key = format!("{}:ticket:{hash}", self.prefix);
+        let user: Option<String> = con.get_del(key).await.map_err(engine_error)?;
+        Ok(user.and_then(|u| UserId::parse(&u).ok()))
+    }
+
+    async fn is_ready(&self) -> bool {
+        // Both connections: appends need the first, live delivery the second.
+        let mut commands = self.commands.clone();
+        let mut subscriber = self.subscriber.clone();
+        let ping = |con: &mut ConnectionManager| {
+            let mut con = con.clone();
+            async move {
+                let ping = redis::cmd("PING");
+                let reply = tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut con)).await;
+                matches!(reply, Ok(Ok(_)))
+            }
+        };
+        ping(&mut commands).await && ping(&mut subscriber).await
+    }
+
+    fn sweep(&self) {
+        let idle: Vec<(UserId, Arc<Local>)> = self
+            .locals
+            .lock()
+            .iter()
+            .filter(|(_, l)| l.state.lock().log.as_ref().is_some_and(|log| Arc::strong_count(log) == 1))
+            .map(|(u, l)| (u.clone(), l.clone()))
+            .collect();
+        let Some(engine) = self.me.upgrade() else { return };
+        for (user, local) in idle {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let _ops = engine.subscriptions.lock().await;
+                {
+                    let mut locals = engine.locals.lock();
+                    let unused =
+                        local.state.lock().log.as_ref().is_some_and(|log| Arc::strong_count(log) == 1);
+                    if !(unused && locals.get(&user).is_some_and(|l| Arc::ptr_eq(l, &local))) {
+                        return;
+                    }
+                    locals.remove(&user);
+                }
+                let mut subscriber = engine.subscriber.clone();
+                if let Err(e) = subscriber.unsubscribe(engine.key(&user, "ch")).await {
+                    debug!(%user, "unsubscribe failed: {e}");
+                }
+            });
+        }
+    }
+}

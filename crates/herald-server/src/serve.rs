@@ -1,0 +1,78 @@
+//! The accept loop: hyper with a handshake timeout and the peer address of every request.
+//!
+//! `axum::serve` sets no timer, so a client that opens a TCP connection and never finishes its
+//! request head (slowloris) holds the connection forever. Here every HTTP/1 connection must send
+//! a complete request head within `handshake_timeout` (also between keep-alive requests), and the
+//! peer address goes into each request as [`ConnectInfo`] for the per-IP limit. Graceful shutdown
+//! works as with `axum::serve`: stop accepting, let in-flight requests finish, return.
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    handshake_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(handshake_timeout);
+    builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+    // Tells connections to finish; closed (all receivers dropped) once every connection ended.
+    let (stop_tx, stop_rx) = watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let builder = builder.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        debug!(%peer, "connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = stop.changed() => connection.as_mut().graceful_shutdown(),
+            }
+            if let Err(e) = connection.await {
+                debug!(%peer, "connection ended during shutdown: {e}");
+            }
+        });
+    }
+    drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(());
+    stop_tx.closed().await;
+    Ok(())
+}

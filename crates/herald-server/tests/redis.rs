@@ -1,0 +1,212 @@
+//! The Redis engine: several nodes share one Redis; every guarantee of the memory engine holds
+//! across nodes. Uses the real Redis (HERALD_TEST_REDIS_URL, default 127.0.0.1:6379/0), each test
+//! under its own key prefix; the restart test runs a private redis-server on a free port.
+
+mod common;
+
+use common::{T, TestServer, names, seqs, unique_prefix};
+use herald_client::{ClientError, GOLDEN_EVENTS, golden_run};
+use herald_protocol::Recovery;
+use herald_server::Settings;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+async fn two_nodes(name: &str) -> (TestServer, TestServer) {
+    let prefix = unique_prefix(name);
+    (
+        TestServer::redis(&prefix, Settings::default()).await,
+        TestServer::redis(&prefix, Settings::default()).await,
+    )
+}
+
+#[tokio::test]
+async fn a_user_on_node_a_receives_what_a_backend_publishes_to_node_b() {
+    let (a, b) = two_nodes("cross").await;
+    let (mut on_a, opened) = a.open("u").await;
+    assert_eq!(opened.recovery, Recovery::None);
+    let receipts = b.publisher.publish_run("u", "r").await.unwrap();
+    assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert!(receipts[0].connections >= 1, "node A holds a connection of u");
+    let events = on_a.events(5, T).await.unwrap();
+    assert_eq!(names(&events), GOLDEN_EVENTS);
+    assert_eq!(seqs(&events), vec![1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_user_connected_to_both_nodes_sees_the_same_sequence() {
+    let (a, b) = two_nodes("both").await;
+    let (mut on_a, _) = a.open("u").await;
+    let (mut on_b, _) = b.open("u").await;
+    for (i, event) in golden_run("u", "r").iter().enumerate() {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(node.publisher.post(event).await.unwrap().0, 200);
+    }
+    let seen_a = on_a.events(5, T).await.unwrap();
+    let seen_b = on_b.events(5, T).await.unwrap();
+    assert_eq!(seen_a, seen_b);
+    assert_eq!(names(&seen_a), GOLDEN_EVENTS);
+}
+
+#[tokio::test]
+async fn disconnect_from_a_and_resume_on_b_replays_exactly_the_missing_events() {
+    let (a, b) = two_nodes("resume").await;
+    let run = golden_run("u", "r");
+    let (mut on_a, opened) = a.open("u").await;
+    for event in &run[..2] {
+        a.publisher.post(event).await.unwrap();
+    }
+    on_a.events(2, T).await.unwrap();
+    let cursor = on_a.last_seq;
+    on_a.abort();
+    for event in &run[2..] {
+        b.publisher.post(event).await.unwrap();
+    }
+    let (_on_b, resumed) = b.resume("u", cursor, &opened.epoch).await;
+    assert_eq!(resumed.recovery, Recovery::Replayed);
+    assert_eq!(seqs(&resumed.backlog), vec![3, 4, 5]);
+    assert_eq!(names(&resumed.backlog), &GOLDEN_EVENTS[2..]);
+}
+
+#[tokio::test]
+async fn idempotency_and_run_rules_hold_across_nodes() {
+    let (a, b) = two_nodes("rules").await;
+    let started = json!({"user_id": "u", "event": "agent_started", "run_id": "r", "id": "once"});
+    let (_, first) = a.publisher.post(&started).await.unwrap();
+    let (status, second) = b.publisher.post(&started).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["seq"], first["seq"]);
+
+    let done = json!({"user_id": "u", "event": "agent_completed", "run_id": "r"});
+    assert_eq!(a.publisher.post(&done).await.unwrap().0, 200);
+    let late = json!({"user_id": "u", "event": "agent_thinking", "run_id": "r"});
+    let (status, body) = b.publisher.post(&late).await.unwrap();
+    assert_eq!(status, 409);
+    assert_eq!(body["error"]["code"], "run_state");
+    assert!(body["error"]["message"].as_str().unwrap().contains("already ended"), "{body}");
+
+    // A batch with a broken rule appends nothing, on any node.
+    let mut batch = golden_run("u", "r2");
+    batch.swap(2, 3);
+    let (status, _) = b.publisher.post(&json!({"events": batch})).await.unwrap();
+    assert_eq!(status, 409);
+    let (_, history) = a
+        .http()
+        .get(format!("{}/v1/users/u/events", a.url))
+        .bearer_auth(common::API_KEY)
+        .send()
+        .await
+        .map(|r| ((), r))
+        .unwrap();
+    let history: serde_json::Value = history.json().await.unwrap();
+    assert_eq!(history["seq"], 2);
+}
+
+#[tokio::test]
+async fn tickets_work_across_nodes() {
+    let (a, b) = two_nodes("tickets").await;
+    let response = a
+        .http()
+        .post(format!("{}/v1/tickets", a.url))
+        .bearer_auth(common::API_KEY)
+        .json(&json!({"user_id": "t"}))
+        .send()
+        .await
+        .unwrap();
+    let ticket = response.json::<serde_json::Value>().await.unwrap()["ticket"].as_str().unwrap().to_owned();
+    let url = format!("{}?ticket={ticket}", herald_client::ws_url(&b.url));
+    assert!(tokio_tungstenite::connect_async(url.clone()).await.is_ok(), "ticket from A accepted on B");
+    assert!(tokio_tungstenite::connect_async(url).await.is_err(), "and only once");
+}
+
+/// A private redis-server on a free port, for the restart test only.
+struct PrivateRedis {
+    port: u16,
+    child: Child,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return PrivateRedis { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("private redis-server did not start on {port}");
+    }
+
+    fn stop(mut self) -> u16 {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.port
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn wait_ready(node: &TestServer, want: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = node.http().get(format!("{}/health/ready", node.url)).send().await.unwrap().status();
+        if status.as_u16() == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "/health/ready never became {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_restart_without_persistence_gives_503_while_down_then_reset() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = PrivateRedis::start(port);
+    // SAFETY of the env var: this test binary runs one test per process under nextest.
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let node = {
+        let prefix = unique_prefix("restart");
+        let config = Settings {
+            engine: Some("redis".into()),
+            redis_url: Some(url.clone()),
+            redis_prefix: Some(prefix),
+            ..Settings::default()
+        };
+        TestServer::redis_at(config).await
+    };
+    let (mut conn, opened) = node.open("u").await;
+    let receipts = node.publisher.publish_run("u", "before").await.unwrap();
+    assert_eq!(seqs(&conn.events(5, T).await.unwrap()), vec![1, 2, 3, 4, 5]);
+    assert_eq!(receipts[4].epoch, opened.epoch);
+
+    let port = redis.stop();
+    wait_ready(&node, 503).await;
+    let (status, body) = node.publisher.post(&golden_run("u", "during")[0]).await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "not_ready");
+
+    let _redis = PrivateRedis::start(port);
+    wait_ready(&node, 200).await;
+    // The log is gone: the next event starts a new epoch, the open socket is told to reconnect,
+    // and resuming with the old cursor answers reset.
+    let receipt = node.publisher.publish("u", "agent_started", Some("after"), json!({})).await.unwrap();
+    assert_ne!(receipt.epoch, opened.epoch);
+    assert_eq!(receipt.seq, 1);
+    match conn.next_frame(T).await {
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1012),
+        other => panic!("expected close 1012 after the log was lost, got {other:?}"),
+    }
+    let (_c, resumed) = node.resume("u", 5, &opened.epoch).await;
+    assert_eq!(resumed.recovery, Recovery::Reset);
+    assert_eq!(resumed.seq, 1);
+    assert_eq!(names(&resumed.backlog), vec!["agent_started"], "the active run is sent after reset");
+}
