@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// What to check and how hard.
 #[derive(Clone, Debug)]
 pub struct CheckConfig {
-    /// Base URL of the Herald to check, `http://host:port` (or `https://…`).
+    /// Base URL of the Herald to check, `http://host:port`.
     pub url: String,
     /// An API key the server accepts for `POST /v1/events`.
     pub api_key: String,
@@ -546,7 +546,7 @@ impl<'a> Ctx<'a> {
 
     /// Connects `users` (each with `tabs` sockets), publishes `runs` runs per user (users in
     /// parallel), then a sentinel per user, and verifies every socket got exactly its user's
-    /// events in order. Returns the number of events received.
+    /// events in order. Returns the number of run events received (end markers not counted).
     async fn deliver(&self, users: &[String], tabs: usize, lat: &mut Latency) -> Result<usize, Failure> {
         let opens = users
             .iter()
@@ -614,7 +614,8 @@ impl<'a> Ctx<'a> {
         }
         match publish_error.or(first_error) {
             Some(f) => Err(f),
-            None => Ok(delivered),
+            // Every socket also got its user's end marker; count the run events only.
+            None => Ok(delivered - aborts.len()),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod registry;
+pub mod runs;
 pub mod serve;
 pub mod ws;
 
@@ -146,6 +147,8 @@ pub async fn run_with_engine(
     info!(engine = state.engine.name(), "listening on http://{addr}");
 
     let sweeper = tokio::spawn(sweep(state.clone()));
+    let monitor =
+        tokio::spawn(runs::monitor(state.engine.clone(), state.config.run_stall, state.shutdown.clone()));
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();
@@ -161,6 +164,7 @@ pub async fn run_with_engine(
         tracing::warn!("drain timed out with {} connections still closing", state.tracker.len());
     }
     sweeper.abort();
+    monitor.abort();
     info!("stopped");
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! crate; [`install`] is idempotent so several servers in one test process share it.
 
 use herald_protocol::{EventKind, Recovery};
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -16,6 +16,14 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("herald_delivery_latency_seconds".into()),
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                        1.0, 2.5,
+                    ],
+                )
+                .expect("buckets are not empty")
                 .install_recorder()
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
             gauge!("herald_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -92,4 +100,19 @@ pub fn rate_limited(limit: &'static str) {
 /// A JWKS refresh failed (the cached keys stay in use).
 pub fn jwks_refresh_failed() {
     counter!("herald_jwks_refresh_failures_total").increment(1);
+}
+
+/// Runs started and not ended, as last counted.
+pub fn active_runs(n: usize) {
+    gauge!("herald_runs_active").set(n as f64);
+}
+
+/// A run was reported stalled.
+pub fn run_stalled() {
+    counter!("herald_runs_stalled_total").increment(1);
+}
+
+/// Seconds from an event's append to its write on one socket.
+pub fn delivery_latency(seconds: f64) {
+    histogram!("herald_delivery_latency_seconds").record(seconds);
 }

@@ -62,8 +62,6 @@ async fn chaos(nodes: Vec<Arc<TestServer>>) {
     let seed: u64 =
         std::env::var("HERALD_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("chaos seed: {seed} (HERALD_CHAOS_SEED={seed} to replay)");
-    let server =
-        Arc::new(TestServer::with(Settings { history_size: Some(10_000), ..Default::default() }).await);
     let users: Vec<String> = (0..USERS).map(|i| format!("chaos-{i}")).collect();
 
     // Publishers: 4 tasks interleaving single-event publishes of every user's runs.

@@ -200,6 +200,9 @@ async fn usage_errors_exit_2_saying_which() {
     let (code, _, stderr) = check("ftp://example", &[]).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("--url"), "{stderr}");
+    let (code, _, stderr) = check("https://127.0.0.1:1", &[]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("usage error") && stderr.contains("TLS"), "{stderr}");
     let (code, _, stderr) = check("http://127.0.0.1:1", &["--min-pass-rate", "1.5"]).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("--min-pass-rate"), "{stderr}");

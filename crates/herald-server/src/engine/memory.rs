@@ -6,14 +6,16 @@
 //! batches cannot deadlock), validates the whole batch against staged run states, and only then
 //! writes — which is what makes a batch all-or-nothing.
 
-use super::{AppendError, Engine, EngineError, History, encode_frame, new_epoch, new_event_id};
+use super::{
+    AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch, new_event_id,
+};
 use crate::log::{Retention, UserLog};
 use async_trait::async_trait;
 use herald_protocol::{EventInput, Receipt, RunState, UserId};
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Single-node engine keeping every user's log in memory.
 #[derive(Debug)]
@@ -183,6 +185,31 @@ impl Engine for MemoryEngine {
             Err(_) => (true, log.oldest(limit)),
         };
         Ok(History { epoch: log.epoch().to_owned(), seq: log.head(), reset, events })
+    }
+
+    async fn scan_runs(&self, stall_after: Duration) -> Result<RunScan, EngineError> {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let books: Vec<(UserId, Arc<Mutex<UserBook>>)> =
+            self.users.lock().iter().map(|(u, b)| (u.clone(), b.clone())).collect();
+        let mut scan = RunScan::default();
+        for (user, book) in books {
+            for (run_id, slot) in book.lock().runs.iter().filter(|(_, r)| !r.state.is_ended()) {
+                scan.active += 1;
+                let silent_for = now.saturating_duration_since(slot.last_event);
+                if silent_for >= stall_after && !slot.state.is_stalled() {
+                    let last = wall.checked_sub(silent_for).unwrap_or(wall);
+                    let marker = last.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+                    scan.stalled.push(StalledRun {
+                        user: user.clone(),
+                        run_id: run_id.clone(),
+                        silent_for,
+                        marker,
+                    });
+                }
+            }
+        }
+        Ok(scan)
     }
 
     async fn put_ticket(&self, hash: &str, user: &UserId, ttl: Duration) -> Result<(), EngineError> {

@@ -55,6 +55,29 @@ pub struct History {
     pub events: Vec<Arc<LogEntry>>,
 }
 
+/// A run that has been silent for at least the stall time and is not yet reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalledRun {
+    /// Owner of the run.
+    pub user: UserId,
+    /// The run.
+    pub run_id: String,
+    /// How long since its last event.
+    pub silent_for: Duration,
+    /// Identifies this silence (its last activity time in ms): the `run_stalled` event's id is
+    /// derived from it, so nodes that detect the same silence append it once.
+    pub marker: u64,
+}
+
+/// What [`Engine::scan_runs`] found.
+#[derive(Debug, Clone, Default)]
+pub struct RunScan {
+    /// Runs started and not ended.
+    pub active: usize,
+    /// Active runs silent for the stall time, not yet reported stalled.
+    pub stalled: Vec<StalledRun>,
+}
+
 /// Where user logs live. See the module docs for what an implementation must guarantee.
 #[async_trait]
 pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
@@ -90,6 +113,9 @@ pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
 
     /// Takes (and deletes) a ticket: `Some(user)` exactly once while it is valid.
     async fn take_ticket(&self, hash: &str) -> Result<Option<UserId>, EngineError>;
+
+    /// Counts active runs and finds the ones silent for at least `stall_after`.
+    async fn scan_runs(&self, stall_after: Duration) -> Result<RunScan, EngineError>;
 
     /// True while the engine can store events.
     async fn is_ready(&self) -> bool;

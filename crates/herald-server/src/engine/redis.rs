@@ -15,7 +15,9 @@
 //! the stream, and a message of another epoch (Redis lost the log) closes the local log so its
 //! clients reconnect and get `reset`.
 
-use super::{AppendError, Engine, EngineError, History, encode_frame, new_epoch, new_event_id};
+use super::{
+    AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch, new_event_id,
+};
 use crate::log::{LogEntry, Retention, UserLog};
 use async_trait::async_trait;
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
@@ -225,6 +227,43 @@ impl RedisEngine {
         });
     }
 
+    /// Keeps the node-wide index of active runs (score: last activity, ms) that stall detection
+    /// and the active-runs gauge read. Best effort: it is a separate key (not in the user's slot).
+    async fn index_runs(
+        &self,
+        user: &UserId,
+        runs: &[&str],
+        staged: &HashMap<&str, Option<RunState>>,
+        events: &[(usize, EventInput)],
+    ) {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for run in runs {
+            let member = format!("{user}\n{run}");
+            match staged.get(run).and_then(Option::as_ref) {
+                Some(state) if !state.is_ended() => {
+                    let activity = events
+                        .iter()
+                        .any(|(_, e)| e.run_id.as_deref() == Some(*run) && e.kind != EventKind::RunStalled);
+                    if activity {
+                        pipe.zadd(self.active_runs_key(), &member, now_ms).ignore();
+                    }
+                }
+                _ => {
+                    pipe.zrem(self.active_runs_key(), &member).ignore();
+                }
+            }
+        }
+        let mut con = self.commands.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut con).await {
+            warn!(%user, "could not update the active-runs index: {e}");
+        }
+    }
+
+    fn active_runs_key(&self) -> String {
+        format!("{}:active-runs", self.prefix)
+    }
+
     /// Applies what [`RedisEngine::read_after`] returned; a missing or different epoch means the
     /// shared log lost its history, so this node's copy is retired.
     fn apply_read(
@@ -430,6 +469,7 @@ impl RedisEngine {
                     .iter()
                     .map(|v| redis::from_redis_value_ref::<u64>(v).map_err(engine_error))
                     .collect::<Result<_, _>>()?;
+                self.index_runs(user, &runs, &staged, events).await;
             }
 
             let mut receipts: Vec<Receipt> = Vec::with_capacity(events.len());
@@ -609,6 +649,45 @@ impl Engine for RedisEngine {
             })
             .collect();
         Ok(History { epoch: current, seq, reset, events })
+    }
+
+    async fn scan_runs(&self, stall_after: Duration) -> Result<RunScan, EngineError> {
+        let mut con = self.commands.clone();
+        let key = self.active_runs_key();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let cutoff = now_ms.saturating_sub(stall_after.as_millis() as u64);
+        let (active, silent): (usize, Vec<(String, u64)>) = redis::pipe()
+            .zcard(&key)
+            .zrangebyscore_withscores(&key, "-inf", cutoff)
+            .query_async(&mut con)
+            .await
+            .map_err(engine_error)?;
+        let mut scan = RunScan { active, stalled: Vec::new() };
+        for (member, last_ms) in silent {
+            let Some((user, run_id)) = member.split_once('\n') else { continue };
+            let Ok(user) = UserId::parse(user) else { continue };
+            let state: Option<String> =
+                con.hget(self.key(&user, "runs"), run_id).await.map_err(engine_error)?;
+            let state: Option<RunState> = state.and_then(|s| serde_json::from_str(&s).ok());
+            match state {
+                Some(s) if !s.is_ended() => {
+                    if !s.is_stalled() {
+                        scan.stalled.push(StalledRun {
+                            user,
+                            run_id: run_id.to_owned(),
+                            silent_for: Duration::from_millis(now_ms.saturating_sub(last_ms)),
+                            marker: last_ms,
+                        });
+                    }
+                }
+                _ => {
+                    // Ended, or forgotten with its user's keys: no longer active.
+                    let _: Result<(), _> = con.zrem(&key, &member).await;
+                    scan.active = scan.active.saturating_sub(1);
+                }
+            }
+        }
+        Ok(scan)
     }
 
     async fn put_ticket(&self, hash: &str, user: &UserId, ttl: Duration) -> Result<(), EngineError> {

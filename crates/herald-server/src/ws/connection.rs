@@ -240,6 +240,12 @@ impl Connection {
                 }
             }
             crate::metrics::delivered(batch.len());
+            let written = std::time::Instant::now();
+            for entry in &batch {
+                crate::metrics::delivery_latency(
+                    written.saturating_duration_since(entry.appended_at).as_secs_f64(),
+                );
+            }
             self.cursor = last;
         }
     }

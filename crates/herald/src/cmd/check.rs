@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Base URL of the Herald to check, e.g. http://127.0.0.1:7400 (any engine, any number of
-    /// nodes behind it).
+    /// nodes behind it; plain http).
     #[arg(long, value_name = "URL")]
     url: String,
     /// API key the server accepts for POST /v1/events (the first one, when comma-separated).
@@ -51,11 +51,15 @@ const USAGE: u8 = 2;
 /// Runs the check; see the module docs for exit codes.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let url = args.url.trim_end_matches('/').to_owned();
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+    if url.starts_with("https://") {
         eprintln!(
-            "herald check: usage error: --url must be http://HOST:PORT or https://HOST, got {:?}",
-            args.url
+            "herald check: usage error: --url {url}: this build speaks plain http and ws only (no TLS); \
+             check a node directly at http://HOST:PORT"
         );
+        return Ok(ExitCode::from(USAGE));
+    }
+    if !url.starts_with("http://") || url.len() <= "http://".len() {
+        eprintln!("herald check: usage error: --url must be http://HOST:PORT, got {:?}", args.url);
         return Ok(ExitCode::from(USAGE));
     }
     let Some(api_key) = args.api_key.split(',').map(str::trim).find(|k| !k.is_empty()) else {
