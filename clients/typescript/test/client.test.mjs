@@ -1,12 +1,19 @@
 // herald-client against the real Herald binary (node:test). Build first: npm run build.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import WebSocket from "ws";
 import { HeraldClient, HeraldError, RunTracker } from "../dist/index.js";
 import { gate, next, publish, sampleRun, signJwt, startHerald, uniqueUser } from "./helpers.mjs";
 
 const NAMES = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"];
+
+const open = new Set();
+afterEach(() => {
+  // A failed test must not leave a reconnecting client behind (it would keep node running).
+  for (const c of open) c.close();
+  open.clear();
+});
 
 /** A client for `user` on `server`, collecting its events. */
 function clientFor(server, user, options = {}) {
@@ -17,11 +24,18 @@ function clientFor(server, user, options = {}) {
     reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
     ...options,
   });
+  open.add(client);
   const events = [];
   const welcomes = [];
+  if (process.env.DEBUG_HERALD_TEST) client.on("frame", (f) => console.error(user, f.direction, f.text));
   client.on("event", (e) => events.push(e));
   client.on("welcome", (w) => welcomes.push(w));
-  return { client, events, welcomes };
+  /** The first received event matching `pred`, already here or still to come. */
+  const seen = (pred) => {
+    const hit = events.find(pred);
+    return hit ? Promise.resolve(hit) : next(client, "event", pred);
+  };
+  return { client, events, welcomes, seen };
 }
 
 async function ticketFor(server, user) {
@@ -46,7 +60,7 @@ describe("against a running herald", () => {
 
   test("golden path: a published run arrives in seq order and the run helper completes it", async () => {
     const user = uniqueUser();
-    const { client, events } = clientFor(server, user);
+    const { client, events, seen } = clientFor(server, user);
     const runs = new RunTracker();
     runs.track(client);
     const synced = next(client, "synced");
@@ -100,7 +114,7 @@ describe("against a running herald", () => {
   test("resume after the socket drops replays exactly the missed events", async () => {
     const user = uniqueUser();
     let hold = null;
-    const { client, events, welcomes } = clientFor(server, user, {
+    const { client, events, welcomes, seen } = clientFor(server, user, {
       token: async () => {
         if (hold) await hold.promise;
         return signJwt(server.secret, user);
@@ -109,7 +123,7 @@ describe("against a running herald", () => {
     await client.connect();
     const first = sampleRun(user, "run-1");
     await publish(server, { events: first.slice(0, 2) });
-    await next(client, "event", (e) => e.seq === 2);
+    await seen((e) => e.seq === 2);
 
     // Drop the TCP connection abruptly and hold the reconnect until the missed events exist.
     hold = gate();
@@ -132,22 +146,22 @@ describe("against a running herald", () => {
 
     // Live events keep flowing on the resumed connection.
     await publish(server, { user_id: user, event: "custom", data: { name: "after-resume" } });
-    const live = await next(client, "event", (e) => e.seq === 6);
+    const live = await seen((e) => e.seq === 6);
     assert.equal(live.data.name, "after-resume");
     client.close();
   });
 
   test("reconnect() drops the socket and resumes at once without duplicates", async () => {
     const user = uniqueUser();
-    const { client, events } = clientFor(server, user);
+    const { client, events, seen } = clientFor(server, user);
     await client.connect();
     await publish(server, { events: sampleRun(user, "run-1").slice(0, 3) });
-    await next(client, "event", (e) => e.seq === 3);
+    await seen((e) => e.seq === 3);
     const resumed = next(client, "welcome");
     client.reconnect();
     assert.equal((await resumed).recovery, "replayed");
     await publish(server, { events: sampleRun(user, "run-1").slice(3) });
-    await next(client, "event", (e) => e.seq === 5);
+    await seen((e) => e.seq === 5);
     assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4, 5]);
     client.close();
   });
@@ -163,7 +177,7 @@ describe("against a running herald", () => {
     const a = clientFor(server, user, { storage, storageKey: `cursor:${user}` });
     await a.client.connect();
     await publish(server, { events: sampleRun(user, "run-1").slice(0, 2) });
-    await next(a.client, "event", (e) => e.seq === 2);
+    await a.seen((e) => e.seq === 2);
     a.client.close();
     assert.equal(JSON.parse(store.get(`cursor:${user}`)).seq, 2);
 
@@ -181,13 +195,13 @@ describe("against a running herald", () => {
     const user = uniqueUser();
     const issued = [];
     const { client } = clientFor(server, user, {
-      // A 40 s token refreshed 39 s before expiry: the refresh is due after about 1 s.
+      // A 45 s token refreshed 43 s before expiry: the refresh is due after 1 to 2 s.
       token: () => {
-        const t = signJwt(server.secret, user, 40);
+        const t = signJwt(server.secret, user, 45);
         issued.push(t);
         return t;
       },
-      refreshBeforeExpiryMs: 39_000,
+      refreshBeforeExpiryMs: 43_000,
     });
     await client.connect();
     const second = await next(client, "welcome");
@@ -237,12 +251,12 @@ test("reset: after a server restart the old cursor's epoch is gone, so the clien
   let server = await startHerald({ secret, apiKey });
   const port = server.port;
   try {
-    const { client, events } = clientFor(server, user);
+    const { client, events, seen } = clientFor(server, user);
     const runs = new RunTracker();
     runs.track(client);
     const first = await client.connect();
     await publish(server, { events: sampleRun(user, "run-1").slice(0, 3) });
-    await next(client, "event", (e) => e.seq === 3);
+    await seen((e) => e.seq === 3);
     assert.equal(runs.list().length, 1);
 
     const drained = next(client, "close");
@@ -262,7 +276,7 @@ test("reset: after a server restart the old cursor's epoch is gone, so the clien
 
     // The new log starts at seq 1 again; the client must not drop it as a duplicate.
     await publish(server, { events: sampleRun(user, "run-2").slice(0, 1) });
-    const fresh = await next(client, "event", (e) => e.run_id === "run-2");
+    const fresh = await seen((e) => e.run_id === "run-2");
     assert.equal(fresh.seq, 1);
     assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 1]);
     assert.equal(runs.get("run-2").state, "running");

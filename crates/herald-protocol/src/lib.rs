@@ -8,6 +8,7 @@
 //! It must never depend on tokio, sockets or clocks: validation here is a pure function of its
 //! input, which is what makes it cheap to test and to fuzz.
 
+pub mod agui;
 pub mod event;
 pub mod frame;
 pub mod publish;

@@ -166,6 +166,33 @@ pub struct Settings {
     #[arg(long, env = "HERALD_MANAGER_IDLE_S", value_name = "SECONDS", help_heading = "Limits")]
     pub manager_idle_s: Option<u64>,
 
+    /// Backend URL that receives client `message` and `cancel` frames as signed POSTs.
+    #[arg(long, env = "HERALD_UPSTREAM_URL", value_name = "URL", help_heading = "Upstream")]
+    pub upstream_url: Option<String>,
+
+    /// Secret that signs upstream requests (Herald-Signature: t=…,v1=HMAC-SHA256).
+    #[arg(
+        long,
+        env = "HERALD_UPSTREAM_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        help_heading = "Upstream"
+    )]
+    pub upstream_secret: Option<Secret>,
+
+    /// Milliseconds an upstream request may take before the client gets an error. Default 5000.
+    #[arg(long, env = "HERALD_UPSTREAM_TIMEOUT_MS", value_name = "MS", help_heading = "Upstream")]
+    pub upstream_timeout_ms: Option<u64>,
+
+    /// Upstream requests in flight per connection; more get `rate_limited`. Default 8.
+    #[arg(long, env = "HERALD_UPSTREAM_MAX_IN_FLIGHT", value_name = "N", help_heading = "Upstream")]
+    pub upstream_max_in_flight: Option<usize>,
+
+    /// Also POST connect/disconnect notices (`{"type":"presence",…}`) upstream.
+    #[arg(long, env = "HERALD_UPSTREAM_PRESENCE", help_heading = "Upstream")]
+    #[serde(default)]
+    pub upstream_presence: bool,
+
     /// Log format: `text` or `json` (one JSON object per line).
     #[arg(long, env = "HERALD_LOG_FORMAT", value_name = "FORMAT", help_heading = "Server")]
     pub log_format: Option<String>,
@@ -283,6 +310,21 @@ impl JwtConfig {
     }
 }
 
+/// Where client `message`/`cancel` frames are forwarded (DESIGN §9).
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// Backend URL.
+    pub url: String,
+    /// Signing secret.
+    pub secret: Secret,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Requests in flight per connection.
+    pub max_in_flight: usize,
+    /// Send presence notices.
+    pub presence: bool,
+}
+
 /// Validated configuration of a Herald server.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -324,6 +366,8 @@ pub struct Config {
     pub publish_rate_per_s: u32,
     /// Time to send a complete request head.
     pub handshake_timeout: Duration,
+    /// Where client frames go, if anywhere.
+    pub upstream: Option<UpstreamConfig>,
     /// `json` logs.
     pub log_json: bool,
     /// Development mode.
@@ -369,6 +413,11 @@ impl Settings {
             publish_rate_per_s: self.publish_rate_per_s.or(lower.publish_rate_per_s),
             handshake_timeout_s: self.handshake_timeout_s.or(lower.handshake_timeout_s),
             log_format: self.log_format.or(lower.log_format),
+            upstream_url: self.upstream_url.or(lower.upstream_url),
+            upstream_secret: self.upstream_secret.or(lower.upstream_secret),
+            upstream_timeout_ms: self.upstream_timeout_ms.or(lower.upstream_timeout_ms),
+            upstream_max_in_flight: self.upstream_max_in_flight.or(lower.upstream_max_in_flight),
+            upstream_presence: self.upstream_presence || lower.upstream_presence,
             dev: self.dev || lower.dev,
         }
     }
@@ -464,6 +513,31 @@ impl Settings {
             ),
             _ => OriginPolicy::SameOrigin,
         };
+        let upstream = match self.upstream_url {
+            None => None,
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(ConfigError::Invalid {
+                    key: "upstream_url",
+                    value: url,
+                    reason: "expected an http:// or https:// URL".into(),
+                });
+            }
+            Some(url) => Some(UpstreamConfig {
+                url,
+                secret: self.upstream_secret.ok_or(ConfigError::Missing {
+                    what: "the secret that signs upstream requests",
+                    env: "HERALD_UPSTREAM_SECRET",
+                    flag: "upstream-secret",
+                    key: "upstream_secret",
+                })?,
+                timeout: Duration::from_millis(positive(
+                    "upstream_timeout_ms",
+                    self.upstream_timeout_ms.unwrap_or(5000),
+                )?),
+                max_in_flight: positive("upstream_max_in_flight", self.upstream_max_in_flight.unwrap_or(8))?,
+                presence: self.upstream_presence,
+            }),
+        };
         let log_json = match self.log_format.as_deref().unwrap_or("text") {
             "text" => false,
             "json" => true,
@@ -509,6 +583,7 @@ impl Settings {
                 "handshake_timeout_s",
                 self.handshake_timeout_s.unwrap_or(10),
             )?),
+            upstream,
             log_json,
             dev: self.dev,
         })

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod registry;
 pub mod runs;
 pub mod serve;
+pub mod upstream;
 pub mod ws;
 
 use auth::Authenticator;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Per-IP, per-connection and per-API-key limits.
     pub limits: limits::Limits,
+    /// Where client `message`/`cancel` frames go, when configured.
+    pub upstream: Option<upstream::Upstream>,
     draining: AtomicBool,
 }
 
@@ -112,8 +115,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(move || std::future::ready(prometheus.render())))
         .merge(console::routes())
         .fallback(api::not_found)
+        .merge(autobahn_routes())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
+}
+
+/// `/__echo` for the Autobahn suite, only in builds with the `autobahn` feature.
+fn autobahn_routes() -> Router<Arc<AppState>> {
+    let routes = Router::new();
+    #[cfg(feature = "autobahn")]
+    let routes = routes.route("/__echo", get(ws::echo::upgrade));
+    routes
 }
 
 /// Serves `config` on `listener` until `shutdown` is cancelled, then drains and returns.
@@ -136,6 +148,7 @@ pub async fn run_with_engine(
     let state = Arc::new(AppState {
         auth: Authenticator::new(&config),
         limits: limits::Limits::new(&config),
+        upstream: config.upstream.clone().map(upstream::Upstream::new),
         registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user),
         engine,
         config: Arc::new(config),

@@ -281,6 +281,41 @@ mod tests {
         assert_eq!(peek_header(&token).unwrap().alg, Algorithm::HS256);
     }
 
+    fn verify_now(verifier: &JwtVerifier, token: &str) -> Result<Identity, AuthError> {
+        use std::task::{Context, Poll, Waker};
+        let mut verify = std::pin::pin!(verifier.verify(token));
+        match verify.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => panic!("fixed-key verification awaited"),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, ..Default::default() })]
+
+        /// Random and JWT-shaped input never verifies and never panics (stable-toolchain
+        /// counterpart of the `jwt` cargo-fuzz target).
+        #[test]
+        fn random_tokens_never_verify(
+            raw in "\\PC{0,200}",
+            parts in proptest::collection::vec("[A-Za-z0-9_\\-]{0,60}", 1..5),
+        ) {
+            let verifier = JwtVerifier::new(&JwtConfig {
+                key: JwtKey::Secret(crate::config::Secret::new("0123456789abcdef0123")),
+                audience: Some("herald".into()),
+                issuer: None,
+                leeway: Duration::from_secs(5),
+            });
+            let _ = peek_header(&raw);
+            proptest::prop_assert!(verify_now(&verifier, &raw).is_err());
+            let dotted = parts.join(".");
+            proptest::prop_assert!(verify_now(&verifier, &dotted).is_err());
+            // A real header in front of random segments.
+            let token = format!("eyJhbGciOiJIUzI1NiJ9.{dotted}");
+            proptest::prop_assert!(verify_now(&verifier, &token).is_err());
+        }
+    }
+
     #[test]
     fn private_and_junk_pem_files_are_named_in_the_error() {
         let path = Path::new("/etc/herald/key.pem");

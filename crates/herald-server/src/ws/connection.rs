@@ -11,12 +11,16 @@
 use crate::limits::Verdict;
 use crate::log::{Trimmed, UserLog};
 use crate::registry::UserManager;
+use crate::upstream::Upstream;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
+use herald_protocol::UserId;
 use herald_protocol::{ClientFrame, CloseCode, PROTOCOL_VERSION, ServerFrame};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -66,6 +70,13 @@ struct Connection {
     unanswered_pings: u32,
     shutdown: CancellationToken,
     rate: crate::limits::MessageRate,
+    upstream: Option<Upstream>,
+    /// Bounds upstream requests in flight; a permit travels with each request task.
+    in_flight: Arc<Semaphore>,
+    replies_tx: mpsc::Sender<ServerFrame>,
+    replies_rx: mpsc::Receiver<ServerFrame>,
+    connection_id: String,
+    user: UserId,
 }
 
 /// Serves one upgraded socket until it closes, the token expires, or the server drains.
@@ -74,6 +85,7 @@ pub async fn serve(
     manager: Arc<UserManager>,
     cursor: Option<Cursor>,
     params: Params,
+    upstream: Option<Upstream>,
     shutdown: CancellationToken,
 ) {
     let connection_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -109,6 +121,7 @@ pub async fn serve(
     let _attached = log.attach();
     let mut heartbeat = tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (replies_tx, replies_rx) = mpsc::channel(16);
     let mut conn = Connection {
         socket,
         head_rx: log.watch(),
@@ -119,7 +132,14 @@ pub async fn serve(
         unanswered_pings: 0,
         shutdown,
         rate: crate::limits::MessageRate::per_second(params.max_client_msgs_per_s),
+        in_flight: Arc::new(Semaphore::new(upstream.as_ref().map_or(0, Upstream::max_in_flight))),
+        upstream,
+        replies_tx,
+        replies_rx,
+        connection_id: connection_id.clone(),
+        user: user.clone(),
     };
+    conn.presence("connected");
     info!(%user, %connection_id, resume = cursor.is_some(), "connection opened");
     let end = match conn.start(&connection_id, &user, cursor).await {
         Ok(()) => conn.run().await,
@@ -131,6 +151,7 @@ pub async fn serve(
         }
         close(&mut conn.socket, code, reason).await;
     }
+    conn.presence("disconnected");
     info!(%user, %connection_id, ?end, seq = conn.cursor, "connection closed");
 }
 
@@ -189,6 +210,11 @@ impl Connection {
                         return end;
                     }
                 }
+                Some(reply) = self.replies_rx.recv() => {
+                    if self.socket.send(Message::Text(reply.to_json().into())).await.is_err() {
+                        return End::Gone;
+                    }
+                }
                 _ = self.heartbeat.tick() => {
                     if let Some(end) = self.ping().await {
                         return end;
@@ -196,6 +222,59 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Sends a frame to the backend in its own task; the answer comes back through `replies`.
+    /// Returns a frame to send right away when the request cannot be made.
+    fn forward(&self, frame: ClientFrame) -> Option<ServerFrame> {
+        let (body, reference) = match frame {
+            ClientFrame::Message { reference, thread_id, data } => (
+                json!({"type": "message", "user_id": self.user.as_str(), "connection_id": self.connection_id,
+                       "ref": reference, "thread_id": thread_id, "data": data}),
+                reference,
+            ),
+            ClientFrame::Cancel { run_id, reference } => (
+                json!({"type": "cancel", "user_id": self.user.as_str(), "run_id": run_id, "ref": reference}),
+                reference,
+            ),
+            ClientFrame::Ping => return Some(ServerFrame::Pong),
+        };
+        let Some(upstream) = self.upstream.clone() else {
+            return Some(ServerFrame::Error {
+                code: "upstream_unavailable".into(),
+                message: "no upstream is configured on this server (HERALD_UPSTREAM_URL)".into(),
+                reference,
+            });
+        };
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return Some(ServerFrame::Error {
+                code: "rate_limited".into(),
+                message: format!(
+                    "{} upstream requests already in flight on this connection; wait for their acks",
+                    upstream.max_in_flight()
+                ),
+                reference,
+            });
+        };
+        let replies = self.replies_tx.clone();
+        tokio::spawn(async move {
+            let reply = upstream.forward(body, reference).await;
+            drop(permit);
+            let _ = replies.send(reply).await;
+        });
+        None
+    }
+
+    /// Tells the backend a connection opened or closed, when presence notices are on.
+    fn presence(&self, state: &'static str) {
+        let Some(upstream) = self.upstream.clone().filter(Upstream::presence) else { return };
+        let body = json!({"type": "presence", "user_id": self.user.as_str(),
+                          "connection_id": self.connection_id, "state": state});
+        tokio::spawn(async move {
+            if let Err(e) = upstream.post(&body).await {
+                debug!("presence notice not delivered: {e}");
+            }
+        });
     }
 
     /// Writes every event after the cursor, batch by batch; watches the lag while blocked.
@@ -273,14 +352,10 @@ impl Connection {
                 "over max_client_msgs_per_s: this message was dropped; keep sending and the socket closes (1008)",
             ),
             Message::Text(text) => match ClientFrame::parse(text.as_str()) {
-                Ok(ClientFrame::Ping) => ServerFrame::Pong,
-                Ok(ClientFrame::Cancel { reference, .. } | ClientFrame::Message { reference, .. }) => {
-                    ServerFrame::Error {
-                        code: "upstream_unavailable".into(),
-                        message: "no upstream is configured on this server (HERALD_UPSTREAM_URL)".into(),
-                        reference,
-                    }
-                }
+                Ok(frame) => match self.forward(frame) {
+                    Some(reply) => reply,
+                    None => return None,
+                },
                 Err(e) => ServerFrame::error(e.code(), e.to_string()),
             },
             Message::Binary(_) => {

@@ -4,6 +4,8 @@
 //! gets an HTTP status and a JSON body (401, 403, 400, 503) rather than a socket that closes.
 
 pub mod connection;
+#[cfg(feature = "autobahn")]
+pub mod echo;
 
 use crate::AppState;
 use crate::api::ApiFailure;
@@ -70,6 +72,7 @@ pub async fn upgrade(
     let max = state.config.max_message_bytes;
     let tracker = state.tracker.clone();
     let shutdown = state.shutdown.clone();
+    let upstream = state.upstream.clone();
     Ok(upgrade
         .protocols([SUBPROTOCOL])
         .max_message_size(max)
@@ -79,7 +82,7 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 let _ip_slot = ip_slot;
-                connection::serve(socket, manager, cursor, params, shutdown).await
+                connection::serve(socket, manager, cursor, params, upstream, shutdown).await
             })
         })
         .into_response())

@@ -1,5 +1,6 @@
 //! The subcommands of `herald`, one file each.
 
+mod bench;
 mod check;
 mod serve;
 mod token;
@@ -33,6 +34,9 @@ enum Command {
     Token(token::TokenArgs),
     /// Validate a live Herald: golden path, isolation, resume, auth, … with a pass rate.
     Check(check::CheckArgs),
+    /// Load a server (this one with --spawn, or any speaking the contract): throughput,
+    /// publish→deliver latency, loss; or idle memory per connection (--idle), replay (--replay).
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Runs the chosen subcommand.
@@ -41,5 +45,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(*args),
         Command::Token(args) => token::run(args),
         Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }

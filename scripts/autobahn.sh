@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Autobahn WebSocket conformance of Herald's WebSocket layer (docs/conformance.md).
+#
+# Builds herald with the test-only `autobahn` feature (an unauthenticated /__echo socket with the
+# same stack and limits as /ws), starts it on a free port, and drives it with the Autobahn
+# fuzzing client reimplemented by PyPI `kosoku` (installed into a venv under /tmp).
+# Usage: scripts/autobahn.sh [kosoku case globs, e.g. '1.*' '2.*'] — default: the whole suite.
+# Reports go to target/autobahn/ (index.json, index.html).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${KOSOKU_VENV:-/tmp/herald-kosoku}"
+if [ ! -x "$venv/bin/kosoku" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q kosoku
+fi
+
+cargo build -q -p herald --features herald-server/autobahn
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+HERALD_LOG_FORMAT=text RUST_LOG=warn ./target/debug/herald serve --dev --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+args=()
+for case in "$@"; do args+=(-i "$case"); done
+"$venv/bin/kosoku" -m fuzzingclient -p 2 -o target/autobahn "${args[@]}" "ws://127.0.0.1:$port/__echo"
