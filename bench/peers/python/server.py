@@ -126,4 +126,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     print(f"listening on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                ws="websockets", loop="uvloop", http="httptools", ws_per_message_deflate=False)
+                ws="websockets-sansio", loop="uvloop", http="httptools", ws_per_message_deflate=False)

@@ -1,9 +1,10 @@
-// Builds the web console (console/src) into console/dist: one bundled app.js, the page and the CSS.
+// Builds the web console (console/src) into console/dist/app.js, one bundle. The page
+// (console/index.html) and the CSS (console/src/style.css) are embedded as they are.
 // The output is committed so `cargo build` embeds it without network access.
 // Usage: node scripts/build-console.mjs [OUT_DIR]   (default ../../console/dist)
 
 import { build } from "esbuild";
-import { copyFileSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -22,6 +23,4 @@ await build({
   outfile: resolve(out, "app.js"),
   logLevel: "warning",
 });
-copyFileSync(resolve(root, "index.html"), resolve(out, "index.html"));
-copyFileSync(resolve(root, "src/style.css"), resolve(out, "style.css"));
 console.log(`console built into ${out}`);

@@ -699,6 +699,38 @@ mod tests {
     }
 
     #[test]
+    fn security_limits_have_documented_defaults() {
+        let c = base().validate().unwrap();
+        assert_eq!(c.max_connections_per_ip, 1024);
+        assert_eq!(c.max_client_msgs_per_s, 20);
+        assert_eq!(c.publish_rate_per_s, 5000);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.jwt.leeway, Duration::from_secs(5));
+        assert!(c.jwt.secret().is_some());
+        let file: Settings = toml::from_str(
+            "max_connections_per_ip = 0\npublish_rate_per_s = 7\njwt_leeway_s = 30\nhandshake_timeout_s = 3",
+        )
+        .unwrap();
+        let c = file.or(base()).validate().unwrap();
+        assert_eq!((c.max_connections_per_ip, c.publish_rate_per_s), (0, 7));
+        assert_eq!(c.jwt.leeway, Duration::from_secs(30));
+        assert_eq!(c.handshake_timeout, Duration::from_secs(3));
+        let e = Settings { max_client_msgs_per_s: Some(0), ..base() }.validate().unwrap_err();
+        assert!(e.to_string().contains("max_client_msgs_per_s"), "{e}");
+    }
+
+    #[test]
+    fn jwks_urls_are_checked() {
+        let jwks = |url: &str| Settings { jwt_secret: None, jwks_url: Some(url.into()), ..base() }.validate();
+        assert!(matches!(jwks("http://127.0.0.1:9/jwks.json").unwrap().jwt.key, JwtKey::Jwks { .. }));
+        assert!(jwks("ftp://x/jwks").unwrap_err().to_string().contains("jwks_url"));
+        if !cfg!(feature = "jwks-https") {
+            let e = jwks("https://id.example/.well-known/jwks.json").unwrap_err().to_string();
+            assert!(e.contains("jwks-https"), "{e}");
+        }
+    }
+
+    #[test]
     fn debug_masks_secrets() {
         let c = base().validate().unwrap();
         let shown = format!("{c:?} {:?}", base());

@@ -24,13 +24,13 @@ pub const DEV_USER: &str = "dev-user";
 /// Lifetime of the dev token handed out by `/console/dev.json`.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-const INDEX_HTML: &str = include_str!("../../../console/dist/index.html");
+const INDEX_HTML: &str = include_str!("../../../console/index.html");
 
 /// Embedded assets: file name under `/console/`, content type, body.
 const ASSETS: &[(&str, &str, &str)] = &[
     ("index.html", "text/html; charset=utf-8", INDEX_HTML),
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../../console/dist/app.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("../../../console/dist/style.css")),
+    ("style.css", "text/css; charset=utf-8", include_str!("../../../console/src/style.css")),
 ];
 
 /// The console's routes: `/console`, `/console/`, `/console/{file}` and `/console/dev.json`.

@@ -8,6 +8,7 @@
 //! managers), [`engine`] (where logs live), [`log`] (the per-user log and cursors), [`ws`] (the
 //! socket endpoint and connection loop), [`api`] (HTTP routes), [`metrics`].
 
+pub mod agui;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -110,6 +111,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", post(api::events::publish))
         .route("/v1/users/{user_id}/events", get(api::history::list))
         .route("/v1/tickets", post(api::tickets::create))
+        .route("/v1/agui/stream", get(agui::stream).options(agui::preflight))
+        .route("/v1/agui/events", post(agui::publish))
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))

@@ -45,6 +45,24 @@ pub struct Retention {
     pub ttl: Duration,
 }
 
+/// An event to append to a [`UserLog`].
+#[derive(Debug)]
+pub struct NewEntry {
+    /// Its seq: the log's head + 1.
+    pub seq: u64,
+    /// Idempotency key.
+    pub id: String,
+    /// The run, if any.
+    pub run_id: Option<String>,
+    /// The event kind.
+    pub kind: EventKind,
+    /// The encoded frame.
+    pub frame: Utf8Bytes,
+    /// How long ago it was appended to the shared log (zero when appended here), so the TTL
+    /// counts from its real append time.
+    pub age: Duration,
+}
+
 /// What a new connection starts with: how its cursor was honoured and the frames before `synced`.
 #[derive(Debug)]
 pub struct Opening {
@@ -126,30 +144,11 @@ impl UserLog {
         Attached(self.clone())
     }
 
-    /// Appends the next event; `seq` must be `head + 1` and `frame` its encoded frame (made once,
-    /// here shared by every connection). Returns the entries trimmed to stay within retention.
-    pub fn append(
-        &self,
-        seq: u64,
-        id: String,
-        run_id: Option<String>,
-        kind: EventKind,
-        frame: Utf8Bytes,
-    ) -> Vec<Arc<LogEntry>> {
-        self.append_aged(seq, id, run_id, kind, frame, Duration::ZERO)
-    }
-
-    /// Like [`UserLog::append`], for an event appended `age` ago elsewhere (loaded from Redis), so
-    /// the TTL counts from its real append time.
-    pub fn append_aged(
-        &self,
-        seq: u64,
-        id: String,
-        run_id: Option<String>,
-        kind: EventKind,
-        frame: Utf8Bytes,
-        age: Duration,
-    ) -> Vec<Arc<LogEntry>> {
+    /// Appends the next event (`seq` must be `head + 1`). Its frame was encoded once, by the
+    /// engine, and is shared from here by every connection. Returns the entries trimmed to stay
+    /// within retention.
+    pub fn append(&self, event: NewEntry) -> Vec<Arc<LogEntry>> {
+        let NewEntry { seq, id, run_id, kind, frame, age } = event;
         let now = Instant::now();
         let mut inner = self.inner.lock();
         debug_assert_eq!(seq, inner.head + 1, "seq must grow by exactly one");
@@ -331,7 +330,8 @@ mod tests {
     fn push(log: &UserLog, kind: EventKind, run: &str) -> u64 {
         let seq = log.head() + 1;
         let frame = format!("frame-{seq:04}");
-        log.append(seq, format!("id{seq}"), Some(run.into()), kind, frame.into());
+        let age = Duration::ZERO;
+        log.append(NewEntry { seq, id: format!("id{seq}"), run_id: Some(run.into()), kind, frame: frame.into(), age });
         seq
     }
 

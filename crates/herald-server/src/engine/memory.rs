@@ -9,7 +9,7 @@
 use super::{
     AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch, new_event_id,
 };
-use crate::log::{Retention, UserLog};
+use crate::log::{NewEntry, Retention, UserLog};
 use async_trait::async_trait;
 use herald_protocol::{EventInput, Receipt, RunState, UserId};
 use parking_lot::{Mutex, MutexGuard};
@@ -142,7 +142,14 @@ impl Engine for MemoryEngine {
                     let id = event.id.clone().unwrap_or_else(new_event_id);
                     let seq = book.log.head() + 1;
                     let frame = encode_frame(seq, &id, event, wall);
-                    let trimmed = book.log.append(seq, id.clone(), event.run_id.clone(), event.kind, frame);
+                    let trimmed = book.log.append(NewEntry {
+                        seq,
+                        id: id.clone(),
+                        run_id: event.run_id.clone(),
+                        kind: event.kind,
+                        frame,
+                        age: Duration::ZERO,
+                    });
                     for old in trimmed {
                         book.ids.remove(&old.id);
                     }

@@ -18,7 +18,7 @@
 use super::{
     AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch, new_event_id,
 };
-use crate::log::{LogEntry, Retention, UserLog};
+use crate::log::{LogEntry, NewEntry, Retention, UserLog};
 use async_trait::async_trait;
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
 use parking_lot::Mutex;
@@ -516,7 +516,14 @@ fn apply(log: &UserLog, m: &Published, retention: &Retention) -> Applied {
     }
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     let age = Duration::from_millis(now_ms.saturating_sub(m.appended_ms)).min(retention.ttl);
-    log.append_aged(m.seq, m.id.clone(), m.run_id.clone(), m.kind, m.frame.clone().into(), age);
+    log.append(NewEntry {
+        seq: m.seq,
+        id: m.id.clone(),
+        run_id: m.run_id.clone(),
+        kind: m.kind,
+        frame: m.frame.clone().into(),
+        age,
+    });
     Applied::Done
 }
 

@@ -60,6 +60,9 @@ enum End {
     Gone,
 }
 
+/// Both ends of a connection's channel of upstream answers.
+type Replies = (mpsc::Sender<Box<ServerFrame>>, mpsc::Receiver<Box<ServerFrame>>);
+
 struct Connection {
     socket: WebSocket,
     log: Arc<UserLog>,
@@ -73,8 +76,9 @@ struct Connection {
     upstream: Option<Upstream>,
     /// Bounds upstream requests in flight; a permit travels with each request task.
     in_flight: Arc<Semaphore>,
-    replies_tx: mpsc::Sender<ServerFrame>,
-    replies_rx: mpsc::Receiver<ServerFrame>,
+    /// Answers of upstream requests; only made when an upstream is configured (a channel
+    /// allocates a block up front, which idle connections should not pay for).
+    replies: Option<Replies>,
     connection_id: String,
     user: UserId,
 }
@@ -121,7 +125,7 @@ pub async fn serve(
     let _attached = log.attach();
     let mut heartbeat = tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let (replies_tx, replies_rx) = mpsc::channel(16);
+    let replies = upstream.is_some().then(|| mpsc::channel(16));
     let mut conn = Connection {
         socket,
         head_rx: log.watch(),
@@ -134,8 +138,7 @@ pub async fn serve(
         rate: crate::limits::MessageRate::per_second(params.max_client_msgs_per_s),
         in_flight: Arc::new(Semaphore::new(upstream.as_ref().map_or(0, Upstream::max_in_flight))),
         upstream,
-        replies_tx,
-        replies_rx,
+        replies,
         connection_id: connection_id.clone(),
         user: user.clone(),
     };
@@ -210,7 +213,7 @@ impl Connection {
                         return end;
                     }
                 }
-                Some(reply) = self.replies_rx.recv() => {
+                Some(reply) = next_reply(&mut self.replies) => {
                     if self.socket.send(Message::Text(reply.to_json().into())).await.is_err() {
                         return End::Gone;
                     }
@@ -256,11 +259,12 @@ impl Connection {
                 reference,
             });
         };
-        let replies = self.replies_tx.clone();
+        let Some((replies, _)) = &self.replies else { return None };
+        let replies = replies.clone();
         tokio::spawn(async move {
             let reply = upstream.forward(body, reference).await;
             drop(permit);
-            let _ = replies.send(reply).await;
+            let _ = replies.send(Box::new(reply)).await;
         });
         None
     }
@@ -364,7 +368,11 @@ impl Connection {
                     "binary frames are not supported; send JSON text",
                 ));
             }
-            Message::Close(_) => return Some(End::Gone),
+            Message::Close(_) => {
+                // tungstenite queued the close reply; flush it so the client sees its own code.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.flush()).await;
+                return Some(End::Gone);
+            }
             Message::Ping(_) | Message::Pong(_) => return None,
         };
         let text: Utf8Bytes = reply.to_json().into();
@@ -377,6 +385,14 @@ impl Connection {
         }
         self.unanswered_pings += 1;
         self.socket.send(Message::Ping(Default::default())).await.err().map(|_| End::Gone)
+    }
+}
+
+/// The next upstream answer, or never when there is no upstream.
+async fn next_reply(replies: &mut Option<Replies>) -> Option<Box<ServerFrame>> {
+    match replies {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

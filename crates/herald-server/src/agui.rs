@@ -1,0 +1,409 @@
+//! The AG-UI bridge's HTTP side (DESIGN §10): `GET /v1/agui/stream` and `POST /v1/agui/events`.
+//!
+//! The translation itself is [`herald_protocol::agui`]; this module only moves bytes. The stream
+//! is a cursor into the user's log, like a WebSocket connection ([`crate::ws::connection`]): it
+//! reads batches from the shared [`UserLog`] when hyper asks for the next chunk, so a client that
+//! stops reading costs nothing but the retained log, and it holds no events of its own.
+//!
+//! Resume: every Herald event ends with one SSE message whose `id:` is `<epoch>:<seq>` (earlier
+//! AG-UI events of the same Herald event carry no id, so a stream cut inside a group replays the
+//! whole group rather than losing its tail). `Last-Event-ID` (or `?after=`) takes that form, or a
+//! bare `<seq>` (then trusted to be of the current epoch). A cursor that cannot be honoured gets
+//! `CUSTOM herald.reset` first, then the active runs' events, as a WebSocket gets `reset`.
+
+use crate::AppState;
+use crate::api::{ApiFailure, Body, Publisher};
+use crate::engine::AppendError;
+use crate::limits::PeerAddr;
+use crate::log::{LogEntry, Trimmed, UserLog};
+use crate::registry::UserContext;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_event};
+use herald_protocol::frame::EventFrame;
+use herald_protocol::{Recovery, ServerFrame, UserId};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+/// A comment line is sent when the stream was idle this long, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Bytes of SSE text built per chunk (one write).
+const CHUNK_BYTES: usize = 64 * 1024;
+
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Handles `GET /v1/agui/stream`: the user's events as AG-UI Server-Sent Events.
+///
+/// Query: `ticket` (instead of a JWT header), `after` (+ `epoch`) to resume when the client cannot
+/// send `Last-Event-ID`, `thread_id` to follow one thread only.
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    PeerAddr(peer): PeerAddr,
+) -> Result<Response, ApiFailure> {
+    if state.is_draining() {
+        return Err(ApiFailure::not_ready("server is draining: connect to another node"));
+    }
+    let ip_slot = state.limits.connect_ip(peer.map(|p| p.ip()))?;
+    state.auth.origin(&headers)?;
+    let identity = authenticate(&state, &headers, &query).await?;
+    let cursor = parse_cursor(&headers, &query)?;
+    let manager = state.registry.manager(&UserContext::from_user(identity.user.clone()));
+    let slot = manager.connect().map_err(|e| {
+        ApiFailure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("{e}: close another tab"),
+        )
+    })?;
+    let log = manager.open_log().await?;
+    if let Some((after, epoch)) = &cursor
+        && epoch.as_deref().is_none_or(|e| e == log.epoch())
+        && *after > log.head()
+        && let Err(e) = manager.refresh_log(&log).await
+    {
+        tracing::warn!(user = %identity.user, "could not catch up with the shared log: {e}");
+    }
+
+    let mut head_rx = log.watch();
+    head_rx.borrow_and_update();
+    let retained = log.oldest(usize::MAX);
+    let epoch = log.epoch().to_owned();
+    let opening =
+        log.open(cursor.as_ref().map(|(after, e)| (*after, e.as_deref().unwrap_or(epoch.as_str()))));
+    crate::metrics::recovery(opening.recovery);
+    let mut mapper = Outbound::new(query.get("thread_id").cloned());
+    let mut preamble = String::new();
+    match opening.recovery {
+        // Rebuild the open-message state the client had at its cursor, so the stream continues
+        // exactly where the previous one stopped.
+        Recovery::Replayed => {
+            let after = cursor.as_ref().map_or(0, |c| c.0);
+            for entry in retained.iter().take_while(|e| e.seq <= after) {
+                if let Some(frame) = event_frame(entry) {
+                    mapper.prime(&frame);
+                }
+            }
+        }
+        Recovery::Reset => {
+            let reason = "the cursor is too old or from another epoch: drop your state";
+            push_message(&mut preamble, &reset_event(&epoch, opening.head, reason), None);
+        }
+        Recovery::None => {}
+    }
+    drop(retained);
+    info!(user = %identity.user, recovery = ?opening.recovery, "agui stream opened");
+
+    let expires_in = identity.expires_at.map_or(Duration::from_secs(365 * 24 * 3600), |at| {
+        at.duration_since(SystemTime::now()).unwrap_or_default()
+    });
+    let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let reader = Reader {
+        guards: Box::new((ip_slot, slot, log.attach(), crate::metrics::OpenConnection::new())),
+        head_rx,
+        cursor: opening.head,
+        backlog: opening.backlog.into(),
+        preamble,
+        mapper,
+        epoch,
+        keep_alive,
+        expiry: Box::pin(tokio::time::sleep(expires_in)),
+        shutdown: state.shutdown.clone(),
+        max_pending: state.config.max_pending_bytes as u64,
+        synced: false,
+        done: false,
+        log,
+    };
+    let body = futures_util::stream::unfold(reader, |mut r| async move {
+        let chunk = r.next_chunk().await?;
+        Some((Ok::<_, Infallible>(bytes::Bytes::from(chunk)), r))
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    cors(&headers, h);
+    Ok(response)
+}
+
+/// Answers a CORS preflight for the stream: browsers send one before a `fetch` with an
+/// `Authorization` header (as `@ag-ui/client`'s HttpAgent does) from another origin.
+pub async fn preflight(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiFailure> {
+    state.auth.origin(&headers)?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    cors(&headers, h);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, last-event-id, accept, cache-control"),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    Ok(response)
+}
+
+/// Echoes an allowed Origin (the origin policy was checked by the caller).
+fn cors(request: &HeaderMap, response: &mut HeaderMap) {
+    if let Some(origin) = request.get(header::ORIGIN) {
+        response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        response.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+/// A `?ticket=` (taken from the engine, once) or else a JWT in `Authorization`.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<crate::auth::Identity, ApiFailure> {
+    let Some(ticket) = query.get("ticket") else {
+        return Ok(state.auth.socket(headers).await?);
+    };
+    let hash = crate::auth::ticket::ticket_hash(ticket);
+    match state.engine.take_ticket(&hash).await? {
+        Some(user) => Ok(crate::auth::Identity { user, expires_at: None }),
+        None => {
+            Err(crate::auth::AuthError::Invalid("ticket is unknown, expired or already used".into()).into())
+        }
+    }
+}
+
+/// `Last-Event-ID` (preferred: EventSource sends the newest one on reconnect) or `?after=`, as
+/// `<epoch>:<seq>` or a bare `<seq>` (with `?epoch=` if given).
+fn parse_cursor(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Option<(u64, Option<String>)>, ApiFailure> {
+    let header = headers.get(LAST_EVENT_ID).and_then(|v| v.to_str().ok()).map(str::trim);
+    let Some(raw) = header.filter(|v| !v.is_empty()).or(query.get("after").map(String::as_str)) else {
+        return Ok(None);
+    };
+    let (epoch, seq) = match raw.rsplit_once(':') {
+        Some((epoch, seq)) => (Some(epoch.to_owned()), seq),
+        None => (query.get("epoch").cloned(), raw),
+    };
+    let seq = seq.parse::<u64>().map_err(|_| {
+        ApiFailure::bad_request(
+            "invalid_cursor",
+            format!("cursor {raw:?} must be <epoch>:<seq> or <seq> (a non-negative integer)"),
+        )
+    })?;
+    Ok(Some((seq, epoch)))
+}
+
+/// The Herald event inside a log entry's frame.
+fn event_frame(entry: &LogEntry) -> Option<EventFrame> {
+    match serde_json::from_str::<ServerFrame>(entry.frame.as_str()) {
+        Ok(ServerFrame::Event(frame)) => Some(frame),
+        _ => None,
+    }
+}
+
+/// Appends one SSE message (`id:` when given, then one `data:` line of compact JSON).
+fn push_message(buf: &mut String, event: &Value, id: Option<&str>) {
+    if let Some(id) = id {
+        buf.push_str("id: ");
+        buf.push_str(id);
+        buf.push('\n');
+    }
+    buf.push_str("data: ");
+    buf.push_str(&event.to_string());
+    buf.push_str("\n\n");
+}
+
+type Guards = (
+    crate::limits::IpSlot,
+    crate::registry::ConnectionSlot,
+    crate::log::Attached,
+    crate::metrics::OpenConnection,
+);
+
+/// One stream's cursor and mapping state; polled for the next chunk of SSE text.
+struct Reader {
+    /// Slots and gauges held for the stream's life.
+    #[allow(dead_code)]
+    guards: Box<Guards>,
+    log: Arc<UserLog>,
+    head_rx: watch::Receiver<u64>,
+    cursor: u64,
+    backlog: VecDeque<Arc<LogEntry>>,
+    preamble: String,
+    mapper: Outbound,
+    epoch: String,
+    keep_alive: Interval,
+    expiry: Pin<Box<Sleep>>,
+    shutdown: CancellationToken,
+    max_pending: u64,
+    synced: bool,
+    done: bool,
+}
+
+impl Reader {
+    /// The next chunk of SSE text, or `None` when the stream ends (the client then resumes).
+    async fn next_chunk(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let mut buf = std::mem::take(&mut self.preamble);
+        if !self.backlog.is_empty() {
+            let mut sent = 0;
+            while buf.len() < CHUNK_BYTES
+                && let Some(entry) = self.backlog.pop_front()
+            {
+                self.write(&mut buf, &entry);
+                sent += 1;
+            }
+            crate::metrics::delivered(sent);
+            return Some(buf);
+        }
+        if !buf.is_empty() {
+            return Some(buf);
+        }
+        loop {
+            self.head_rx.borrow_and_update();
+            if self.log.is_closed() {
+                return self.end(": history was reset: reconnect with Last-Event-ID\n\n");
+            }
+            let batch = match self.log.read_after(self.cursor, CHUNK_BYTES) {
+                Ok(batch) => batch,
+                Err(Trimmed) => return self.end(": too far behind: reconnect with Last-Event-ID\n\n"),
+            };
+            if let Some(last) = batch.last().map(|e| e.seq) {
+                // Once live, a reader this far behind is cut off, like a WebSocket with 4008.
+                if self.synced && self.log.pending_bytes(self.cursor).unwrap_or(u64::MAX) > self.max_pending {
+                    crate::metrics::slow_consumer_closed();
+                    return self.end(": too far behind: reconnect with Last-Event-ID\n\n");
+                }
+                for entry in &batch {
+                    self.write(&mut buf, entry);
+                }
+                crate::metrics::delivered(batch.len());
+                self.cursor = last;
+                return Some(buf);
+            }
+            self.synced = true;
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return self.end(": server shutting down\n\n"),
+                _ = &mut self.expiry => return self.end(": token expired: reconnect with a fresh token\n\n"),
+                changed = self.head_rx.changed() => if changed.is_err() { return None },
+                _ = self.keep_alive.tick() => return Some(": keep-alive\n\n".to_owned()),
+            }
+        }
+    }
+
+    /// The AG-UI events of one Herald event; the last one carries the resume id.
+    fn write(&mut self, buf: &mut String, entry: &LogEntry) {
+        let Some(frame) = event_frame(entry) else {
+            return;
+        };
+        let events = self.mapper.map(&frame);
+        let id = format!("{}:{}", self.epoch, entry.seq);
+        let last = events.len().saturating_sub(1);
+        for (i, event) in events.iter().enumerate() {
+            push_message(buf, event, (i == last).then_some(id.as_str()));
+        }
+    }
+
+    fn end(&mut self, why: &str) -> Option<String> {
+        debug!(cursor = self.cursor, "agui stream ends: {}", why.trim());
+        self.done = true;
+        Some(why.to_owned())
+    }
+}
+
+/// Handles `POST /v1/agui/events`: an AG-UI agent's events, appended as Herald events, all or
+/// nothing.
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    _: Publisher,
+    Body(body): Body,
+) -> Result<Response, ApiFailure> {
+    if state.is_draining() {
+        return Err(ApiFailure::not_ready("server is draining: publish to another node"));
+    }
+    let parsed = InboundBody::parse(&body, state.config.max_batch).map_err(inbound_failure)?;
+    let context =
+        if parsed.needs_context() { thread_context(&state, &parsed).await? } else { Context::default() };
+    let mapped = parsed.to_herald(&context).map_err(inbound_failure)?;
+    if mapped.events.is_empty() {
+        return Ok(Json(json!({"results": []})).into_response());
+    }
+    let kinds: Vec<_> = mapped.events.iter().map(|e| e.kind).collect();
+    match state.engine.append(mapped.events).await {
+        Ok(receipts) => {
+            for (kind, receipt) in kinds.iter().zip(&receipts) {
+                if !receipt.duplicate {
+                    crate::metrics::published(*kind);
+                }
+            }
+            Ok(Json(json!({"results": receipts})).into_response())
+        }
+        Err(AppendError::RunRule { index, source }) => {
+            crate::metrics::run_rejected(source.rule());
+            let at = mapped.sources.get(index.unwrap_or(0)).copied().unwrap_or(0);
+            let kind = parsed.events[at].get("type").and_then(Value::as_str).unwrap_or_default();
+            Err(ApiFailure::new(
+                StatusCode::CONFLICT,
+                "run_state",
+                format!("events[{at}] ({kind}): {source} (rule {})", source.rule()),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn inbound_failure(e: InboundError) -> ApiFailure {
+    match &e {
+        InboundError::InvalidJson(_) => ApiFailure::bad_request("invalid_json", e.to_string()),
+        InboundError::Invalid { .. } => ApiFailure::bad_request("invalid_event", e.to_string()),
+        InboundError::NoRun { .. } => {
+            crate::metrics::run_rejected("not_started");
+            ApiFailure::new(StatusCode::CONFLICT, "run_state", format!("{e} (rule not_started)"))
+        }
+        InboundError::TooMany { .. } => {
+            ApiFailure::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+    }
+}
+
+/// The thread's latest active run and its tool names, for a batch that continues a run without
+/// naming it (AG-UI events after RUN_STARTED carry no run id).
+async fn thread_context(state: &AppState, body: &InboundBody) -> Result<Context, ApiFailure> {
+    let user = UserId::parse(&body.user_id)
+        .map_err(|e| ApiFailure::bad_request("invalid_event", format!("user_id: {e}")))?;
+    let log = state.engine.open_log(&user).await?;
+    let active: Vec<EventFrame> = log.open(None).backlog.iter().filter_map(|e| event_frame(e)).collect();
+    let run_id = active
+        .iter()
+        .rev()
+        .find(|f| f.event == "agent_started" && (body.thread_id.is_none() || f.thread_id == body.thread_id))
+        .and_then(|f| f.run_id.clone());
+    let tool_names = active
+        .iter()
+        .filter(|f| f.event == "tool_executing" && f.run_id == run_id)
+        .filter_map(|f| {
+            let call = f.data.get("tool_call_id")?.as_str()?;
+            let name = f.data.get("tool_name")?.as_str()?;
+            Some((call.to_owned(), name.to_owned()))
+        })
+        .collect();
+    Ok(Context { run_id, tool_names })
+}
