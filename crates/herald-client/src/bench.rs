@@ -858,9 +858,11 @@ pub async fn run_idle(config: &IdleConfig) -> Result<IdleReport, String> {
                 }
                 Err(e) => {
                     errors.fetch_add(1, Ordering::Relaxed);
-                    let mut s = samples.lock().expect("samples");
-                    if s.len() < 5 {
-                        s.push(e);
+                    {
+                        let mut s = samples.lock().expect("samples");
+                        if s.len() < 5 {
+                            s.push(e);
+                        }
                     }
                     let _ = opened_tx.send(false).await;
                     return;

@@ -45,6 +45,8 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// Handles `GET /v1/agui/stream`: the user's events as AG-UI Server-Sent Events.
 ///
+/// `POST` is served the same way (its body, an AG-UI `RunAgentInput`, is ignored) so that
+/// `@ag-ui/client`'s HttpAgent, which always POSTs, can be pointed at the stream unchanged.
 /// Query: `ticket` (instead of a JWT header), `after` (+ `epoch`) to resume when the client cannot
 /// send `Last-Event-ID`, `thread_id` to follow one thread only.
 pub async fn stream(
@@ -150,10 +152,10 @@ pub async fn preflight(
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
     cors(&headers, h);
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, last-event-id, accept, cache-control"),
+        HeaderValue::from_static("authorization, last-event-id, accept, cache-control, content-type"),
     );
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     Ok(response)

@@ -111,7 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", post(api::events::publish))
         .route("/v1/users/{user_id}/events", get(api::history::list))
         .route("/v1/tickets", post(api::tickets::create))
-        .route("/v1/agui/stream", get(agui::stream).options(agui::preflight))
+        .route("/v1/agui/stream", get(agui::stream).post(agui::stream).options(agui::preflight))
         .route("/v1/agui/events", post(agui::publish))
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))

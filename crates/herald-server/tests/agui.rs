@@ -84,14 +84,15 @@ fn types(messages: &[Message]) -> Vec<String> {
 
 /// Text, reasoning and two tool calls.
 fn golden(user: &str, run: &str) -> Vec<Value> {
-    let e = |event: &str, data: Value| {
-        json!({"user_id": user, "run_id": run, "thread_id": "t1", "event": event, "data": data})
-    };
+    let e = |event: &str, data: Value| json!({"user_id": user, "run_id": run, "thread_id": "t1", "event": event, "data": data});
     vec![
         e("agent_started", json!({})),
         e("agent_thinking", json!({"text": "Let me look "})),
         e("agent_thinking", json!({"text": "that up."})),
-        e("tool_executing", json!({"tool_name": "search", "tool_call_id": "c1", "parameters": {"q": "herald"}})),
+        e(
+            "tool_executing",
+            json!({"tool_name": "search", "tool_call_id": "c1", "parameters": {"q": "herald"}}),
+        ),
         e("tool_completed", json!({"tool_name": "search", "tool_call_id": "c1", "result": "found"})),
         e("tool_executing", json!({"tool_name": "calc", "tool_call_id": "c2", "parameters": {"e": "1+1"}})),
         e("tool_completed", json!({"tool_name": "calc", "tool_call_id": "c2", "result": {"value": 2}})),
@@ -153,7 +154,10 @@ async fn golden_path_streams_agui_events_with_resume_ids() {
     assert_eq!(first["runId"], "r1");
     assert!(first["timestamp"].as_i64().unwrap() > 1_600_000_000_000, "timestamp in ms");
     assert_eq!(got[8].data["delta"], r#"{"q":"herald"}"#);
-    assert_eq!(got[10].data, json!({"type": "TOOL_CALL_RESULT", "messageId": got[10].data["messageId"], "toolCallId": "c1", "content": "found", "role": "tool", "timestamp": got[10].data["timestamp"]}));
+    assert_eq!(
+        got[10].data,
+        json!({"type": "TOOL_CALL_RESULT", "messageId": got[10].data["messageId"], "toolCallId": "c1", "content": "found", "role": "tool", "timestamp": got[10].data["timestamp"]})
+    );
     assert_eq!(got[14].data["content"], r#"{"value":2}"#);
     assert_eq!(got[19].data["result"], "ok");
     // The last AG-UI event of each Herald event carries `<epoch>:<seq>`; seqs 1..=10 in order.
@@ -282,7 +286,8 @@ async fn round_trip_agui_in_agui_out_preserves_the_events() {
     let server = TestServer::start().await;
     let mut sse = Sse::open(&server, "u", "?thread_id=t1", None).await;
     let input = agui_run("t1", "r1");
-    let (status, body) = post_agui(&server, &json!({"user_id": "u", "thread_id": "t1", "events": input})).await;
+    let (status, body) =
+        post_agui(&server, &json!({"user_id": "u", "thread_id": "t1", "events": input})).await;
     assert_eq!(status, 200, "{body}");
     let out: Vec<Value> = sse
         .until("RUN_FINISHED")
@@ -333,7 +338,10 @@ async fn invalid_agui_is_refused_with_the_rule_named() {
     assert_eq!(body["error"]["code"], "run_state");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.starts_with("events[1] (TOOL_CALL_RESULT)"), "{message}");
-    assert!(message.contains("no_open_tool") && message.contains("must match an open tool call"), "{message}");
+    assert!(
+        message.contains("no_open_tool") && message.contains("must match an open tool call"),
+        "{message}"
+    );
 
     // Nothing of the refused batch was stored: the same run can start now.
     let after_finish = json!({"user_id": "u", "thread_id": "t1", "events": [
@@ -402,6 +410,18 @@ async fn stream_auth_tickets_and_refusals() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+
+    // HttpAgent always POSTs (a RunAgentInput): the stream answers a POST the same way.
+    let post = server
+        .http()
+        .post(format!("{}/v1/agui/stream", server.url))
+        .bearer_auth(server.token("u"))
+        .json(&json!({"threadId": "t1", "runId": "x", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 200);
+    assert_eq!(post.headers()["content-type"], "text/event-stream");
 
     // CORS preflight from an allowed origin (tests allow any).
     let preflight = server

@@ -73,5 +73,8 @@ fn argument_errors_exit_2() {
     usage_error(&["--spawn", "--rate", "fast"], "not a rate");
     usage_error(&["--spawn", "--users", "0"], "--users");
     usage_error(&["--spawn", "--url", "http://127.0.0.1:1"], "cannot be used with");
-    usage_error(&["--url", "http://127.0.0.1:1", "--api-key", "k", "--jwt-secret", "s", "--duration", "1s"], "unreachable");
+    usage_error(
+        &["--url", "http://127.0.0.1:1", "--api-key", "k", "--jwt-secret", "s", "--duration", "1s"],
+        "unreachable",
+    );
 }
