@@ -60,7 +60,7 @@ pub async fn stream(
     }
     let ip_slot = state.limits.connect_ip(peer.map(|p| p.ip()))?;
     state.auth.origin(&headers)?;
-    let identity = authenticate(&state, &headers, &query).await?;
+    let identity = crate::ws::authenticate(&state, &headers, &query).await?;
     let cursor = parse_cursor(&headers, &query)?;
     let manager = state.registry.manager(&UserContext::from_user(identity.user.clone()));
     let slot = manager.connect().map_err(|e| {
@@ -166,24 +166,6 @@ fn cors(request: &HeaderMap, response: &mut HeaderMap) {
     if let Some(origin) = request.get(header::ORIGIN) {
         response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         response.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-}
-
-/// A `?ticket=` (taken from the engine, once) or else a JWT in `Authorization`.
-async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<crate::auth::Identity, ApiFailure> {
-    let Some(ticket) = query.get("ticket") else {
-        return Ok(state.auth.socket(headers).await?);
-    };
-    let hash = crate::auth::ticket::ticket_hash(ticket);
-    match state.engine.take_ticket(&hash).await? {
-        Some(user) => Ok(crate::auth::Identity { user, expires_at: None }),
-        None => {
-            Err(crate::auth::AuthError::Invalid("ticket is unknown, expired or already used".into()).into())
-        }
     }
 }
 

@@ -88,8 +88,9 @@ pub async fn upgrade(
         .into_response())
 }
 
-/// A `?ticket=` (taken from the engine, once) or else a JWT from the headers.
-async fn authenticate(
+/// A `?ticket=` (taken from the engine, once) or else a JWT from the headers: how every client
+/// stream (`/ws`, the AG-UI SSE stream) learns who is reading.
+pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
