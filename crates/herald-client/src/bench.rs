@@ -218,7 +218,17 @@ impl SpawnedServer {
     pub fn start(exe: &std::path::Path, extra: &[String]) -> Result<SpawnedServer, String> {
         let api_key = random_hex(16);
         let jwt_secret = random_hex(32);
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the server when
+        // this process dies, so an interrupted bench never leaves a server behind.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("HERALD_API_KEY", &api_key)
@@ -868,6 +878,7 @@ pub async fn run_idle(config: &IdleConfig) -> Result<IdleReport, String> {
                     return;
                 }
             };
+            drop(opened_tx);
             // Hold the socket, answering the server's pings, until released.
             loop {
                 tokio::select! {

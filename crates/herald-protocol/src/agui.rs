@@ -390,14 +390,18 @@ pub fn timestamp_ms(ts: &str) -> Option<i64> {
 
 /// A parsed `POST /v1/agui/events` body.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AguiPublish))]
 pub struct InboundBody {
     /// Owner of the events.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::UserId))]
     pub user_id: String,
     /// The thread; defaults to `RUN_STARTED.threadId`.
     pub thread_id: Option<String>,
     /// The run of a batch that does not start with `RUN_STARTED` (continuing a run).
     pub run_id: Option<String>,
-    /// The AG-UI events, in order.
+    /// The AG-UI events, in order: objects with a `type` (`RUN_STARTED`, `TEXT_MESSAGE_*`,
+    /// `TOOL_CALL_*`, `RUN_FINISHED`, `RUN_ERROR`, …) and camelCase fields as the AG-UI spec has them.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>, min_items = 1))]
     pub events: Vec<Value>,
 }
 
@@ -479,6 +483,7 @@ impl InboundBody {
             }
         };
         let user_id = key("user_id")?.ok_or_else(|| invalid(None, "user_id is required"))?;
+        crate::UserId::parse(&user_id).map_err(|e| invalid(None, e.to_string()))?;
         let thread_id = key("thread_id")?;
         let run_id = key("run_id")?;
         let events = match obj.remove("events") {

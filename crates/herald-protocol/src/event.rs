@@ -112,6 +112,25 @@ impl EventKind {
     }
 }
 
+/// In the OpenAPI document: a string, one of the publishable names.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for EventKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("An agent event name (run_stalled is emitted by Herald only)."))
+            .enum_values(Some(EventKind::PUBLISHABLE.map(EventKind::as_str)))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for EventKind {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "EventName".into()
+    }
+}
+
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -69,6 +69,7 @@ pub enum ServerFrame {
 
 /// An event as delivered to clients (`{"type":"event", …}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventFrame {
     /// Position in the user's log; +1 per accepted event.
     pub seq: u64,
@@ -83,8 +84,10 @@ pub struct EventFrame {
     /// The event name, e.g. `agent_started`.
     pub event: String,
     /// The event's data object.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Value,
     /// RFC 3339 UTC timestamp with milliseconds, set by Herald on append.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub ts: String,
 }
 

@@ -17,7 +17,9 @@ pub mod user;
 
 pub use event::EventKind;
 pub use frame::{ClientFrame, ClientFrameError, CloseCode, Recovery, ServerFrame};
-pub use publish::{ApiError, BatchError, EventInput, FieldError, PublishBody, Receipt};
+pub use publish::{
+    ApiError, BatchError, EventInput, FieldError, PublishBatch, PublishBody, Receipt, Receipts, WireEvent,
+};
 pub use run::{RunRuleError, RunState};
 pub use user::{UserId, UserIdError};
 

@@ -72,15 +72,44 @@ pub enum PublishBody {
     Batch(Vec<EventInput>),
 }
 
+// Every field is optional here so that a missing one gets an error that names it
+// ([`EventInput::from_value`] checks them); the OpenAPI document marks the required ones.
+/// One agent event to publish (`POST /v1/events`).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = PublishEvent))]
 #[serde(deny_unknown_fields)]
-struct WireEvent {
-    user_id: Option<String>,
-    event: Option<String>,
-    run_id: Option<String>,
-    thread_id: Option<String>,
-    data: Option<Value>,
-    id: Option<String>,
+pub struct WireEvent {
+    /// Owner of the event: the user whose connections receive it.
+    #[cfg_attr(feature = "openapi", schema(value_type = UserId, required = true))]
+    pub user_id: Option<String>,
+    /// The event name; `run_stalled` is emitted by Herald only.
+    #[cfg_attr(feature = "openapi", schema(value_type = EventKind, required = true))]
+    pub event: Option<String>,
+    /// The run; required for every event but `custom`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub run_id: Option<String>,
+    /// Conversation thread.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub thread_id: Option<String>,
+    /// The event's data object (`{}` when absent); required fields depend on `event`:
+    /// `tool_name` for `tool_executing`/`tool_completed`, `message` for `agent_error`, `name` for
+    /// `custom`; `tool_call_id`, when given, is a string.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub data: Option<Value>,
+    /// Idempotency key: the same id for the same user returns the first receipt
+    /// (`duplicate: true`) and is not delivered twice. Generated when absent.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub id: Option<String>,
+}
+
+/// A batch for `POST /v1/events`: appended all-or-nothing, in order.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PublishBatch {
+    /// The events (at most `max_batch`, default 1000; more is 413 `too_large`).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub events: Vec<WireEvent>,
 }
 
 impl PublishBody {
@@ -184,6 +213,7 @@ fn check_key(field: &str, value: Option<String>) -> Result<Option<String>, Field
 
 /// What a publisher gets back for each accepted event, once it is in the user's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Receipt {
     /// The event id (the idempotency key).
     pub id: String,
@@ -192,13 +222,23 @@ pub struct Receipt {
     /// The log's epoch.
     pub epoch: String,
     /// Connections of the user open when the event was appended.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub connections: usize,
     /// True when this id was already accepted: the first receipt is returned, nothing delivered.
     pub duplicate: bool,
 }
 
+/// Receipts of a batch, in request order: `{"results":[…]}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Receipts {
+    /// One receipt per event.
+    pub results: Vec<Receipt>,
+}
+
 /// The body of every HTTP error: `{"error":{"code","message"}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// The error.
     pub error: ApiErrorBody,
@@ -206,6 +246,7 @@ pub struct ApiError {
 
 /// The inside of [`ApiError`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiErrorBody {
     /// Machine-readable code, e.g. `invalid_event`.
     pub code: String,

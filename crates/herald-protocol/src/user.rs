@@ -52,6 +52,26 @@ fn is_allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | ':' | '|' | '+' | '=')
 }
 
+/// In the OpenAPI document: a string of 1 to 128 allowed characters.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for UserId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A user id: letters, digits and _ - . @ : | + = (no braces: they are Redis Cluster hash tags).",
+            ))
+            .min_length(Some(1))
+            .max_length(Some(MAX_USER_ID_LEN))
+            .pattern(Some(format!("^[A-Za-z0-9_.@:|+=-]{{1,{MAX_USER_ID_LEN}}}$")))
+            .examples([serde_json::json!("user-42")])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for UserId {}
+
 impl fmt::Debug for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "UserId({:?})", self.0)

@@ -23,8 +23,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_event};
 use herald_protocol::frame::EventFrame;
-use herald_protocol::{Recovery, ServerFrame, UserId};
-use serde_json::{Value, json};
+use herald_protocol::{Receipts, Recovery, ServerFrame, UserId};
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -49,6 +49,29 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// `@ag-ui/client`'s HttpAgent, which always POSTs, can be pointed at the stream unchanged.
 /// Query: `ticket` (instead of a JWT header), `after` (+ `epoch`) to resume when the client cannot
 /// send `Last-Event-ID`, `thread_id` to follow one thread only.
+#[utoipa::path(
+    method(get, post),
+    path = "/v1/agui/stream",
+    tag = "stream",
+    operation_id = "agui_stream",
+    params(
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume cursor `<epoch>:<seq>` (or `<seq>`), as EventSource sends it."),
+        ("after" = Option<String>, Query, description = "Resume cursor when `Last-Event-ID` cannot be sent: `<epoch>:<seq>` or `<seq>`."),
+        ("epoch" = Option<String>, Query, description = "The epoch of a bare `<seq>` cursor."),
+        ("thread_id" = Option<String>, Query, description = "Follow this thread only."),
+    ),
+    security(("jwt" = []), ("ticket" = [])),
+    responses(
+        (status = 200, description = "An endless `text/event-stream` of AG-UI events (one JSON object per `data:` line); \
+the last message of each Herald event carries `id: <epoch>:<seq>`. The schema describes one message.",
+            body = crate::api::openapi::SseMessage, content_type = "text/event-stream"),
+        (status = 400, response = crate::api::openapi::BadRequest),
+        (status = 401, response = crate::api::openapi::Unauthorized),
+        (status = 403, response = crate::api::openapi::Forbidden),
+        (status = 429, response = crate::api::openapi::RateLimited),
+        (status = 503, response = crate::api::openapi::NotReady),
+    )
+)]
 pub async fn stream(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -144,6 +167,16 @@ pub async fn stream(
 
 /// Answers a CORS preflight for the stream: browsers send one before a `fetch` with an
 /// `Authorization` header (as `@ag-ui/client`'s HttpAgent does) from another origin.
+#[utoipa::path(
+    options,
+    path = "/v1/agui/stream",
+    tag = "stream",
+    operation_id = "agui_stream_preflight",
+    responses(
+        (status = 204, description = "The origin may call the stream (CORS headers set)."),
+        (status = 403, response = crate::api::openapi::Forbidden),
+    )
+)]
 pub async fn preflight(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -315,6 +348,32 @@ impl Reader {
 
 /// Handles `POST /v1/agui/events`: an AG-UI agent's events, appended as Herald events, all or
 /// nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/agui/events",
+    tag = "publish",
+    operation_id = "agui_publish",
+    security(("api_key" = [])),
+    request_body(
+        content = herald_protocol::agui::InboundBody,
+        example = json!({"user_id": "user-42", "thread_id": "thread-7", "events": [
+            {"type": "RUN_STARTED", "threadId": "thread-7", "runId": "run-9"},
+            {"type": "TEXT_MESSAGE_START", "messageId": "m1", "role": "assistant"},
+            {"type": "TEXT_MESSAGE_CONTENT", "messageId": "m1", "delta": "Hello"},
+            {"type": "TEXT_MESSAGE_END", "messageId": "m1"},
+            {"type": "RUN_FINISHED", "threadId": "thread-7", "runId": "run-9"}
+        ]})
+    ),
+    responses(
+        (status = 200, description = "Appended: one receipt per Herald event the AG-UI events mapped to.", body = Receipts),
+        (status = 400, response = crate::api::openapi::BadRequest),
+        (status = 401, response = crate::api::openapi::Unauthorized),
+        (status = 409, response = crate::api::openapi::RunState),
+        (status = 413, response = crate::api::openapi::TooLarge),
+        (status = 429, response = crate::api::openapi::RateLimited),
+        (status = 503, response = crate::api::openapi::NotReady),
+    )
+)]
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     _: Publisher,
@@ -328,7 +387,7 @@ pub async fn publish(
         if parsed.needs_context() { thread_context(&state, &parsed).await? } else { Context::default() };
     let mapped = parsed.to_herald(&context).map_err(inbound_failure)?;
     if mapped.events.is_empty() {
-        return Ok(Json(json!({"results": []})).into_response());
+        return Ok(Json(Receipts { results: Vec::new() }).into_response());
     }
     let kinds: Vec<_> = mapped.events.iter().map(|e| e.kind).collect();
     match state.engine.append(mapped.events).await {
@@ -338,7 +397,7 @@ pub async fn publish(
                     crate::metrics::published(*kind);
                 }
             }
-            Ok(Json(json!({"results": receipts})).into_response())
+            Ok(Json(Receipts { results: receipts }).into_response())
         }
         Err(AppendError::RunRule { index, source }) => {
             crate::metrics::run_rejected(source.rule());

@@ -46,11 +46,11 @@ impl FromStr for Secret {
 #[derive(clap::Args, Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Address to listen on, host:port.
+    /// Address to listen on, host:port. Default 127.0.0.1:7400.
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", help_heading = "Server")]
     pub listen: Option<String>,
 
-    /// Where user logs live: `memory` (one node) or `redis` (many nodes).
+    /// Where user logs live: `memory` (one node) or `redis` (many nodes). Default memory.
     #[arg(long, env = "HERALD_ENGINE", value_name = "ENGINE", help_heading = "Server")]
     pub engine: Option<String>,
 

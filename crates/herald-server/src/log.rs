@@ -331,7 +331,14 @@ mod tests {
         let seq = log.head() + 1;
         let frame = format!("frame-{seq:04}");
         let age = Duration::ZERO;
-        log.append(NewEntry { seq, id: format!("id{seq}"), run_id: Some(run.into()), kind, frame: frame.into(), age });
+        log.append(NewEntry {
+            seq,
+            id: format!("id{seq}"),
+            run_id: Some(run.into()),
+            kind,
+            frame: frame.into(),
+            age,
+        });
         seq
     }
 

@@ -5,12 +5,73 @@ use crate::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use herald_protocol::PublishBody;
-use serde_json::json;
+use herald_protocol::{PublishBatch, PublishBody, Receipt, Receipts, WireEvent};
+use serde::Serialize;
 use std::sync::Arc;
 use tracing::debug;
 
-/// Handles `POST /v1/events`.
+/// A `POST /v1/events` body as the OpenAPI document shows it: one event, or a batch.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PublishRequest {
+    /// One event.
+    One(WireEvent),
+    /// `{"events":[…]}`, all-or-nothing.
+    Batch(PublishBatch),
+}
+
+/// What `POST /v1/events` answers: a receipt, or (for a batch) the receipts in order.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Published {
+    /// The receipt of a single event.
+    One(Receipt),
+    /// The receipts of a batch.
+    Batch(Receipts),
+}
+
+/// Publishes one agent event, or a batch of them all-or-nothing.
+///
+/// The answer is sent once the events are in the user's log. The same `id` for the same user
+/// within retention returns the first receipt with `"duplicate": true` and is not delivered twice.
+/// Run events are checked against the run state machine (DESIGN §6): a run's first event is
+/// `agent_started`, nothing follows a terminal event.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "publish",
+    operation_id = "publish",
+    security(("api_key" = [])),
+    request_body(
+        content = PublishRequest,
+        content_type = "application/json",
+        examples(
+            ("agent_started" = (summary = "A run starts", value = json!({"user_id": "user-42", "event": "agent_started", "run_id": "run-1", "thread_id": "thread-7", "data": {"model": "gpt-4o"}}))),
+            ("agent_thinking" = (summary = "Reasoning", value = json!({"user_id": "user-42", "event": "agent_thinking", "run_id": "run-1", "data": {"text": "Looking up the forecast"}}))),
+            ("tool_executing" = (summary = "A tool call begins", value = json!({"user_id": "user-42", "event": "tool_executing", "run_id": "run-1", "data": {"tool_name": "search", "tool_call_id": "call-1", "parameters": {"q": "weather Paris"}}}))),
+            ("tool_completed" = (summary = "The tool call ends", value = json!({"user_id": "user-42", "event": "tool_completed", "run_id": "run-1", "data": {"tool_name": "search", "tool_call_id": "call-1", "result": {"temp_c": 18}}}))),
+            ("agent_text" = (summary = "Streamed answer text", value = json!({"user_id": "user-42", "event": "agent_text", "run_id": "run-1", "data": {"delta": "It is 18 °C in Paris."}}))),
+            ("agent_completed" = (summary = "The run finishes", value = json!({"user_id": "user-42", "event": "agent_completed", "run_id": "run-1", "id": "run-1-done"}))),
+            ("agent_error" = (summary = "The run fails", value = json!({"user_id": "user-42", "event": "agent_error", "run_id": "run-2", "data": {"message": "model timed out"}}))),
+            ("batch" = (summary = "A whole run in one batch", value = json!({"events": [
+                {"user_id": "user-42", "event": "agent_started", "run_id": "run-3"},
+                {"user_id": "user-42", "event": "agent_text", "run_id": "run-3", "data": {"delta": "Hello"}},
+                {"user_id": "user-42", "event": "agent_completed", "run_id": "run-3"}
+            ]}))),
+        )
+    ),
+    responses(
+        (status = 200, description = "Appended: the receipt (or, for a batch, `{\"results\":[…]}`).", body = Published,
+            example = json!({"id": "0192f1c2-7b1e-7c3a-9d2e-5b8f0a1c2d3e", "seq": 1, "epoch": "0192f1c2-7b1e-7c3a", "connections": 2, "duplicate": false})),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 409, response = super::openapi::RunState),
+        (status = 413, response = super::openapi::TooLarge),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 503, response = super::openapi::NotReady),
+    )
+)]
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     _: Publisher,
@@ -31,9 +92,10 @@ pub async fn publish(
         }
     }
     debug!(events = receipts.len(), elapsed_us = started.elapsed().as_micros() as u64, "published");
-    Ok(if single {
-        Json(&receipts[0]).into_response()
+    let published = if single {
+        Published::One(receipts.into_iter().next().expect("one receipt per event"))
     } else {
-        Json(json!({ "results": receipts })).into_response()
-    })
+        Published::Batch(Receipts { results: receipts })
+    };
+    Ok(Json(published).into_response())
 }

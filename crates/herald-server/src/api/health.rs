@@ -1,32 +1,60 @@
 //! Health endpoints for load balancers and orchestrators.
 
+use super::ApiFailure;
 use crate::AppState;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
 
-/// `GET /health/live`: the process answers.
-pub async fn live() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// `{"status":"ok"}`: the process answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Live {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
+    pub status: &'static str,
 }
 
-/// `GET /health/ready`: 200 while the engine works and the server is not draining, else 503.
-pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+/// `{"status":"ready","engine"}`: the server takes traffic.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    #[schema(value_type = String, example = "ready")]
+    pub status: &'static str,
+    /// The engine in use: `memory` or `redis`.
+    #[schema(value_type = String, example = "redis")]
+    pub engine: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    operation_id = "live",
+    responses((status = 200, description = "Alive.", body = Live))
+)]
+pub async fn live() -> Json<Live> {
+    Json(Live { status: "ok" })
+}
+
+/// Readiness: 200 while the engine works and the server is not draining, else 503 `not_ready`.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "Ready for traffic.", body = Ready),
+        (status = 503, response = super::openapi::NotReady),
+    )
+)]
+pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Ready>, ApiFailure> {
     if state.is_draining() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": {"code": "not_ready", "message": "server is draining"}})),
-        );
+        return Err(ApiFailure::not_ready("server is draining"));
     }
     if !state.engine.is_ready().await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"error": {"code": "not_ready", "message": format!("{} engine unreachable", state.engine.name())}}),
-            ),
-        );
+        return Err(ApiFailure::not_ready(format!("{} engine unreachable", state.engine.name())));
     }
-    (StatusCode::OK, Json(json!({"status": "ready", "engine": state.engine.name()})))
+    Ok(Json(Ready { status: "ready", engine: state.engine.name() }))
 }

@@ -4,23 +4,62 @@ use super::{ApiFailure, Publisher};
 use crate::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use herald_protocol::UserId;
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Most events one history request returns.
 pub const MAX_LIMIT: usize = 1000;
 
-/// Handles the history request; `reset: true` says events after `after` are no longer retained
-/// (or `epoch` is not the log's), and `events` then starts at the oldest retained one.
+/// A page of a user's retained events.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryPage<'a> {
+    /// The log's epoch; seqs compare only within one epoch.
+    pub epoch: String,
+    /// The log's latest seq.
+    pub seq: u64,
+    /// True when events after `after` are no longer retained (or `epoch` is not the log's):
+    /// `events` then starts at the oldest retained one.
+    pub reset: bool,
+    /// The events, oldest first, as clients receive them (`{"type":"event",…}` frames).
+    #[schema(value_type = Vec<herald_protocol::frame::EventFrame>)]
+    pub events: Vec<&'a RawValue>,
+}
+
+/// Lists a user's retained events after `after`, oldest first.
+///
+/// `reset: true` says events after `after` are no longer retained (or `epoch` is not the log's),
+/// and `events` then starts at the oldest retained one.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/events",
+    tag = "publish",
+    operation_id = "history",
+    security(("api_key" = [])),
+    params(
+        ("user_id" = herald_protocol::UserId, Path, description = "The user whose log is read."),
+        ("after" = Option<u64>, Query, description = "Return events with a seq above this (default 0)."),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most events returned (default 100)."),
+        ("epoch" = Option<String>, Query, description = "The epoch `after` belongs to; another epoch gives `reset: true`."),
+    ),
+    responses(
+        (status = 200, description = "The page of events.", body = HistoryPage,
+            example = json!({"epoch": "0192f1c2-7b1e-7c3a", "seq": 1, "reset": false, "events": [{"type": "event", "seq": 1, "id": "e1", "user_id": "user-42", "thread_id": null, "run_id": "run-1", "event": "agent_started", "data": {}, "ts": "2025-01-01T12:00:00.000Z"}]})),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 503, response = super::openapi::NotReady),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _: Publisher,
     Path(user_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiFailure> {
+) -> Result<Response, ApiFailure> {
     let user =
         UserId::parse(&user_id).map_err(|e| ApiFailure::bad_request("invalid_request", e.to_string()))?;
     let after = number(&query, "after", 0)?;
@@ -35,12 +74,8 @@ pub async fn list(
         .iter()
         .map(|e| serde_json::from_str::<&RawValue>(e.frame.as_str()).expect("frames are JSON"))
         .collect();
-    Ok(Json(json!({
-        "epoch": history.epoch,
-        "seq": history.seq,
-        "reset": history.reset,
-        "events": events,
-    })))
+    Ok(Json(HistoryPage { epoch: history.epoch.clone(), seq: history.seq, reset: history.reset, events })
+        .into_response())
 }
 
 fn number(query: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, ApiFailure> {

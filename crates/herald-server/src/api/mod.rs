@@ -5,6 +5,7 @@
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod openapi;
 pub mod tickets;
 
 use crate::AppState;
@@ -148,4 +149,13 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
 /// 404 for unknown routes, with the shared body.
 pub async fn not_found() -> ApiFailure {
     ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such route; see docs/protocol.md")
+}
+
+/// 405 for a known route with another method, with the shared body.
+pub async fn method_not_allowed() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see docs/openapi.json",
+    )
 }

@@ -6,24 +6,55 @@ use crate::auth::ticket::{DEFAULT_TTL, MAX_TTL, new_ticket, ticket_hash};
 use axum::Json;
 use axum::extract::State;
 use herald_protocol::UserId;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-#[derive(Deserialize)]
+/// A ticket request.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TicketRequest {
-    user_id: String,
-    ttl_s: Option<u64>,
+pub struct TicketRequest {
+    /// The user the ticket lets connect.
+    #[schema(value_type = UserId)]
+    pub user_id: String,
+    /// Lifetime in seconds: 1 to 300, default 60.
+    #[schema(minimum = 1, maximum = 300)]
+    pub ttl_s: Option<u64>,
 }
 
-/// Handles `POST /v1/tickets` `{"user_id","ttl_s"}` → `{"ticket","expires_at"}`.
+/// A single-use ticket for `GET /ws?ticket=` or `GET /v1/agui/stream?ticket=`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Ticket {
+    /// The ticket; valid once, until `expires_at`.
+    pub ticket: String,
+    /// When the ticket expires (RFC 3339, UTC, whole seconds).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// Creates a single-use ticket with which a browser that cannot set headers opens a stream as
+/// `user_id`.
+#[utoipa::path(
+    post,
+    path = "/v1/tickets",
+    tag = "publish",
+    operation_id = "create_ticket",
+    security(("api_key" = [])),
+    request_body(content = TicketRequest, example = json!({"user_id": "user-42", "ttl_s": 60})),
+    responses(
+        (status = 200, description = "The ticket.", body = Ticket,
+            example = json!({"ticket": "tk_3q2…", "expires_at": "2025-01-01T12:01:00Z"})),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 503, response = super::openapi::NotReady),
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     _: Publisher,
     Body(body): Body,
-) -> Result<Json<Value>, ApiFailure> {
+) -> Result<Json<Ticket>, ApiFailure> {
     let request: TicketRequest = serde_json::from_slice(&body).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() { "invalid_json" } else { "invalid_request" };
         ApiFailure::bad_request(code, format!("ticket request: {e}"))
@@ -43,5 +74,5 @@ pub async fn create(
     let ticket = new_ticket();
     state.engine.put_ticket(&ticket_hash(&ticket), &user, ttl).await?;
     let expires_at = humantime::format_rfc3339_seconds(SystemTime::now() + ttl).to_string();
-    Ok(Json(json!({ "ticket": ticket, "expires_at": expires_at })))
+    Ok(Json(Ticket { ticket, expires_at }))
 }

@@ -21,7 +21,11 @@ async fn echo(mut socket: WebSocket) {
     while let Some(Ok(message)) = socket.recv().await {
         let reply = match message {
             Message::Text(_) | Message::Binary(_) => message,
-            Message::Close(_) => break,
+            Message::Close(_) => {
+                // Same as /ws: flushing sends the close reply tungstenite queued (clean close).
+                let _ = futures_util::SinkExt::flush(&mut socket).await;
+                break;
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         if socket.send(reply).await.is_err() {

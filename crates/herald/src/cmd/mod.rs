@@ -26,9 +26,21 @@ Quick start:
 Settings come from flags, then environment (HERALD_*), then a TOML file (--config), then defaults.
 Protocol and API: docs/protocol.md";
 
+const SERVE_HELP: &str = "\
+Examples:
+  herald serve --dev
+  HERALD_JWT_SECRET=$(openssl rand -base64 32) HERALD_API_KEY=$(openssl rand -hex 24) \\
+    herald serve --listen 0.0.0.0:7400
+  herald serve --config herald.toml --engine redis --redis-url redis://10.0.0.5:6379/0
+
+Every setting has three spellings: flag --history-size, environment HERALD_HISTORY_SIZE, and
+file key history_size. A flag beats the environment, which beats the file, which beats the default.
+SIGINT/SIGTERM drain: new connections are refused, open ones closed with 1001, exit 0.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway: WebSocket /ws for clients, HTTP /v1/events for backends.
+    #[command(after_help = SERVE_HELP)]
     Serve(Box<serve::ServeArgs>),
     /// Print a client JWT signed with the configured HS256 secret.
     Token(token::TokenArgs),
