@@ -50,7 +50,7 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// Query: `ticket` (instead of a JWT header), `after` (+ `epoch`) to resume when the client cannot
 /// send `Last-Event-ID`, `thread_id` to follow one thread only.
 #[utoipa::path(
-    method(get, post),
+    get,
     path = "/v1/agui/stream",
     tag = "stream",
     operation_id = "agui_stream",

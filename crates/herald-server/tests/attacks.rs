@@ -452,7 +452,7 @@ async fn assert_ticket_refused(server: &TestServer, ticket: &str) {
 async fn ticket_reuse_is_refused() {
     let server = TestServer::start().await;
     let t = ticket(&server, "u", 60).await;
-    let mut conn = handshake(&server, &format!("?ticket={t}"), &[]).await.ok().expect("first use");
+    let mut conn = handshake(&server, &format!("?ticket={t}"), &[]).await.expect("first use");
     conn.read_opening(T).await.unwrap();
     assert_ticket_refused(&server, &t).await;
 }
@@ -499,8 +499,9 @@ async fn origin_not_allowed_is_403() {
             handshake(&server, "", &[auth.clone(), ("origin", origin.into())]).await.err().unwrap();
         assert_eq!(status, 403, "{origin}");
     }
-    let mut ok =
-        handshake(&server, "", &[auth, ("origin", "https://app.example".into())]).await.ok().unwrap();
+    let mut ok = handshake(&server, "", &[auth, ("origin", "https://app.example".into())])
+        .await
+        .expect("allowed origin");
     ok.read_opening(T).await.unwrap();
 }
 
@@ -679,4 +680,22 @@ async fn publish_rate_per_api_key_is_429_with_retry_after() {
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     let response = server.http().post(&url).bearer_auth(API_KEY).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+// ---------------------------------------------------------------- closing handshake
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    // Autobahn reported every closing handshake UNCLEAN: the server dropped the TCP connection
+    // without flushing its reply to the client's close frame.
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    let bye = CloseFrame { code: 1000.into(), reason: "bye".into() };
+    conn.send_raw(Message::Close(Some(bye))).await.unwrap();
+    match conn.next_frame(T).await {
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1000),
+        other => panic!("expected the server's close frame, got {other:?}"),
+    }
 }

@@ -82,6 +82,15 @@ async fn document_covers_every_route_with_the_shared_errors() {
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
     assert_eq!(schemes["api_key"]["scheme"], "bearer");
     check_refs(&doc, &doc);
+    let mut ids: Vec<&str> = paths
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operationIds must be unique (client generators name functions by them)");
 }
 
 /// Every `$ref` points at something in the document (a dangling one makes tools skip it).

@@ -128,7 +128,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start(port: u16) -> PrivateRedis {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
@@ -139,6 +139,8 @@ impl PrivateRedis {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("private redis-server did not start on {port}");
     }
 

@@ -35,7 +35,7 @@ pub enum Published {
 ///
 /// The answer is sent once the events are in the user's log. The same `id` for the same user
 /// within retention returns the first receipt with `"duplicate": true` and is not delivered twice.
-/// Run events are checked against the run state machine (DESIGN §6): a run's first event is
+/// Run events are checked against the run rules (docs/protocol.md): a run's first event is
 /// `agent_started`, nothing follows a terminal event.
 #[utoipa::path(
     post,

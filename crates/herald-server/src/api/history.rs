@@ -81,7 +81,8 @@ pub async fn list(
 fn number(query: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, ApiFailure> {
     match query.get(key) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| {
+        // Digits only: `parse` would also take a leading `+`, which is not an integer in the spec.
+        Some(v) => v.parse().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit())).ok_or_else(|| {
             ApiFailure::bad_request("invalid_request", format!("{key}={v:?} must be a non-negative integer"))
         }),
     }

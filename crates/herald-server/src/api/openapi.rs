@@ -37,7 +37,7 @@ pub struct Unauthorized(pub ApiError);
 #[response(example = json!({"error": {"code": "forbidden", "message": "origin \"https://evil.example\" is not allowed"}}))]
 pub struct Forbidden(pub ApiError);
 
-/// The event breaks a run rule (DESIGN §6): e.g. the run was never started, is already finished,
+/// The event breaks a run rule (docs/protocol.md): e.g. the run was never started, is already finished,
 /// or a `tool_completed` matches no open call. Nothing was appended. Code `run_state`; the message
 /// names the rule.
 #[derive(ToResponse)]
@@ -106,6 +106,34 @@ pub struct SseMessage {
 #[allow(dead_code)]
 fn websocket() {}
 
+/// The AG-UI stream for `@ag-ui/client`'s HttpAgent, which always POSTs.
+///
+/// Served exactly as `GET /v1/agui/stream`; the body (an AG-UI `RunAgentInput`) is ignored.
+#[utoipa::path(
+    post,
+    path = "/v1/agui/stream",
+    tag = "stream",
+    operation_id = "agui_stream_post",
+    params(
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume cursor `<epoch>:<seq>` (or `<seq>`)."),
+        ("after" = Option<String>, Query, description = "Resume cursor when `Last-Event-ID` cannot be sent: `<epoch>:<seq>` or `<seq>`."),
+        ("epoch" = Option<String>, Query, description = "The epoch of a bare `<seq>` cursor."),
+        ("thread_id" = Option<String>, Query, description = "Follow this thread only."),
+    ),
+    security(("jwt" = []), ("ticket" = [])),
+    responses(
+        (status = 200, description = "The same stream as `GET /v1/agui/stream`; the schema describes one message.",
+            body = SseMessage, content_type = "text/event-stream"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 429, response = RateLimited),
+        (status = 503, response = NotReady),
+    )
+)]
+#[allow(dead_code)]
+fn agui_stream_post() {}
+
 /// `GET /metrics`: Prometheus metrics (text exposition format, names prefixed `herald_`).
 #[utoipa::path(
     get,
@@ -155,6 +183,7 @@ See docs/protocol.md for the WebSocket protocol and docs/agui.md for the AG-UI b
         super::tickets::create,
         crate::agui::publish,
         crate::agui::stream,
+        agui_stream_post,
         crate::agui::preflight,
         websocket,
         super::health::live,
