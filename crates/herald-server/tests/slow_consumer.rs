@@ -10,9 +10,8 @@ use herald_server::Settings;
 use serde_json::json;
 use std::time::Duration;
 
-async fn slow_consumer_closes(server: &TestServer) -> u64 {
-    let text =
-        server.http().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+async fn slow_consumer_closes(metrics_url: &str) -> u64 {
+    let text = reqwest::get(metrics_url).await.unwrap().text().await.unwrap();
     text.lines()
         .find(|l| l.starts_with("herald_slow_consumer_closes_total"))
         .and_then(|l| l.split_whitespace().last())
@@ -44,6 +43,29 @@ async fn a_reader_that_stops_is_closed_with_4008_while_other_tabs_keep_receiving
             progress_tx.send_replace(expected);
         }
     });
+    // The slow tab starts reading once the server has decided it is too far behind (the metric
+    // moves), concurrently with the rest of the publishing: it reads what the kernel buffered, in
+    // order, then the 4008 close.
+    let metrics_url = format!("{}/metrics", server.url);
+    let slow_reader = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while slow_consumer_closes(&metrics_url).await == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "slow consumer was never closed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut received = 0u64;
+        loop {
+            match slow.next_frame(T).await {
+                Ok(herald_protocol::ServerFrame::Event(e)) => {
+                    received += 1;
+                    assert_eq!(e.seq, received, "gap or duplicate before the close");
+                }
+                Ok(other) => panic!("unexpected frame {other:?}"),
+                Err(ClientError::Closed { code, .. }) => return (code, received),
+                Err(e) => panic!("expected a close frame, got {e}"),
+            }
+        }
+    });
     let pad = "x".repeat(per_event);
     for chunk in 0..(count / 100) {
         let events: Vec<_> = (0..100)
@@ -55,27 +77,7 @@ async fn a_reader_that_stops_is_closed_with_4008_while_other_tabs_keep_receiving
         tokio::time::timeout(T, progress.wait_for(|seq| *seq >= batch_end)).await.unwrap().unwrap();
     }
     fast_reader.await.unwrap();
-
-    // Wait (bounded) until the server has decided the slow tab is too far behind.
-    let deadline = tokio::time::Instant::now() + T;
-    while slow_consumer_closes(&server).await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "slow consumer was never closed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    // The slow tab now reads what the kernel buffered, in order, then the 4008 close.
-    let mut received = 0u64;
-    let code = loop {
-        match slow.next_frame(T).await {
-            Ok(herald_protocol::ServerFrame::Event(e)) => {
-                received += 1;
-                assert_eq!(e.seq, received, "gap or duplicate before the close");
-            }
-            Ok(other) => panic!("unexpected frame {other:?}"),
-            Err(ClientError::Closed { code, .. }) => break code,
-            Err(e) => panic!("expected a close frame, got {e}"),
-        }
-    };
+    let (code, received) = slow_reader.await.unwrap();
     assert_eq!(code, 4008);
     assert!(received < count, "the slow tab was not behind at all");
 

@@ -31,6 +31,11 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// How long a close frame may take to leave before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A slow consumer's close frame waits behind what its socket already holds (megabytes, on a
+/// fast link): give the client time to read up to it, so it learns to resume rather than seeing
+/// a dropped connection. Memory held meanwhile is bounded by one write batch.
+const SLOW_CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where a resuming client says it is.
 #[derive(Debug, Clone)]
 pub struct Cursor {
@@ -415,7 +420,8 @@ fn is_too_big(e: &axum::Error) -> bool {
 /// Sends a close frame (bounded in time) and waits briefly for the client's close.
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    let patience = if code == CloseCode::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_TIMEOUT } else { CLOSE_TIMEOUT };
+    let _ = tokio::time::timeout(patience, socket.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while let Some(Ok(_)) = socket.recv().await {}
     })
