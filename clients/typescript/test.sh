@@ -36,7 +36,7 @@ for f in app.js; do
 done
 
 echo "== client tests (node:test, herald at $HERALD_BIN)"
-node --test test/client.test.mjs
+node --test test/client.test.mjs test/upstream.test.mjs
 
 echo "== browser test (playwright-core + chromium)"
 node --test test/browser.test.mjs

@@ -24,14 +24,14 @@ from herald_client import AsyncPublisher, HeraldError, new_id
 
 
 async def answer(pub: AsyncPublisher, user_id: str, question: str, thread_id: Optional[str] = None,
-                 fail: bool = False, run_id: Optional[str] = None) -> str:
-    """Runs the fake agent for one question; returns the run id."""
+                 fail: bool = False, run_id: Optional[str] = None, pace: float = 1.0) -> str:
+    """Runs the fake agent for one question; returns the run id. ``pace`` scales its pauses."""
     async with pub.run(user_id, thread_id, run_id=run_id, data={"question": question}) as run:
         print(f"run {run.run_id} for {user_id}: {question!r}", file=sys.stderr)
         await run.thinking(f"The user asks {question!r}. I will search the web, then read the best hit.")
 
         async with run.tool("web_search", {"query": question}) as search:
-            await asyncio.sleep(0.4)  # pretend to call a search API
+            await asyncio.sleep(0.4 * pace)  # pretend to call a search API
             search.result = [
                 {"title": "Herald: real-time gateway for agent runs", "url": "https://example.com/herald"},
                 {"title": "Delivering events without loss", "url": "https://example.com/delivery"},
@@ -39,7 +39,7 @@ async def answer(pub: AsyncPublisher, user_id: str, question: str, thread_id: Op
 
         await run.thinking("The first result looks right; reading it.")
         async with run.tool("read_page", {"url": search.result[0]["url"]}) as page:
-            await asyncio.sleep(0.3)  # pretend to fetch and summarise the page
+            await asyncio.sleep(0.3 * pace)  # pretend to fetch and summarise the page
             if fail:
                 raise RuntimeError("read_page: upstream returned 502")
             page.result = {"chars": 5120, "summary": "Herald delivers agent run events to the right user, in order."}
@@ -50,7 +50,7 @@ async def answer(pub: AsyncPublisher, user_id: str, question: str, thread_id: Op
         )
         for word in final.split(" "):  # stream the answer as it is "generated"
             await run.text(word + " ")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02 * pace)
         await run.complete(final)
     return run.run_id
 

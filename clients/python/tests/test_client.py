@@ -76,7 +76,7 @@ async def test_bad_client_frame_comes_back_as_error_frame(server, token):
 
     async with Client(server.url, token, on_frame=on_frame) as client:
         await client.wait_synced(timeout=10)
-        await client.send({"type": "dance"})
+        await client.send_frame({"type": "dance"})
         await asyncio.wait_for(got.wait(), 10)
         await client.ping(timeout=5)  # the connection stays open
     assert frames[0]["type"] == "error" and frames[0]["code"]

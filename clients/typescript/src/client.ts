@@ -310,17 +310,27 @@ export class HeraldClient {
   }
 
   /**
-   * Asks the backend to stop a run. Resolves with the backend's `ack`; rejects with a
-   * `HeraldError` carrying the server's code (e.g. `upstream_unavailable`). Closing a socket
-   * never cancels a run.
+   * Sends the user's message to the backend: Herald POSTs it upstream, signed, with the user id
+   * from the token (DESIGN §9). Resolves with the `ack` carrying the backend's status and JSON
+   * body (e.g. `{run_id}`); rejects with a `HeraldError` whose `code` is the server's
+   * (`upstream_error`, `upstream_unavailable`, `rate_limited`) or the client's (`timeout`,
+   * `disconnected`, `closed`, `not_connected`).
+   */
+  send(threadId: string | null, data: unknown): Promise<AckFrame> {
+    return this.request({ type: "message", thread_id: threadId, data });
+  }
+
+  /**
+   * Asks the backend to stop a run. Resolves with the backend's `ack`; rejects like `send`.
+   * Closing a socket never cancels a run.
    */
   cancel(runId: string): Promise<AckFrame> {
     return this.request({ type: "cancel", run_id: runId });
   }
 
-  /** Sends a message to the backend (Herald forwards it upstream); resolves with its `ack`. */
+  /** @deprecated Use `send(threadId, data)`. */
   message(data: Record<string, unknown>, threadId?: string): Promise<AckFrame> {
-    return this.request({ type: "message", thread_id: threadId ?? null, data });
+    return this.send(threadId ?? null, data);
   }
 
   private request(frame: Record<string, unknown>): Promise<AckFrame> {

@@ -2,7 +2,8 @@
 
 - :class:`Publisher` / :class:`AsyncPublisher`: backends publish events over HTTP (DESIGN §5).
 - :class:`Run`: ``async with publisher.run(user, thread) as run`` emits a run's events in order.
-- :class:`Client`: an async iterator of a user's events with reconnect and resume (DESIGN §4).
+- :class:`Client`: an async iterator of a user's events with reconnect and resume (DESIGN §4);
+  ``send``/``cancel`` reach the backend through Herald's upstream (DESIGN §9).
 - :func:`verify_signature`: checks ``Herald-Signature`` on upstream requests (DESIGN §9).
 """
 
@@ -19,17 +20,19 @@ from .errors import (
     SignatureError,
     TokenExpiredError,
     TooLargeError,
+    UpstreamError,
     ValidationError,
     error_from_response,
 )
 from .publisher import AsyncPublisher, Publisher
 from .run import Run, SyncRun, SyncToolCall, ToolCall
 from .signature import SIGNATURE_HEADER, check_signature, sign, verify_signature
-from .types import Event, EventInput, History, Receipt, Ticket, Welcome, new_id
+from .types import Ack, Event, EventInput, History, Receipt, Ticket, Welcome, new_id
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ack",
     "AsyncPublisher",
     "AuthError",
     "Client",
@@ -55,6 +58,7 @@ __all__ = [
     "TokenExpiredError",
     "TooLargeError",
     "ToolCall",
+    "UpstreamError",
     "ValidationError",
     "Welcome",
     "check_signature",

@@ -25,8 +25,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .errors import HeraldConnectionError, HeraldError, TokenExpiredError, error_from_response
-from .types import Event, Ticket, Welcome
+from .errors import HeraldConnectionError, HeraldError, TokenExpiredError, UpstreamError, error_from_response
+from .types import Ack, Event, Ticket, Welcome
 
 __all__ = ["Client", "CloseCode", "ws_url"]
 
@@ -98,7 +98,9 @@ class Client:
     - ``on_reset(welcome)``: the server could not replay from the cursor; reload your state.
       ``on_welcome(welcome)`` runs for every connection. Both may be async and run in the
       iterating task, in stream order (after every event of the previous connection).
-    - ``on_frame(frame)``: other server frames (``error``, ``ack``) as dicts.
+    - ``on_frame(frame)``: other server frames (``error``, ``ack``) as dicts, including the ones
+      that also settle a :meth:`send` or :meth:`cancel`.
+    - ``request_timeout_s``: how long :meth:`send` and :meth:`cancel` wait for their answer.
     - ``reconnect=False``: end with :class:`HeraldConnectionError` on the first disconnect.
 
     Fatal problems (401/403/400 at the handshake, an expired static token) are raised from the
@@ -124,6 +126,7 @@ class Client:
         open_timeout_s: float = 10.0,
         max_queue: int = 1024,
         max_message_bytes: Optional[int] = 16 * 1024 * 1024,
+        request_timeout_s: float = 10.0,
     ) -> None:
         if (token is None) == (ticket is None):
             raise ValueError("give exactly one of token= or ticket=")
@@ -144,6 +147,7 @@ class Client:
         self.open_timeout_s = open_timeout_s
         self.max_queue = max(1, max_queue)
         self.max_message_bytes = max_message_bytes
+        self.request_timeout_s = request_timeout_s
 
         # Cursor of what the consumer has been given (save it to resume in another process).
         self.epoch: Optional[str] = epoch
@@ -166,6 +170,8 @@ class Client:
         self._space: asyncio.Event = None  # type: ignore[assignment]
         self._synced: asyncio.Event = None  # type: ignore[assignment]
         self._pongs: Deque["asyncio.Future[None]"] = deque()
+        # send/cancel waiting for the ack or error frame with their ref.
+        self._requests: Dict[str, "asyncio.Future[Ack]"] = {}
         self._closing = False
         self._finished = False
 
@@ -190,6 +196,7 @@ class Client:
     async def close(self) -> None:
         """Closes the socket (1000) and ends the iteration."""
         self._closing = True
+        self._fail_requests(HeraldConnectionError("the client was closed before the answer"))
         ws = self._ws
         if ws is not None:
             try:
@@ -254,8 +261,8 @@ class Client:
 
     # --- sending -----------------------------------------------------------------------------
 
-    async def send(self, frame: Dict[str, Any]) -> None:
-        """Sends a JSON frame on the current connection."""
+    async def send_frame(self, frame: Dict[str, Any]) -> None:
+        """Sends a raw JSON frame on the current connection (answers come to ``on_frame``)."""
         if self._ws is None:
             raise HeraldConnectionError("not connected")
         await self._ws.send(json.dumps(frame))
@@ -264,14 +271,57 @@ class Client:
         """Sends ``{"type":"ping"}`` and waits for the ``pong``."""
         future: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
         self._pongs.append(future)
-        await self.send({"type": "ping"})
+        await self.send_frame({"type": "ping"})
         await asyncio.wait_for(future, timeout)
 
-    async def cancel(self, run_id: str, ref: Optional[str] = None) -> str:
-        """Asks the backend (upstream) to stop a run; the answer arrives via ``on_frame``."""
+    async def send(
+        self, thread_id: Optional[str], data: Any, *, ref: Optional[str] = None, timeout: Optional[float] = None
+    ) -> Ack:
+        """Sends the user's message to the backend: Herald POSTs it upstream, signed, with the user
+        id from the token (DESIGN §9). Returns the :class:`Ack` with the backend's status and JSON
+        body (e.g. ``{"run_id": …}``).
+
+        Raises :class:`UpstreamError` for the server's ``error`` frame (``code``:
+        ``upstream_error``, ``upstream_unavailable``, ``rate_limited``),
+        :class:`HeraldConnectionError` when not connected or when the connection ends before the
+        answer, ``asyncio.TimeoutError`` after ``timeout`` (default ``request_timeout_s``).
+        The answer is read by the client's background task: keep iterating the client (or leave
+        fewer than ``max_queue`` events unread) while you wait.
+        """
+        return await self._request({"type": "message", "thread_id": thread_id, "data": data}, ref, timeout)
+
+    async def cancel(self, run_id: str, ref: Optional[str] = None, *, timeout: Optional[float] = None) -> Ack:
+        """Asks the backend (upstream) to stop a run; returns its :class:`Ack`, raises like
+        :meth:`send`. Closing a socket never cancels a run."""
+        return await self._request({"type": "cancel", "run_id": run_id}, ref, timeout)
+
+    async def _request(self, frame: Dict[str, Any], ref: Optional[str], timeout: Optional[float]) -> Ack:
         ref = ref or uuid.uuid4().hex[:12]
-        await self.send({"type": "cancel", "run_id": run_id, "ref": ref})
-        return ref
+        if ref in self._requests:
+            raise ValueError(f"a request with ref {ref!r} is already waiting")
+        future: "asyncio.Future[Ack]" = asyncio.get_running_loop().create_future()
+        self._requests[ref] = future
+        try:
+            await self.send_frame({**frame, "ref": ref})
+            return await asyncio.wait_for(future, self.request_timeout_s if timeout is None else timeout)
+        finally:
+            self._requests.pop(ref, None)
+
+    def _settle(self, frame: Dict[str, Any]) -> None:
+        """Resolves the send/cancel waiting for this ack or error frame's ref, if any."""
+        ref = frame.get("ref")
+        future = self._requests.get(ref) if isinstance(ref, str) else None
+        if future is None or future.done():
+            return
+        if frame.get("type") == "ack":
+            future.set_result(Ack.from_json(frame))
+        else:
+            future.set_exception(UpstreamError(str(frame.get("code", "")), str(frame.get("message", "")), ref))
+
+    def _fail_requests(self, error: HeraldError) -> None:
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(error)
 
     def drop_connection(self) -> None:
         """Aborts the socket without a close handshake, like a network failure (for tests)."""
@@ -384,6 +434,8 @@ class Client:
                             future.set_result(None)
                             break
                 else:
+                    if kind in ("ack", "error"):
+                        self._settle(frame)
                     try:
                         await _call(self.on_frame, frame)
                     except Exception:  # noqa: BLE001
@@ -396,6 +448,7 @@ class Client:
         finally:
             self._ws = None
             self._synced.clear()
+            self._fail_requests(HeraldConnectionError(f"connection closed ({ws.close_code}) before the answer"))
         return ws.close_code, ws.close_reason or "", welcomed
 
     async def _put(self, kind: str, item: Any) -> None:

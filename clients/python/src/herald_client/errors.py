@@ -19,6 +19,7 @@ __all__ = [
     "NotFoundError",
     "HeraldConnectionError",
     "SignatureError",
+    "UpstreamError",
     "error_from_response",
 ]
 
@@ -77,6 +78,20 @@ class HeraldConnectionError(HeraldError):
 
     def __init__(self, message: str) -> None:
         super().__init__("connection_error", message)
+
+
+class UpstreamError(HeraldError):
+    """An ``error`` frame answering a ``message`` or ``cancel`` (DESIGN §9): ``code`` is
+    ``upstream_error`` (the backend answered non-2xx), ``upstream_unavailable`` (no upstream
+    configured, backend unreachable or too slow), ``rate_limited`` (too many requests in flight),
+    or the code of a refused frame; ``ref`` is the frame's."""
+
+    def __init__(self, code: str, message: str, ref: Optional[str] = None) -> None:
+        super().__init__(code, message)
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"UpstreamError(code={self.code!r}, message={self.message!r}, ref={self.ref!r})"
 
 
 class SignatureError(HeraldError):

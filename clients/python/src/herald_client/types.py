@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-__all__ = ["Receipt", "Event", "Welcome", "Ticket", "History", "EventInput", "new_id"]
+__all__ = ["Receipt", "Event", "Welcome", "Ack", "Ticket", "History", "EventInput", "new_id"]
 
 
 def new_id() -> str:
@@ -86,6 +86,21 @@ class Welcome:
             recovery=str(obj.get("recovery", "none")),
             v=int(obj.get("v", 1)),
         )
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The backend's answer to a ``message`` or ``cancel`` frame (DESIGN §9): its HTTP ``status``
+    and JSON ``body`` (``None`` if it was not JSON), for the frame with this ``ref``."""
+
+    ref: Optional[str]
+    status: int
+    body: Any
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> "Ack":
+        ref = obj.get("ref")
+        return cls(ref=None if ref is None else str(ref), status=int(obj.get("status", 0)), body=obj.get("body"))
 
 
 @dataclass(frozen=True)
