@@ -828,6 +828,13 @@ pub struct IdleReport {
 /// Opens `connections` idle authenticated sockets and measures the server's RSS per socket.
 pub async fn run_idle(config: &IdleConfig) -> Result<IdleReport, String> {
     let client_fd_limit = raise_fd_limit(config.connections as u64 + 1024);
+    if client_fd_limit < config.connections as u64 + 256 {
+        return Err(format!(
+            "the open-files limit is {client_fd_limit} and cannot be raised (hard limit); at most {} idle \
+             connections here: raise it (ulimit -Hn, systemd LimitNOFILE, or run as root)",
+            client_fd_limit.saturating_sub(256)
+        ));
+    }
     let loopback = config.url.contains("://127.") || config.url.contains("://localhost");
     let sources = if loopback && config.connections > IDLE_PER_SOURCE {
         config.connections.div_ceil(IDLE_PER_SOURCE).min(254)

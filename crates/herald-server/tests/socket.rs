@@ -52,17 +52,7 @@ async fn cancel_without_upstream_is_an_error_frame_with_the_ref() {
     }
 }
 
-#[tokio::test]
-async fn frame_over_64_kib_closes_with_1009() {
-    let server = TestServer::start().await;
-    let (mut conn, _) = server.open("u").await;
-    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100 * 1024));
-    conn.send_text(big).await.unwrap();
-    match conn.next_frame(T).await {
-        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1009),
-        other => panic!("expected close 1009, got {other:?}"),
-    }
-}
+// A frame over max_message_bytes (100 KiB) closing with 1009 is in tests/attacks.rs.
 
 #[tokio::test]
 async fn binary_frame_closes_with_1003() {

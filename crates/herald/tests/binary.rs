@@ -1,18 +1,15 @@
 //! The `herald` binary as an operator meets it: startup errors that say what to set, `token`,
 //! and a SIGTERM drain that closes sockets with 1001 and exits 0.
 
+mod common;
+
+use common::{Serve, herald};
 use herald_client::{ClientError, Connection};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use std::time::Duration;
 
 const SECRET: &str = "binary-test-secret-0123456789";
-
-fn herald() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
 
 #[test]
 fn missing_keys_exit_non_zero_naming_the_variable() {
@@ -85,31 +82,14 @@ fn token_prints_a_jwt_for_the_subject() {
 
 #[tokio::test]
 async fn sigterm_closes_open_sockets_with_1001_and_exits_zero() {
-    let mut child = herald()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_API_KEY", "k")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
-                let addr: String = line[i + 20..].chars().take_while(|c| !c.is_whitespace()).collect();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server logged its address");
-    let base = format!("http://{addr}");
+    let mut serve = Serve::start(SECRET, "k");
+    let base = serve.url.clone();
     let token = herald_client::sign_token(SECRET, "u", Duration::from_secs(60));
     let mut conns = Vec::new();
     for _ in 0..3 {
         conns.push(Connection::open(&base, &token, None, Duration::from_secs(10)).await.unwrap().0);
     }
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill").args(["-TERM", &serve.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     for mut conn in conns {
         match conn.next_frame(Duration::from_secs(10)).await {
@@ -117,6 +97,6 @@ async fn sigterm_closes_open_sockets_with_1001_and_exits_zero() {
             other => panic!("expected close 1001, got {other:?}"),
         }
     }
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || serve.child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 }

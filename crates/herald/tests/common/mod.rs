@@ -1,0 +1,54 @@
+//! Shared by the binary's tests: run `herald` as a child process, as an operator would.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `herald` with a clean environment (only PATH), so no HERALD_* of the caller leaks in.
+pub fn herald() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+/// `herald serve` on 127.0.0.1:0 as a child process; killed on drop.
+pub struct Serve {
+    /// The process (send it signals through its id).
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, read from its `listening on` log line.
+    pub url: String,
+}
+
+impl Serve {
+    /// Starts the server with this JWT secret and API key and waits for its address.
+    pub fn start(jwt_secret: &str, api_key: &str) -> Serve {
+        let mut child = herald()
+            .env("HERALD_JWT_SECRET", jwt_secret)
+            .env("HERALD_API_KEY", api_key)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start herald serve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let addr: String = line[i + 20..].chars().take_while(|c| !c.is_whitespace()).collect();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server logged its address");
+        Serve { child, url: format!("http://{addr}") }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
