@@ -6,6 +6,7 @@
 #   bench/compare.sh                       # 3 rounds of 15 s each per server
 #   ROUNDS=1 DURATION=10s bench/compare.sh
 #   SERVERS="herald node" bench/compare.sh
+#   LATENCY=1 bench/compare.sh             # fixed 1000 events/s, one per request: compare p99
 #
 # It installs what it needs (a venv from requirements.txt, `npm ci` from the committed lockfile,
 # a release build of herald), stops everything it started (also on Ctrl-C), and targets only
@@ -20,6 +21,11 @@ SERVERS="${SERVERS:-herald python node}"
 # The workload of issue 7: 50 users × 2 connections, 4 publishers, batches of 20, 200-byte payload.
 WORKLOAD=(--users 50 --conns-per-user 2 --publishers 4 --batch 20 --payload-bytes 200
   --rate max --duration "$DURATION")
+# LATENCY=1: the latency workload instead: a fixed 1000 events/s, one event per request (open loop).
+if [[ "${LATENCY:-0}" == 1 ]]; then
+  WORKLOAD=(--users 50 --conns-per-user 2 --publishers 4 --batch 1 --payload-bytes 200
+    --rate 1000 --duration "$DURATION")
+fi
 OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 
