@@ -45,6 +45,15 @@ pub struct Retention {
     pub ttl: Duration,
 }
 
+/// Why [`UserLog::append`] refused an event: it is not the one after the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotNext {
+    /// The log already has this seq (a duplicate delivery): nothing to do.
+    AlreadyHave,
+    /// Events between the head and this seq are missing: fetch them first.
+    Gap,
+}
+
 /// An event to append to a [`UserLog`].
 #[derive(Debug)]
 pub struct NewEntry {
@@ -147,11 +156,19 @@ impl UserLog {
     /// Appends the next event (`seq` must be `head + 1`). Its frame was encoded once, by the
     /// engine, and is shared from here by every connection. Returns the entries trimmed to stay
     /// within retention.
-    pub fn append(&self, event: NewEntry) -> Vec<Arc<LogEntry>> {
+    ///
+    /// The seq is checked under the log's lock, so writers racing to deliver the same event (a
+    /// live message and a catch-up read) append it exactly once, in order.
+    pub fn append(&self, event: NewEntry) -> Result<Vec<Arc<LogEntry>>, NotNext> {
         let NewEntry { seq, id, run_id, kind, frame, age } = event;
         let now = Instant::now();
         let mut inner = self.inner.lock();
-        debug_assert_eq!(seq, inner.head + 1, "seq must grow by exactly one");
+        if seq <= inner.head {
+            return Err(NotNext::AlreadyHave);
+        }
+        if seq > inner.head + 1 {
+            return Err(NotNext::Gap);
+        }
         inner.end_offset += frame.as_str().len() as u64;
         inner.retained_bytes += frame.as_str().len();
         let entry = LogEntry {
@@ -168,7 +185,7 @@ impl UserLog {
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
         self.head_tx.send_replace(seq);
-        trimmed
+        Ok(trimmed)
     }
 
     /// Marks the log as replaced: its history was lost (new epoch). Readers are woken and must
@@ -383,6 +400,24 @@ mod tests {
         assert_eq!(l.pending_bytes(1), Ok(30));
         assert_eq!(l.pending_bytes(0), Ok(40));
         assert_eq!(l.retained(), (4, 40));
+    }
+
+    #[test]
+    fn only_the_next_seq_is_appended() {
+        let l = log(10);
+        push(&l, EventKind::Progress, "r");
+        let entry = |seq| NewEntry {
+            seq,
+            id: "x".into(),
+            run_id: None,
+            kind: EventKind::Progress,
+            frame: "f".into(),
+            age: Duration::ZERO,
+        };
+        assert_eq!(l.append(entry(1)).unwrap_err(), NotNext::AlreadyHave);
+        assert_eq!(l.append(entry(3)).unwrap_err(), NotNext::Gap);
+        assert!(l.append(entry(2)).is_ok());
+        assert_eq!(l.head(), 2);
     }
 
     #[test]

@@ -142,14 +142,17 @@ impl Engine for MemoryEngine {
                     let id = event.id.clone().unwrap_or_else(new_event_id);
                     let seq = book.log.head() + 1;
                     let frame = encode_frame(seq, &id, event, wall);
-                    let trimmed = book.log.append(NewEntry {
-                        seq,
-                        id: id.clone(),
-                        run_id: event.run_id.clone(),
-                        kind: event.kind,
-                        frame,
-                        age: Duration::ZERO,
-                    });
+                    let trimmed = book
+                        .log
+                        .append(NewEntry {
+                            seq,
+                            id: id.clone(),
+                            run_id: event.run_id.clone(),
+                            kind: event.kind,
+                            frame,
+                            age: Duration::ZERO,
+                        })
+                        .expect("the book's lock makes this the next seq");
                     for old in trimmed {
                         book.ids.remove(&old.id);
                     }

@@ -18,7 +18,7 @@
 use super::{
     AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch, new_event_id,
 };
-use crate::log::{LogEntry, NewEntry, Retention, UserLog};
+use crate::log::{LogEntry, NewEntry, NotNext, Retention, UserLog};
 use async_trait::async_trait;
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
 use parking_lot::Mutex;
@@ -507,24 +507,20 @@ fn apply(log: &UserLog, m: &Published, retention: &Retention) -> Applied {
     if m.epoch != log.epoch() {
         return Applied::Stale;
     }
-    let head = log.head();
-    if m.seq <= head {
-        return Applied::Done;
-    }
-    if m.seq > head + 1 {
-        return Applied::Gap;
-    }
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     let age = Duration::from_millis(now_ms.saturating_sub(m.appended_ms)).min(retention.ttl);
-    log.append(NewEntry {
+    let entry = NewEntry {
         seq: m.seq,
         id: m.id.clone(),
         run_id: m.run_id.clone(),
         kind: m.kind,
         frame: m.frame.clone().into(),
         age,
-    });
-    Applied::Done
+    };
+    match log.append(entry) {
+        Ok(_) | Err(NotNext::AlreadyHave) => Applied::Done,
+        Err(NotNext::Gap) => Applied::Gap,
+    }
 }
 
 fn parse_published(payload: &str) -> Option<Published> {
