@@ -355,7 +355,8 @@ mod tests {
             kind,
             frame: frame.into(),
             age,
-        });
+        })
+        .expect("next seq");
         seq
     }
 

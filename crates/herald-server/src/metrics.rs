@@ -112,7 +112,39 @@ pub fn run_stalled() {
     counter!("herald_runs_stalled_total").increment(1);
 }
 
-/// Seconds from an event's append to its write on one socket.
-pub fn delivery_latency(seconds: f64) {
-    histogram!("herald_delivery_latency_seconds").record(seconds);
+/// Records deliveries of one connection. It holds its metric handles, so the hot path (every
+/// frame written) records without a registry lookup.
+#[derive(Clone)]
+pub struct Delivery {
+    delivered: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl Delivery {
+    /// Handles for this connection.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self {
+            delivered: counter!("herald_events_delivered_total"),
+            latency: histogram!("herald_delivery_latency_seconds"),
+        }
+    }
+
+    /// Frames written at `written`, each with the time its event was appended.
+    pub fn written(
+        &self,
+        appended: impl ExactSizeIterator<Item = std::time::Instant>,
+        written: std::time::Instant,
+    ) {
+        self.delivered.increment(appended.len() as u64);
+        for at in appended {
+            self.latency.record(written.saturating_duration_since(at).as_secs_f64());
+        }
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Delivery")
+    }
 }

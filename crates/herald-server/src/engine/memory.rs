@@ -56,7 +56,17 @@ impl MemoryEngine {
     }
 
     fn book(&self, user: &UserId) -> Arc<Mutex<UserBook>> {
-        let mut users = self.users.lock();
+        self.book_locked(&mut self.users.lock(), user)
+    }
+
+    fn book_locked(
+        &self,
+        users: &mut HashMap<UserId, Arc<Mutex<UserBook>>>,
+        user: &UserId,
+    ) -> Arc<Mutex<UserBook>> {
+        if let Some(book) = users.get(user) {
+            return book.clone();
+        }
         users
             .entry(user.clone())
             .or_insert_with(|| {
@@ -94,10 +104,16 @@ impl Engine for MemoryEngine {
     }
 
     async fn append(&self, events: Vec<EventInput>) -> Result<Vec<Receipt>, AppendError> {
-        let arcs: BTreeMap<UserId, Arc<Mutex<UserBook>>> =
-            events.iter().map(|e| (e.user_id.clone(), self.book(&e.user_id))).collect();
+        let mut users: Vec<&UserId> = events.iter().map(|e| &e.user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        let arcs: Vec<(&UserId, Arc<Mutex<UserBook>>)> = {
+            let mut map = self.users.lock();
+            users.into_iter().map(|u| (u, self.book_locked(&mut map, u))).collect()
+        };
+        // Locked in user-id order, so concurrent batches cannot deadlock.
         let mut books: BTreeMap<&UserId, MutexGuard<'_, UserBook>> =
-            arcs.iter().map(|(u, b)| (u, b.lock())).collect();
+            arcs.iter().map(|(u, b)| (*u, b.lock())).collect();
 
         // Validate the whole batch against staged run states before writing anything.
         let mut staged: HashMap<(&UserId, &str), Option<RunState>> = HashMap::new();

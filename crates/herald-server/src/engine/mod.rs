@@ -11,9 +11,7 @@ pub mod redis;
 use crate::log::{LogEntry, UserLog};
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use herald_protocol::frame::EventFrame;
-use herald_protocol::{EventInput, Receipt, RunRuleError, ServerFrame, UserId};
-use serde_json::Value;
+use herald_protocol::{EventInput, Receipt, RunRuleError, UserId};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -125,18 +123,39 @@ pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
 }
 
 /// Encodes an event's frame once, at append, with its seq and timestamp.
+///
+/// Serialized from borrowed fields (no copy of `data`); the output is exactly the
+/// `ServerFrame::Event` encoding clients parse, which a test below holds it to.
 pub fn encode_frame(seq: u64, id: &str, event: &EventInput, at: SystemTime) -> Utf8Bytes {
-    let frame = ServerFrame::Event(EventFrame {
+    #[derive(serde::Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        seq: u64,
+        id: &'a str,
+        user_id: &'a str,
+        thread_id: Option<&'a str>,
+        run_id: Option<&'a str>,
+        event: &'static str,
+        data: &'a serde_json::Map<String, serde_json::Value>,
+        #[serde(serialize_with = "as_display")]
+        ts: humantime::Rfc3339Timestamp,
+    }
+    fn as_display<S: serde::Serializer>(v: &humantime::Rfc3339Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    let frame = Frame {
+        kind: "event",
         seq,
-        id: id.to_owned(),
-        user_id: event.user_id.to_string(),
-        thread_id: event.thread_id.clone(),
-        run_id: event.run_id.clone(),
-        event: event.kind.as_str().to_owned(),
-        data: Value::Object(event.data.clone()),
-        ts: humantime::format_rfc3339_millis(at).to_string(),
-    });
-    frame.to_json().into()
+        id,
+        user_id: event.user_id.as_str(),
+        thread_id: event.thread_id.as_deref(),
+        run_id: event.run_id.as_deref(),
+        event: event.kind.as_str(),
+        data: &event.data,
+        ts: humantime::format_rfc3339_millis(at),
+    };
+    serde_json::to_string(&frame).expect("frames serialize").into()
 }
 
 /// A fresh epoch: random, so a log recreated after history was lost never matches an old cursor.
@@ -147,4 +166,32 @@ pub fn new_epoch() -> String {
 /// A generated event id, used when the publisher gives none: time-ordered, so logs read well.
 pub fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_protocol::frame::EventFrame;
+    use herald_protocol::{PublishBody, ServerFrame};
+    use serde_json::Value;
+
+    #[test]
+    fn encoded_frames_are_server_frame_events() {
+        let body = br#"{"user_id":"u","event":"tool_executing","run_id":"r","thread_id":"t",
+            "data":{"tool_name":"search","q":"a \"quoted\" text"}}"#;
+        let event = PublishBody::parse(body, 10).unwrap().into_events().remove(0);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let frame = encode_frame(7, "id-1", &event, at);
+        let expected = ServerFrame::Event(EventFrame {
+            seq: 7,
+            id: "id-1".into(),
+            user_id: "u".into(),
+            thread_id: Some("t".into()),
+            run_id: Some("r".into()),
+            event: "tool_executing".into(),
+            data: Value::Object(event.data.clone()),
+            ts: "2023-11-14T22:13:20.123Z".into(),
+        });
+        assert_eq!(frame.as_str(), expected.to_json());
+    }
 }

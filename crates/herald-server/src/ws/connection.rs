@@ -78,6 +78,7 @@ struct Connection {
     unanswered_pings: u32,
     shutdown: CancellationToken,
     rate: crate::limits::MessageRate,
+    delivery: crate::metrics::Delivery,
     upstream: Option<Upstream>,
     /// Bounds upstream requests in flight; a permit travels with each request task.
     in_flight: Arc<Semaphore>,
@@ -141,6 +142,7 @@ pub async fn serve(
         unanswered_pings: 0,
         shutdown,
         rate: crate::limits::MessageRate::per_second(params.max_client_msgs_per_s),
+        delivery: crate::metrics::Delivery::new(),
         in_flight: Arc::new(Semaphore::new(upstream.as_ref().map_or(0, Upstream::max_in_flight))),
         upstream,
         replies,
@@ -327,13 +329,7 @@ impl Connection {
                     }
                 }
             }
-            crate::metrics::delivered(batch.len());
-            let written = std::time::Instant::now();
-            for entry in &batch {
-                crate::metrics::delivery_latency(
-                    written.saturating_duration_since(entry.appended_at).as_secs_f64(),
-                );
-            }
+            self.delivery.written(batch.iter().map(|e| e.appended_at), std::time::Instant::now());
             self.cursor = last;
         }
     }

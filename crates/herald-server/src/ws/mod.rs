@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 /// Receive buffer per connection. Clients send little (pings, small messages), and tungstenite
 /// zero-fills its read buffer, so a small one keeps idle connections cheap.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// Frames are buffered up to this size and written in one syscall (coalescing).
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
