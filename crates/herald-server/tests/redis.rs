@@ -212,3 +212,29 @@ async fn redis_restart_without_persistence_gives_503_while_down_then_reset() {
     assert_eq!(resumed.seq, 1);
     assert_eq!(names(&resumed.backlog), vec!["agent_started"], "the active run is sent after reset");
 }
+
+#[tokio::test]
+async fn a_batch_spanning_users_with_one_broken_rule_appends_nothing() {
+    let (a, _b) = two_nodes("multi").await;
+    let mut events = golden_run("first", "r1");
+    let mut broken = golden_run("second", "r2");
+    broken.swap(2, 3); // tool_completed before tool_executing
+    events.extend(broken);
+    let (status, body) = a.publisher.post(&json!({ "events": events })).await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("events[7]"), "{body}");
+    for user in ["first", "second"] {
+        let url = format!("{}/v1/users/{user}/events", a.url);
+        let history: serde_json::Value =
+            a.http().get(url).bearer_auth(common::API_KEY).send().await.unwrap().json().await.unwrap();
+        assert_eq!(history["seq"], 0, "{user} got events from a refused batch");
+    }
+    // The same batch, fixed, goes through for both users in one request.
+    let mut events = golden_run("first", "r1");
+    events.extend(golden_run("second", "r2"));
+    let (status, body) = a.publisher.post(&json!({ "events": events })).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seqs: Vec<u64> =
+        body["results"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+}

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::log::{LogEntry, NewEntry, NotNext, Retention, UserLog};
 use async_trait::async_trait;
+use futures_util::future::{join_all, try_join_all};
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -233,14 +234,15 @@ impl RedisEngine {
         &self,
         user: &UserId,
         runs: &[&str],
-        staged: &HashMap<&str, Option<RunState>>,
+        after: &[Option<String>],
         events: &[(usize, EventInput)],
     ) {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut pipe = redis::pipe();
-        for run in runs {
+        for (run, state) in runs.iter().zip(after) {
             let member = format!("{user}\n{run}");
-            match staged.get(run).and_then(Option::as_ref) {
+            let state: Option<RunState> = state.as_deref().and_then(|s| serde_json::from_str(s).ok());
+            match state {
                 Some(state) if !state.is_ended() => {
                     let activity = events
                         .iter()
@@ -359,148 +361,186 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// Appends one user's part of a batch; `events` carry their batch index for error messages.
-    async fn append_user(
+    /// Reads what validation of one user's part depends on (its epoch, which ids it already has,
+    /// the states of the runs it touches) and validates it with the pure run rules.
+    async fn prepare(&self, part: &Part<'_>, numbered: bool) -> Result<Prepared, AppendError> {
+        let user = part.user;
+        let mut con = self.commands.clone();
+        let mut pipe = redis::pipe();
+        pipe.hget(self.key(user, "meta"), "epoch");
+        for id in &part.ids {
+            pipe.zscore(self.key(user, "ids"), id);
+        }
+        for run in &part.runs {
+            pipe.hget(self.key(user, "runs"), run);
+        }
+        let values: Vec<Value> = pipe.query_async(&mut con).await.map_err(engine_error)?;
+        let epoch: Option<String> = redis::from_redis_value_ref(&values[0]).map_err(engine_error)?;
+        let known: Vec<Option<u64>> = values[1..=part.ids.len()]
+            .iter()
+            .map(|v| redis::from_redis_value_ref::<Option<u64>>(v).map_err(engine_error))
+            .collect::<Result<_, _>>()?;
+        let stored: Vec<Option<String>> = values[part.ids.len() + 1..]
+            .iter()
+            .map(|v| redis::from_redis_value_ref::<Option<String>>(v).map_err(engine_error))
+            .collect::<Result<_, _>>()?;
+
+        let mut staged: HashMap<&str, Option<RunState>> = HashMap::new();
+        for (run, text) in part.runs.iter().zip(&stored) {
+            let state =
+                text.as_deref().map(serde_json::from_str).transpose().map_err(|e| {
+                    AppendError::Engine(EngineError(format!("corrupt run state of {run}: {e}")))
+                })?;
+            staged.insert(run, state);
+        }
+        let mut plan = Vec::with_capacity(part.events.len());
+        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+        for (k, ((index, event), id)) in part.events.iter().zip(&part.ids).enumerate() {
+            if let Some(seq) = known[k] {
+                plan.push(Planned::DuplicateOfLog(seq));
+                continue;
+            }
+            if let Some(&first) = first_in_batch.get(id.as_str()) {
+                plan.push(Planned::DuplicateInBatch(first));
+                continue;
+            }
+            first_in_batch.insert(id, k);
+            if let Some(run) = event.run_id.as_deref() {
+                let slot = staged.get_mut(run).expect("every run was read");
+                RunState::apply(slot, run, event.kind, &event.data)
+                    .map_err(|source| AppendError::RunRule { index: numbered.then_some(*index), source })?;
+            }
+            plan.push(Planned::Append);
+        }
+        let after = part
+            .runs
+            .iter()
+            .map(|run| staged[run].as_ref().map(|s| serde_json::to_string(s).expect("run state serializes")))
+            .collect();
+        Ok(Prepared { epoch, before: stored, after, plan })
+    }
+
+    /// Writes a prepared part with the append script; `None` when a concurrent publisher changed
+    /// what it was validated against (prepare again).
+    async fn commit(
         &self,
-        user: &UserId,
-        events: &[(usize, EventInput)],
-        numbered: bool,
-    ) -> Result<Vec<(usize, Receipt)>, AppendError> {
-        let ids: Vec<String> =
-            events.iter().map(|(_, e)| e.id.clone().unwrap_or_else(new_event_id)).collect();
+        part: &Part<'_>,
+        prepared: &Prepared,
+    ) -> Result<Option<Vec<Receipt>>, AppendError> {
+        let user = part.user;
+        let fresh: Vec<usize> = prepared
+            .plan
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p, Planned::Append))
+            .map(|(k, _)| k)
+            .collect();
+        let mut seqs: Vec<u64> = Vec::new();
+        let mut epoch = prepared.epoch.clone().unwrap_or_default();
+        let mut receivers = 0usize;
+        if !fresh.is_empty() {
+            let wall = SystemTime::now();
+            let mut invocation = self.script.prepare_invoke();
+            invocation
+                .key(self.key(user, "meta"))
+                .key(self.key(user, "log"))
+                .key(self.key(user, "ids"))
+                .key(self.key(user, "runs"))
+                .arg(new_epoch())
+                .arg(self.retention.max_events)
+                .arg(self.retention.ttl.as_millis() as u64)
+                .arg(self.key(user, "ch"))
+                .arg(part.runs.len());
+            for ((run, before), after) in part.runs.iter().zip(&prepared.before).zip(&prepared.after) {
+                invocation.arg(*run).arg(before.as_deref().unwrap_or("")).arg(after.as_deref().unwrap_or(""));
+            }
+            invocation.arg(fresh.len());
+            for &k in &fresh {
+                let event = &part.events[k].1;
+                let frame = encode_frame(0, &part.ids[k], event, wall);
+                let rest = frame.as_str().strip_prefix(FRAME_PREFIX).expect("frames start with type and seq");
+                invocation
+                    .arg(&part.ids[k])
+                    .arg(event.run_id.as_deref().unwrap_or(""))
+                    .arg(event.kind.as_str())
+                    .arg(rest);
+            }
+            let mut con = self.commands.clone();
+            let reply: Vec<Value> = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
+            let status: String = redis::from_redis_value_ref(&reply[0]).map_err(engine_error)?;
+            if status == "conflict" {
+                debug!(%user, "append conflict, validating again");
+                return Ok(None);
+            }
+            epoch = redis::from_redis_value_ref(&reply[1]).map_err(engine_error)?;
+            receivers = redis::from_redis_value_ref(&reply[2]).map_err(engine_error)?;
+            seqs = reply[3..]
+                .iter()
+                .map(|v| redis::from_redis_value_ref::<u64>(v).map_err(engine_error))
+                .collect::<Result<_, _>>()?;
+            self.index_runs(user, &part.runs, &prepared.after, part.events).await;
+        }
+
+        let mut receipts: Vec<Receipt> = Vec::with_capacity(part.events.len());
+        let mut written = seqs.into_iter();
+        for (k, planned) in prepared.plan.iter().enumerate() {
+            let receipt = match planned {
+                Planned::Append => Receipt {
+                    id: part.ids[k].clone(),
+                    seq: written.next().expect("one seq per fresh event"),
+                    epoch: epoch.clone(),
+                    connections: receivers,
+                    duplicate: false,
+                },
+                Planned::DuplicateInBatch(first) => Receipt { duplicate: true, ..receipts[*first].clone() },
+                Planned::DuplicateOfLog(seq) => Receipt {
+                    id: part.ids[k].clone(),
+                    seq: *seq,
+                    epoch: epoch.clone(),
+                    connections: receivers,
+                    duplicate: true,
+                },
+            };
+            receipts.push(receipt);
+        }
+        Ok(Some(receipts))
+    }
+}
+
+/// One user's share of a publish batch, with generated ids and the runs it touches.
+struct Part<'a> {
+    user: &'a UserId,
+    /// Events with their position in the whole batch.
+    events: &'a [(usize, EventInput)],
+    ids: Vec<String>,
+    runs: Vec<&'a str>,
+}
+
+impl<'a> Part<'a> {
+    fn new(user: &'a UserId, events: &'a [(usize, EventInput)]) -> Self {
+        let ids = events.iter().map(|(_, e)| e.id.clone().unwrap_or_else(new_event_id)).collect();
         let mut runs: Vec<&str> = events.iter().filter_map(|(_, e)| e.run_id.as_deref()).collect();
         runs.sort_unstable();
         runs.dedup();
-        for _ in 0..MAX_APPEND_ATTEMPTS {
-            // Read what validation depends on.
-            let mut con = self.commands.clone();
-            let mut pipe = redis::pipe();
-            pipe.hget(self.key(user, "meta"), "epoch");
-            for id in &ids {
-                pipe.zscore(self.key(user, "ids"), id);
-            }
-            for run in &runs {
-                pipe.hget(self.key(user, "runs"), *run);
-            }
-            let values: Vec<Value> = pipe.query_async(&mut con).await.map_err(engine_error)?;
-            let epoch: Option<String> = redis::from_redis_value_ref(&values[0]).map_err(engine_error)?;
-            let known: Vec<Option<u64>> = values[1..=ids.len()]
-                .iter()
-                .map(|v| redis::from_redis_value_ref::<Option<u64>>(v).map_err(engine_error))
-                .collect::<Result<_, _>>()?;
-            let stored: Vec<Option<String>> = values[ids.len() + 1..]
-                .iter()
-                .map(|v| redis::from_redis_value_ref::<Option<String>>(v).map_err(engine_error))
-                .collect::<Result<_, _>>()?;
-
-            // Validate against staged run states (pure, shared with the memory engine).
-            let mut staged: HashMap<&str, Option<RunState>> = HashMap::new();
-            for (run, text) in runs.iter().zip(&stored) {
-                let state = text.as_deref().map(serde_json::from_str).transpose().map_err(|e| {
-                    AppendError::Engine(EngineError(format!("corrupt run state of {run}: {e}")))
-                })?;
-                staged.insert(run, state);
-            }
-            let mut plan: Vec<Option<u64>> = Vec::with_capacity(events.len()); // Some(seq) = duplicate
-            let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
-            let mut fresh = Vec::new();
-            for (k, ((index, event), id)) in events.iter().zip(&ids).enumerate() {
-                if let Some(seq) = known[k] {
-                    plan.push(Some(seq));
-                    continue;
-                }
-                if let Some(&first) = first_in_batch.get(id.as_str()) {
-                    plan.push(Some(u64::MAX - first as u64)); // resolved after the write
-                    continue;
-                }
-                first_in_batch.insert(id, k);
-                if let Some(run) = event.run_id.as_deref() {
-                    let slot = staged.get_mut(run).expect("every run was read");
-                    RunState::apply(slot, run, event.kind, &event.data).map_err(|source| {
-                        AppendError::RunRule { index: numbered.then_some(*index), source }
-                    })?;
-                }
-                plan.push(None);
-                fresh.push(k);
-            }
-
-            let mut seqs: Vec<u64> = Vec::new();
-            let mut epoch = epoch.unwrap_or_default();
-            let mut receivers = 0usize;
-            if !fresh.is_empty() {
-                let wall = SystemTime::now();
-                let mut invocation = self.script.prepare_invoke();
-                invocation
-                    .key(self.key(user, "meta"))
-                    .key(self.key(user, "log"))
-                    .key(self.key(user, "ids"))
-                    .key(self.key(user, "runs"))
-                    .arg(new_epoch())
-                    .arg(self.retention.max_events)
-                    .arg(self.retention.ttl.as_millis() as u64)
-                    .arg(self.key(user, "ch"))
-                    .arg(runs.len());
-                for (run, before) in runs.iter().zip(&stored) {
-                    let after =
-                        staged[run].as_ref().map(|s| serde_json::to_string(s).expect("run state serializes"));
-                    invocation.arg(*run).arg(before.as_deref().unwrap_or("")).arg(after.unwrap_or_default());
-                }
-                invocation.arg(fresh.len());
-                for &k in &fresh {
-                    let event = &events[k].1;
-                    let frame = encode_frame(0, &ids[k], event, wall);
-                    let rest =
-                        frame.as_str().strip_prefix(FRAME_PREFIX).expect("frames start with type and seq");
-                    invocation
-                        .arg(&ids[k])
-                        .arg(event.run_id.as_deref().unwrap_or(""))
-                        .arg(event.kind.as_str())
-                        .arg(rest);
-                }
-                let reply: Vec<Value> = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
-                let status: String = redis::from_redis_value_ref(&reply[0]).map_err(engine_error)?;
-                if status == "conflict" {
-                    debug!(%user, "append conflict, validating again");
-                    continue;
-                }
-                epoch = redis::from_redis_value_ref(&reply[1]).map_err(engine_error)?;
-                receivers = redis::from_redis_value_ref(&reply[2]).map_err(engine_error)?;
-                seqs = reply[3..]
-                    .iter()
-                    .map(|v| redis::from_redis_value_ref::<u64>(v).map_err(engine_error))
-                    .collect::<Result<_, _>>()?;
-                self.index_runs(user, &runs, &staged, events).await;
-            }
-
-            let mut receipts: Vec<Receipt> = Vec::with_capacity(events.len());
-            let mut written = seqs.into_iter();
-            for (k, planned) in plan.iter().enumerate() {
-                let receipt = match planned {
-                    None => Receipt {
-                        id: ids[k].clone(),
-                        seq: written.next().expect("one seq per fresh event"),
-                        epoch: epoch.clone(),
-                        connections: receivers,
-                        duplicate: false,
-                    },
-                    Some(marker) if *marker > u64::MAX / 2 => {
-                        Receipt { duplicate: true, ..receipts[(u64::MAX - marker) as usize].clone() }
-                    }
-                    Some(seq) => Receipt {
-                        id: ids[k].clone(),
-                        seq: *seq,
-                        epoch: epoch.clone(),
-                        connections: receivers,
-                        duplicate: true,
-                    },
-                };
-                receipts.push(receipt);
-            }
-            return Ok(events.iter().map(|(i, _)| *i).zip(receipts).collect());
-        }
-        Err(EngineError(format!("append for {user} kept conflicting with concurrent publishers; retry"))
-            .into())
+        Part { user, events, ids, runs }
     }
+}
+
+/// A validated part: what it was validated against and what each event becomes.
+struct Prepared {
+    epoch: Option<String>,
+    /// Run states as read (compare-and-set), in `Part::runs` order.
+    before: Vec<Option<String>>,
+    /// Run states after the part, in the same order.
+    after: Vec<Option<String>>,
+    plan: Vec<Planned>,
+}
+
+/// What one event of a part becomes.
+enum Planned {
+    Append,
+    DuplicateOfLog(u64),
+    DuplicateInBatch(usize),
 }
 
 fn apply(log: &UserLog, m: &Published, retention: &Retention) -> Applied {
@@ -573,13 +613,37 @@ impl Engine for RedisEngine {
         for (i, event) in events.into_iter().enumerate() {
             by_user.entry(event.user_id.clone()).or_default().push((i, event));
         }
+        let parts: Vec<Part<'_>> = by_user.iter().map(|(user, events)| Part::new(user, events)).collect();
+        // Phase 1: every user's part is validated before anything is written, so a batch with
+        // a broken rule anywhere appends nothing.
+        let mut prepared = try_join_all(parts.iter().map(|p| self.prepare(p, numbered))).await?;
+        // Phase 2: the parts are written concurrently (the multiplexed connection pipelines the
+        // scripts); a part that met a concurrent change is validated and written again.
         let mut receipts: Vec<Option<Receipt>> = vec![None; total];
-        for (user, part) in &by_user {
-            for (i, receipt) in self.append_user(user, part, numbered).await? {
-                receipts[i] = Some(receipt);
+        let mut pending: Vec<usize> = (0..parts.len()).collect();
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let written = join_all(pending.iter().map(|&i| self.commit(&parts[i], &prepared[i]))).await;
+            let mut conflicts = Vec::new();
+            for (&i, result) in pending.iter().zip(written) {
+                match result? {
+                    Some(part_receipts) => {
+                        for ((index, _), receipt) in parts[i].events.iter().zip(part_receipts) {
+                            receipts[*index] = Some(receipt);
+                        }
+                    }
+                    None => conflicts.push(i),
+                }
             }
+            if conflicts.is_empty() {
+                return Ok(receipts.into_iter().map(|r| r.expect("every event has a receipt")).collect());
+            }
+            for &i in &conflicts {
+                prepared[i] = self.prepare(&parts[i], numbered).await?;
+            }
+            pending = conflicts;
         }
-        Ok(receipts.into_iter().map(|r| r.expect("every event has a receipt")).collect())
+        Err(EngineError("append kept conflicting with concurrent publishers; retry with the same ids".into())
+            .into())
     }
 
     async fn open_log(&self, user: &UserId) -> Result<Arc<UserLog>, EngineError> {
