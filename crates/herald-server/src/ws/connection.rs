@@ -408,9 +408,10 @@ fn deadline(at: Option<SystemTime>) -> Duration {
     })
 }
 
+/// A frame over `max_message_bytes`: tungstenite's capacity error, under axum's wrapper.
 fn is_too_big(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+    let source = std::error::Error::source(e).and_then(|s| s.downcast_ref::<tungstenite::Error>());
+    matches!(source, Some(tungstenite::Error::Capacity(_)))
 }
 
 /// Sends a close frame (bounded in time) and waits briefly for the client's close.
