@@ -4,9 +4,12 @@
 //! [`run`] serves a [`config::Config`] on a bound listener until a shutdown token is cancelled,
 //! then drains: new connections and publishes are refused, open sockets are closed with 1001.
 //!
-//! Where things live: [`config`] (settings), [`auth`] (who is calling), [`registry`] (per-user
-//! managers), [`engine`] (where logs live), [`log`] (the per-user log and cursors), [`ws`] (the
-//! socket endpoint and connection loop), [`api`] (HTTP routes), [`metrics`].
+//! Where things live: [`config`] (settings), [`auth`] (who is calling), [`limits`] (per-IP,
+//! per-connection and per-key rates), [`registry`] (per-user managers), [`engine`] (where logs
+//! live: memory or Redis), [`log`] (the per-user log and cursors), [`ws`] (the socket endpoint and
+//! connection loop), [`upstream`] (client frames to the backend), [`agui`] (the AG-UI bridge),
+//! [`runs`] (stalled-run detection), [`api`] (HTTP routes and the OpenAPI document), [`console`]
+//! (the embedded web console), [`serve`] (the accept loop), [`metrics`].
 
 pub mod agui;
 pub mod api;
