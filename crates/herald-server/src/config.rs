@@ -265,7 +265,7 @@ pub enum EngineConfig {
 pub enum OriginPolicy {
     /// Any Origin (`*` or `--dev`).
     Any,
-    /// Only these exact origins (scheme://host[:port]).
+    /// Only these exact origins (`scheme://host[:port]`).
     List(Vec<String>),
     /// Only an Origin whose host:port equals the request's Host.
     SameOrigin,

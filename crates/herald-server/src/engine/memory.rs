@@ -1,7 +1,7 @@
 //! The in-memory engine: one node, logs in this process, lost on restart (a new epoch then tells
 //! resuming clients to reset).
 //!
-//! Each user has a [`UserBook`]: the log, the run states and the idempotency keys, behind one
+//! Each user has a `UserBook`: the log, the run states and the idempotency keys, behind one
 //! mutex. An append locks the books of every user in its batch (in user-id order, so concurrent
 //! batches cannot deadlock), validates the whole batch against staged run states, and only then
 //! writes — which is what makes a batch all-or-nothing.
