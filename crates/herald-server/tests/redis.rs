@@ -238,3 +238,10 @@ async fn a_batch_spanning_users_with_one_broken_rule_appends_nothing() {
         body["results"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
 }
+
+#[tokio::test]
+async fn idempotency_keys_live_as_long_as_their_events() {
+    let prefix = unique_prefix("ids");
+    let node = TestServer::redis(&prefix, Settings { history_size: Some(2), ..Settings::default() }).await;
+    common::idempotency_follows_retention(&node).await;
+}

@@ -213,3 +213,9 @@ async fn malformed_cursor_is_400() {
         assert_eq!(body["error"]["code"], "invalid_cursor");
     }
 }
+
+#[tokio::test]
+async fn idempotency_keys_live_as_long_as_their_events() {
+    let server = TestServer::with(Settings { history_size: Some(2), ..Default::default() }).await;
+    common::idempotency_follows_retention(&server).await;
+}

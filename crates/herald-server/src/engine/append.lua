@@ -38,10 +38,11 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {'ok', epoch, 0}
 local receivers = 0
+local seq = 0
 for e = 0, nev - 1 do
   local b = first + e * 4
   local id, run_id, kind, rest = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  seq = redis.call('HINCRBY', meta, 'seq', 1)
   local frame = '{"type":"event","seq":' .. seq .. rest
   redis.call('XADD', log, 'MAXLEN', maxlen, seq .. '-0', 'f', frame, 'i', id, 'r', run_id, 'k', kind, 't', now_ms)
   redis.call('ZADD', ids, seq, id)
@@ -56,6 +57,7 @@ end
 
 -- Retention by age: drop entries older than the TTL from the front.
 local cutoff = now_ms - ttl_ms
+local forgotten = seq - maxlen -- seqs at or below this are outside the MAXLEN window
 while true do
   local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
   if #head == 0 then break end
@@ -65,12 +67,11 @@ while true do
   end
   if ts >= cutoff then break end
   redis.call('XDEL', log, head[1][1])
+  forgotten = math.max(forgotten, tonumber(string.match(head[1][1], '^(%d+)')))
 end
--- Idempotency keys live as long as their events.
-local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
-if #oldest > 0 then
-  local first_seq = tonumber(string.match(oldest[1][1], '^(%d+)'))
-  redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. first_seq)
+-- Idempotency keys live as long as their events (the stream holds a contiguous range of seqs).
+if forgotten > 0 then
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', forgotten)
 end
 local ttl_s = math.ceil(ttl_ms / 1000)
 for _, key in ipairs({meta, log, ids, runs}) do redis.call('EXPIRE', key, ttl_s) end

@@ -146,3 +146,20 @@ pub fn names(events: &[herald_protocol::frame::EventFrame]) -> Vec<String> {
 pub fn seqs(events: &[herald_protocol::frame::EventFrame]) -> Vec<u64> {
     events.iter().map(|e| e.seq).collect()
 }
+
+/// With `history_size` 2: an id is a duplicate while its event is retained, and a new event once
+/// the event has been trimmed (retention bounds the idempotency window, as documented).
+pub async fn idempotency_follows_retention(server: &TestServer) {
+    let post = |id: &str| {
+        let body = serde_json::json!({"user_id": "u", "event": "custom", "id": id, "data": {"name": "n"}});
+        let publisher = server.publisher.clone();
+        async move { publisher.post(&body).await.unwrap().1 }
+    };
+    for id in ["a", "b", "c"] {
+        assert_eq!(post(id).await["duplicate"], false);
+    }
+    let c = post("c").await;
+    assert_eq!((c["duplicate"].as_bool(), c["seq"].as_u64()), (Some(true), Some(3)), "c is retained");
+    let a = post("a").await;
+    assert_eq!((a["duplicate"].as_bool(), a["seq"].as_u64()), (Some(false), Some(4)), "a was trimmed");
+}
