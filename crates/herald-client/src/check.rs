@@ -409,6 +409,27 @@ struct Received {
     result: Result<(), Failure>,
 }
 
+/// Waits for a receiving socket once the publishing side finished with `outcome` (aborting the
+/// receiver if publishing failed), records what it received, and hands back its connection when
+/// it saw exactly what it expected.
+async fn collect<T>(
+    receiver: tokio::task::JoinHandle<Received>,
+    outcome: Result<T, Failure>,
+    lat: &mut Latency,
+) -> Result<(T, Connection), Failure> {
+    let value = match outcome {
+        Ok(value) => value,
+        Err(e) => {
+            receiver.abort();
+            return Err(e);
+        }
+    };
+    let received = receiver.await.map_err(|e| Failure::Other(format!("receiver: {e}")))?;
+    lat.received.extend(received.got);
+    received.result?;
+    Ok((value, received.conn))
+}
+
 /// Reads `expected` (event ids, in order) live from `conn`, verifying each frame.
 async fn receive(mut conn: Connection, user: String, expected: Vec<String>, timeout: Duration) -> Received {
     let mut stream = Stream::new(&user, &expected, conn.last_seq);
@@ -653,15 +674,9 @@ impl<'a> Ctx<'a> {
         let receiver = tokio::spawn(receive(conn, user.clone(), ids, self.cfg.timeout));
         let (sent, published) = self.publish_all(before).await;
         lat.sent.extend(sent.sent);
-        if let Err(e) = published {
-            receiver.abort();
-            return Err(e);
-        }
-        let received = receiver.await.map_err(|e| Failure::Other(format!("receiver: {e}")))?;
-        lat.received.extend(received.got);
-        received.result?;
-        let cursor = received.conn.last_seq;
-        received.conn.abort();
+        let (_, conn) = collect(receiver, published, lat).await?;
+        let cursor = conn.last_seq;
+        conn.abort();
         let (sent, published) = self.publish_all(after).await;
         lat.sent.extend(sent.sent);
         published?;
@@ -686,11 +701,9 @@ impl<'a> Ctx<'a> {
         }
         let last = sentinel(&user);
         let receiver = tokio::spawn(receive(conn, user.clone(), vec![last.id.clone()], self.cfg.timeout));
-        self.publish(&last, lat).await?;
-        let received = receiver.await.map_err(|e| Failure::Other(format!("receiver: {e}")))?;
-        lat.received.extend(received.got);
-        received.result?;
-        received.conn.close().await;
+        let published = self.publish(&last, lat).await;
+        let (_, conn) = collect(receiver, published, lat).await?;
+        conn.close().await;
         Ok(format!(
             "dropped the socket after seq {cursor}; resume replayed exactly the {} missing events, then live",
             missing.len()
@@ -781,14 +794,8 @@ impl<'a> Ctx<'a> {
             self.publish(&last, lat).await.map(drop)
         }
         .await;
-        if let Err(e) = outcome {
-            receiver.abort();
-            return Err(e);
-        }
-        let received = receiver.await.map_err(|e| Failure::Other(format!("receiver: {e}")))?;
-        lat.received.extend(received.got);
-        received.result?;
-        received.conn.close().await;
+        let ((), conn) = collect(receiver, outcome, lat).await?;
+        conn.close().await;
         Ok("wrong-secret, malformed and expired tokens got 401; publishing without or with a wrong \
             API key got 401 and delivered nothing"
             .to_owned())
@@ -819,17 +826,8 @@ impl<'a> Ctx<'a> {
             self.publish(&last, lat).await.map(|_| first.seq)
         }
         .await;
-        let seq = match outcome {
-            Ok(seq) => seq,
-            Err(e) => {
-                receiver.abort();
-                return Err(e);
-            }
-        };
-        let received = receiver.await.map_err(|e| Failure::Other(format!("receiver: {e}")))?;
-        lat.received.extend(received.got);
-        received.result?;
-        received.conn.close().await;
+        let (seq, conn) = collect(receiver, outcome, lat).await?;
+        conn.close().await;
         Ok(format!(
             "id {} published twice: one seq ({seq}), duplicate=true the second time, delivered once",
             thinking.id
@@ -859,14 +857,8 @@ impl<'a> Ctx<'a> {
             self.publish(&last, lat).await.map(drop)
         }
         .await;
-        if let Err(e) = outcome {
-            receiver.abort();
-            return Err(e);
-        }
-        let received = receiver.await.map_err(|e| Failure::Other(format!("receiver: {e}")))?;
-        lat.received.extend(received.got);
-        received.result?;
-        received.conn.close().await;
+        let ((), conn) = collect(receiver, outcome, lat).await?;
+        conn.close().await;
         Ok("event before agent_started, event after the terminal event and a second agent_started \
             got 409 run_state and were not delivered"
             .to_owned())
