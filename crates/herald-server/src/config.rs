@@ -62,6 +62,12 @@ pub struct Settings {
     #[arg(long, env = "HERALD_REDIS_PREFIX", value_name = "PREFIX", help_heading = "Server")]
     pub redis_prefix: Option<String>,
 
+    /// Redis is a Cluster: write a batch that spans users with one script per user (a script may
+    /// touch one slot only). Off: one script per batch, all users all or nothing.
+    #[arg(long, env = "HERALD_REDIS_CLUSTER", help_heading = "Server")]
+    #[serde(default)]
+    pub redis_cluster: bool,
+
     /// HS256 secret that verifies client JWTs (and signs `herald token`).
     #[arg(
         long,
@@ -257,6 +263,8 @@ pub enum EngineConfig {
         url: String,
         /// Key prefix.
         prefix: String,
+        /// One user per append script (Redis Cluster).
+        cluster: bool,
     },
 }
 
@@ -389,6 +397,7 @@ impl Settings {
             engine: self.engine.or(lower.engine),
             redis_url: self.redis_url.or(lower.redis_url),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),
+            redis_cluster: self.redis_cluster || lower.redis_cluster,
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
             jwks_url: self.jwks_url.or(lower.jwks_url),
@@ -441,6 +450,7 @@ impl Settings {
                     key: "redis_url",
                 })?,
                 prefix: self.redis_prefix.unwrap_or_else(|| "herald".into()),
+                cluster: self.redis_cluster,
             },
             other => {
                 return Err(ConfigError::Invalid {

@@ -215,7 +215,7 @@ async fn redis_restart_without_persistence_gives_503_while_down_then_reset() {
 
 #[tokio::test]
 async fn a_batch_spanning_users_with_one_broken_rule_appends_nothing() {
-    let (a, _b) = two_nodes("multi").await;
+    let (a, b) = two_nodes("multi").await;
     let mut events = golden_run("first", "r1");
     let mut broken = golden_run("second", "r2");
     broken.swap(2, 3); // tool_completed before tool_executing

@@ -48,6 +48,8 @@ pub struct RedisEngine {
     commands: ConnectionManager,
     subscriber: ConnectionManager,
     script: redis::Script,
+    /// Redis Cluster: each append script touches one user's slot only.
+    one_user_per_script: bool,
     locals: Mutex<HashMap<UserId, Arc<Local>>>,
     /// Serializes SUBSCRIBE/UNSUBSCRIBE so an unsubscribe of a user going idle cannot undo the
     /// subscribe of a connection arriving at the same moment.
@@ -97,7 +99,15 @@ enum Applied {
 impl RedisEngine {
     /// Connects to `url` (two connections: commands, and RESP3 pub/sub with automatic
     /// resubscription) and starts listening for published events.
-    pub async fn connect(url: &str, prefix: &str, retention: Retention) -> Result<Arc<Self>, EngineError> {
+    ///
+    /// With `cluster`, a batch spanning users is written with one script call per user (a Redis
+    /// Cluster script may only touch one slot); otherwise with one call, all or nothing.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        retention: Retention,
+        cluster: bool,
+    ) -> Result<Arc<Self>, EngineError> {
         let unavailable = |e: redis::RedisError| EngineError(format!("redis at {}: {e}", redact(url)));
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -122,6 +132,7 @@ impl RedisEngine {
             commands,
             subscriber,
             script: redis::Script::new(include_str!("append.lua")),
+            one_user_per_script: cluster,
             locals: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
             me: me.clone(),
@@ -229,36 +240,32 @@ impl RedisEngine {
     }
 
     /// Keeps the node-wide index of active runs (score: last activity, ms) that stall detection
-    /// and the active-runs gauge read. Best effort: it is a separate key (not in the user's slot).
-    async fn index_runs(
-        &self,
-        user: &UserId,
-        runs: &[&str],
-        after: &[Option<String>],
-        events: &[(usize, EventInput)],
-    ) {
+    /// and the active-runs gauge read. Best effort: it is a separate key (not in the users' slots).
+    async fn index_runs<'p>(&self, written: impl Iterator<Item = (&'p Part<'p>, &'p Prepared)>) {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut pipe = redis::pipe();
-        for (run, state) in runs.iter().zip(after) {
-            let member = format!("{user}\n{run}");
-            let state: Option<RunState> = state.as_deref().and_then(|s| serde_json::from_str(s).ok());
-            match state {
-                Some(state) if !state.is_ended() => {
-                    let activity = events
-                        .iter()
-                        .any(|(_, e)| e.run_id.as_deref() == Some(*run) && e.kind != EventKind::RunStalled);
-                    if activity {
-                        pipe.zadd(self.active_runs_key(), &member, now_ms).ignore();
+        for (part, prepared) in written {
+            for (run, state) in part.runs.iter().zip(&prepared.after) {
+                let member = format!("{}\n{run}", part.user);
+                let state: Option<RunState> = state.as_deref().and_then(|s| serde_json::from_str(s).ok());
+                match state {
+                    Some(state) if !state.is_ended() => {
+                        let activity = part.events.iter().any(|(_, e)| {
+                            e.run_id.as_deref() == Some(*run) && e.kind != EventKind::RunStalled
+                        });
+                        if activity {
+                            pipe.zadd(self.active_runs_key(), &member, now_ms).ignore();
+                        }
                     }
-                }
-                _ => {
-                    pipe.zrem(self.active_runs_key(), &member).ignore();
+                    _ => {
+                        pipe.zrem(self.active_runs_key(), &member).ignore();
+                    }
                 }
             }
         }
         let mut con = self.commands.clone();
         if let Err(e) = pipe.query_async::<()>(&mut con).await {
-            warn!(%user, "could not update the active-runs index: {e}");
+            warn!("could not update the active-runs index: {e}");
         }
     }
 
@@ -420,91 +427,121 @@ impl RedisEngine {
         Ok(Prepared { epoch, before: stored, after, plan })
     }
 
-    /// Writes a prepared part with the append script; `None` when a concurrent publisher changed
-    /// what it was validated against (prepare again).
+    /// Writes the prepared parts `group` with one call of the append script (all or nothing);
+    /// `None` when a concurrent publisher changed what they were validated against (prepare
+    /// again). Receipts come back per part, in `group` order.
     async fn commit(
         &self,
-        part: &Part<'_>,
-        prepared: &Prepared,
-    ) -> Result<Option<Vec<Receipt>>, AppendError> {
-        let user = part.user;
-        let fresh: Vec<usize> = prepared
-            .plan
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| matches!(p, Planned::Append))
-            .map(|(k, _)| k)
-            .collect();
-        let mut seqs: Vec<u64> = Vec::new();
-        let mut epoch = prepared.epoch.clone().unwrap_or_default();
-        let mut receivers = 0usize;
-        if !fresh.is_empty() {
+        group: &[usize],
+        parts: &[Part<'_>],
+        prepared: &[Prepared],
+    ) -> Result<Option<Vec<Vec<Receipt>>>, AppendError> {
+        let fresh = |i: usize| -> Vec<usize> {
+            prepared[i]
+                .plan
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| matches!(p, Planned::Append))
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let writing: Vec<(usize, Vec<usize>)> =
+            group.iter().map(|&i| (i, fresh(i))).filter(|(_, f)| !f.is_empty()).collect();
+        let mut written: HashMap<usize, (String, usize, Vec<u64>)> = HashMap::new();
+        if !writing.is_empty() {
             let wall = SystemTime::now();
             let mut invocation = self.script.prepare_invoke();
             invocation
-                .key(self.key(user, "meta"))
-                .key(self.key(user, "log"))
-                .key(self.key(user, "ids"))
-                .key(self.key(user, "runs"))
-                .arg(new_epoch())
                 .arg(self.retention.max_events)
                 .arg(self.retention.ttl.as_millis() as u64)
-                .arg(self.key(user, "ch"))
-                .arg(part.runs.len());
-            for ((run, before), after) in part.runs.iter().zip(&prepared.before).zip(&prepared.after) {
-                invocation.arg(*run).arg(before.as_deref().unwrap_or("")).arg(after.as_deref().unwrap_or(""));
-            }
-            invocation.arg(fresh.len());
-            for &k in &fresh {
-                let event = &part.events[k].1;
-                let frame = encode_frame(0, &part.ids[k], event, wall);
-                let rest = frame.as_str().strip_prefix(FRAME_PREFIX).expect("frames start with type and seq");
+                .arg(writing.len());
+            for (i, fresh) in &writing {
+                let (part, prepared) = (&parts[*i], &prepared[*i]);
+                let user = part.user;
                 invocation
-                    .arg(&part.ids[k])
-                    .arg(event.run_id.as_deref().unwrap_or(""))
-                    .arg(event.kind.as_str())
-                    .arg(rest);
+                    .key(self.key(user, "meta"))
+                    .key(self.key(user, "log"))
+                    .key(self.key(user, "ids"))
+                    .key(self.key(user, "runs"))
+                    .arg(new_epoch())
+                    .arg(self.key(user, "ch"))
+                    .arg(part.runs.len());
+                for ((run, before), after) in part.runs.iter().zip(&prepared.before).zip(&prepared.after) {
+                    invocation
+                        .arg(*run)
+                        .arg(before.as_deref().unwrap_or(""))
+                        .arg(after.as_deref().unwrap_or(""));
+                }
+                invocation.arg(fresh.len());
+                for &k in fresh {
+                    let event = &part.events[k].1;
+                    let frame = encode_frame(0, &part.ids[k], event, wall);
+                    let rest =
+                        frame.as_str().strip_prefix(FRAME_PREFIX).expect("frames start with type and seq");
+                    invocation
+                        .arg(&part.ids[k])
+                        .arg(event.run_id.as_deref().unwrap_or(""))
+                        .arg(event.kind.as_str())
+                        .arg(rest);
+                }
             }
             let mut con = self.commands.clone();
             let reply: Vec<Value> = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
             let status: String = redis::from_redis_value_ref(&reply[0]).map_err(engine_error)?;
             if status == "conflict" {
-                debug!(%user, "append conflict, validating again");
+                debug!(users = writing.len(), "append conflict, validating again");
                 return Ok(None);
             }
-            epoch = redis::from_redis_value_ref(&reply[1]).map_err(engine_error)?;
-            receivers = redis::from_redis_value_ref(&reply[2]).map_err(engine_error)?;
-            seqs = reply[3..]
-                .iter()
-                .map(|v| redis::from_redis_value_ref::<u64>(v).map_err(engine_error))
-                .collect::<Result<_, _>>()?;
-            self.index_runs(user, &part.runs, &prepared.after, part.events).await;
+            let mut at = 1;
+            for (i, _) in &writing {
+                let epoch: String = redis::from_redis_value_ref(&reply[at]).map_err(engine_error)?;
+                let receivers: usize = redis::from_redis_value_ref(&reply[at + 1]).map_err(engine_error)?;
+                let n: usize = redis::from_redis_value_ref(&reply[at + 2]).map_err(engine_error)?;
+                let seqs = reply[at + 3..at + 3 + n]
+                    .iter()
+                    .map(|v| redis::from_redis_value_ref::<u64>(v).map_err(engine_error))
+                    .collect::<Result<Vec<_>, _>>()?;
+                at += 3 + n;
+                written.insert(*i, (epoch, receivers, seqs));
+            }
+            self.index_runs(writing.iter().map(|(i, _)| (&parts[*i], &prepared[*i]))).await;
         }
-
-        let mut receipts: Vec<Receipt> = Vec::with_capacity(part.events.len());
-        let mut written = seqs.into_iter();
-        for (k, planned) in prepared.plan.iter().enumerate() {
-            let receipt = match planned {
-                Planned::Append => Receipt {
-                    id: part.ids[k].clone(),
-                    seq: written.next().expect("one seq per fresh event"),
-                    epoch: epoch.clone(),
-                    connections: receivers,
-                    duplicate: false,
-                },
-                Planned::DuplicateInBatch(first) => Receipt { duplicate: true, ..receipts[*first].clone() },
-                Planned::DuplicateOfLog(seq) => Receipt {
-                    id: part.ids[k].clone(),
-                    seq: *seq,
-                    epoch: epoch.clone(),
-                    connections: receivers,
-                    duplicate: true,
-                },
-            };
-            receipts.push(receipt);
-        }
-        Ok(Some(receipts))
+        Ok(Some(group.iter().map(|&i| receipts(&parts[i], &prepared[i], written.remove(&i))).collect()))
     }
+}
+
+/// The receipts of one part, from what its script call returned (`None`: nothing was written,
+/// every event was a duplicate).
+fn receipts(
+    part: &Part<'_>,
+    prepared: &Prepared,
+    written: Option<(String, usize, Vec<u64>)>,
+) -> Vec<Receipt> {
+    let (epoch, receivers, seqs) =
+        written.unwrap_or_else(|| (prepared.epoch.clone().unwrap_or_default(), 0, Vec::new()));
+    let mut seqs = seqs.into_iter();
+    let mut receipts: Vec<Receipt> = Vec::with_capacity(part.events.len());
+    for (k, planned) in prepared.plan.iter().enumerate() {
+        let receipt = match planned {
+            Planned::Append => Receipt {
+                id: part.ids[k].clone(),
+                seq: seqs.next().expect("one seq per fresh event"),
+                epoch: epoch.clone(),
+                connections: receivers,
+                duplicate: false,
+            },
+            Planned::DuplicateInBatch(first) => Receipt { duplicate: true, ..receipts[*first].clone() },
+            Planned::DuplicateOfLog(seq) => Receipt {
+                id: part.ids[k].clone(),
+                seq: *seq,
+                epoch: epoch.clone(),
+                connections: receivers,
+                duplicate: true,
+            },
+        };
+        receipts.push(receipt);
+    }
+    receipts
 }
 
 /// One user's share of a publish batch, with generated ids and the runs it touches.
@@ -617,27 +654,35 @@ impl Engine for RedisEngine {
         // Phase 1: every user's part is validated before anything is written, so a batch with
         // a broken rule anywhere appends nothing.
         let mut prepared = try_join_all(parts.iter().map(|p| self.prepare(p, numbered))).await?;
-        // Phase 2: the parts are written concurrently (the multiplexed connection pipelines the
-        // scripts); a part that met a concurrent change is validated and written again.
+        // Phase 2: one script call writes every part, all or nothing — or, on Redis Cluster,
+        // one call per user (a script may only touch one slot), written concurrently over the
+        // multiplexed connection. A group that met a concurrent change is validated and written
+        // again.
         let mut receipts: Vec<Option<Receipt>> = vec![None; total];
-        let mut pending: Vec<usize> = (0..parts.len()).collect();
+        let mut pending: Vec<Vec<usize>> = if self.one_user_per_script {
+            (0..parts.len()).map(|i| vec![i]).collect()
+        } else {
+            vec![(0..parts.len()).collect()]
+        };
         for _ in 0..MAX_APPEND_ATTEMPTS {
-            let written = join_all(pending.iter().map(|&i| self.commit(&parts[i], &prepared[i]))).await;
+            let written = join_all(pending.iter().map(|group| self.commit(group, &parts, &prepared))).await;
             let mut conflicts = Vec::new();
-            for (&i, result) in pending.iter().zip(written) {
+            for (group, result) in pending.into_iter().zip(written) {
                 match result? {
-                    Some(part_receipts) => {
-                        for ((index, _), receipt) in parts[i].events.iter().zip(part_receipts) {
-                            receipts[*index] = Some(receipt);
+                    Some(per_part) => {
+                        for (&i, part_receipts) in group.iter().zip(per_part) {
+                            for ((index, _), receipt) in parts[i].events.iter().zip(part_receipts) {
+                                receipts[*index] = Some(receipt);
+                            }
                         }
                     }
-                    None => conflicts.push(i),
+                    None => conflicts.push(group),
                 }
             }
             if conflicts.is_empty() {
                 return Ok(receipts.into_iter().map(|r| r.expect("every event has a receipt")).collect());
             }
-            for &i in &conflicts {
+            for &i in conflicts.iter().flatten() {
                 prepared[i] = self.prepare(&parts[i], numbered).await?;
             }
             pending = conflicts;
