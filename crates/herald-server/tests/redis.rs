@@ -229,14 +229,17 @@ async fn a_batch_spanning_users_with_one_broken_rule_appends_nothing() {
             a.http().get(url).bearer_auth(common::API_KEY).send().await.unwrap().json().await.unwrap();
         assert_eq!(history["seq"], 0, "{user} got events from a refused batch");
     }
-    // The same batch, fixed, goes through for both users in one request.
-    let mut events = golden_run("first", "r1");
-    events.extend(golden_run("second", "r2"));
-    let (status, body) = a.publisher.post(&json!({ "events": events })).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    let seqs: Vec<u64> =
-        body["results"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+    // The same batch, fixed, goes through for both users in one request, through either node
+    // (one script for the batch on A, one per user on B).
+    for (node, runs, base) in [(&a, ["r1", "r2"], 0), (&b, ["r3", "r4"], 5)] {
+        let mut events = golden_run("first", runs[0]);
+        events.extend(golden_run("second", runs[1]));
+        let (status, body) = node.publisher.post(&json!({ "events": events })).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let seqs: Vec<u64> =
+            body["results"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 1, 2, 3, 4, 5].map(|s| s + base));
+    }
 }
 
 #[tokio::test]
