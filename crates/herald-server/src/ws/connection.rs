@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 /// Bytes of frames read from the log per write (then flushed together).
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -89,9 +89,10 @@ struct Connection {
     user: UserId,
 }
 
-/// Serves one upgraded socket until it closes, the token expires, or the server drains.
+/// Serves one upgraded socket until it closes, the token expires, or the server drains. Every
+/// log line of the connection carries its `user_id` and `connection_id` (a tracing span).
 pub async fn serve(
-    mut socket: WebSocket,
+    socket: WebSocket,
     manager: Arc<UserManager>,
     cursor: Option<Cursor>,
     params: Params,
@@ -99,12 +100,25 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let connection_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let span = tracing::info_span!("connection", user_id = %manager.user(), connection_id = %connection_id);
+    serve_in_span(socket, manager, cursor, params, upstream, shutdown, connection_id).instrument(span).await
+}
+
+async fn serve_in_span(
+    mut socket: WebSocket,
+    manager: Arc<UserManager>,
+    cursor: Option<Cursor>,
+    params: Params,
+    upstream: Option<Upstream>,
+    shutdown: CancellationToken,
+    connection_id: String,
+) {
     let user = manager.user().clone();
     let _slot = match manager.connect() {
         Ok(slot) => slot,
         Err(e) => {
             crate::metrics::connection_attempt("limited");
-            info!(%user, %connection_id, "connection refused: {e}");
+            info!("connection refused: {e}");
             close(&mut socket, CloseCode::TOO_MANY_CONNECTIONS, "too many connections for this user").await;
             return;
         }
@@ -112,7 +126,7 @@ pub async fn serve(
     let log = match manager.open_log().await {
         Ok(log) => log,
         Err(e) => {
-            warn!(%user, %connection_id, "connection refused: {e}");
+            warn!("connection refused: {e}");
             close(&mut socket, 1011, "engine unavailable, retry").await;
             return;
         }
@@ -124,7 +138,7 @@ pub async fn serve(
         && c.after > log.head()
         && let Err(e) = manager.refresh_log(&log).await
     {
-        warn!(%user, %connection_id, "could not catch up with the shared log: {e}");
+        warn!("could not catch up with the shared log: {e}");
     }
     crate::metrics::connection_attempt("ok");
     let _open = crate::metrics::OpenConnection::new();
@@ -150,7 +164,7 @@ pub async fn serve(
         user: user.clone(),
     };
     conn.presence("connected");
-    info!(%user, %connection_id, resume = cursor.is_some(), "connection opened");
+    info!(resume = cursor.is_some(), "connection opened");
     let end = match conn.start(&connection_id, &user, cursor).await {
         Ok(()) => conn.run().await,
         Err(end) => end,
@@ -162,7 +176,7 @@ pub async fn serve(
         close(&mut conn.socket, code, reason).await;
     }
     conn.presence("disconnected");
-    info!(%user, %connection_id, ?end, seq = conn.cursor, "connection closed");
+    info!(?end, seq = conn.cursor, "connection closed");
 }
 
 impl Connection {
