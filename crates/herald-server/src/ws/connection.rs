@@ -65,8 +65,23 @@ enum End {
     Gone,
 }
 
-/// Both ends of a connection's channel of upstream answers.
-type Replies = (mpsc::Sender<Box<ServerFrame>>, mpsc::Receiver<Box<ServerFrame>>);
+/// A connection's way to the backend, when an upstream is configured: the forwarder, the bound
+/// on requests in flight (a permit travels with each request task), and the channel the answers
+/// come back on. Absent otherwise, so idle connections do not pay for the channel's first block.
+struct UpstreamLink {
+    upstream: Upstream,
+    in_flight: Arc<Semaphore>,
+    answers_tx: mpsc::Sender<Box<ServerFrame>>,
+    answers: mpsc::Receiver<Box<ServerFrame>>,
+}
+
+impl UpstreamLink {
+    fn new(upstream: Upstream) -> Self {
+        let (answers_tx, answers) = mpsc::channel(16);
+        let in_flight = Arc::new(Semaphore::new(upstream.max_in_flight()));
+        Self { upstream, in_flight, answers_tx, answers }
+    }
+}
 
 struct Connection {
     socket: WebSocket,
@@ -79,12 +94,7 @@ struct Connection {
     shutdown: CancellationToken,
     rate: crate::limits::MessageRate,
     delivery: crate::metrics::Delivery,
-    upstream: Option<Upstream>,
-    /// Bounds upstream requests in flight; a permit travels with each request task.
-    in_flight: Arc<Semaphore>,
-    /// Answers of upstream requests; only made when an upstream is configured (a channel
-    /// allocates a block up front, which idle connections should not pay for).
-    replies: Option<Replies>,
+    upstream: Option<UpstreamLink>,
     connection_id: String,
     user: UserId,
 }
@@ -145,7 +155,6 @@ async fn serve_in_span(
     let _attached = log.attach();
     let mut heartbeat = tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let replies = upstream.is_some().then(|| mpsc::channel(16));
     let mut conn = Connection {
         socket,
         head_rx: log.watch(),
@@ -157,9 +166,7 @@ async fn serve_in_span(
         shutdown,
         rate: crate::limits::MessageRate::per_second(params.max_client_msgs_per_s),
         delivery: crate::metrics::Delivery::new(),
-        in_flight: Arc::new(Semaphore::new(upstream.as_ref().map_or(0, Upstream::max_in_flight))),
-        upstream,
-        replies,
+        upstream: upstream.map(UpstreamLink::new),
         connection_id: connection_id.clone(),
         user: user.clone(),
     };
@@ -234,7 +241,7 @@ impl Connection {
                         return end;
                     }
                 }
-                Some(reply) = next_reply(&mut self.replies) => {
+                Some(reply) = next_answer(&mut self.upstream) => {
                     if self.socket.send(Message::Text(reply.to_json().into())).await.is_err() {
                         return End::Gone;
                     }
@@ -248,7 +255,7 @@ impl Connection {
         }
     }
 
-    /// Sends a frame to the backend in its own task; the answer comes back through `replies`.
+    /// Sends a frame to the backend in its own task; the answer comes back through the link.
     /// Returns a frame to send right away when the request cannot be made.
     fn forward(&self, frame: ClientFrame) -> Option<ServerFrame> {
         let (body, reference) = match frame {
@@ -263,36 +270,38 @@ impl Connection {
             ),
             ClientFrame::Ping => return Some(ServerFrame::Pong),
         };
-        let Some(upstream) = self.upstream.clone() else {
+        let Some(link) = &self.upstream else {
             return Some(ServerFrame::Error {
                 code: "upstream_unavailable".into(),
                 message: "no upstream is configured on this server (HERALD_UPSTREAM_URL)".into(),
                 reference,
             });
         };
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+        let Ok(permit) = link.in_flight.clone().try_acquire_owned() else {
             return Some(ServerFrame::Error {
                 code: "rate_limited".into(),
                 message: format!(
                     "{} upstream requests already in flight on this connection; wait for their acks",
-                    upstream.max_in_flight()
+                    link.upstream.max_in_flight()
                 ),
                 reference,
             });
         };
-        let Some((replies, _)) = &self.replies else { return None };
-        let replies = replies.clone();
+        let (upstream, answers) = (link.upstream.clone(), link.answers_tx.clone());
         tokio::spawn(async move {
             let reply = upstream.forward(body, reference).await;
             drop(permit);
-            let _ = replies.send(Box::new(reply)).await;
+            let _ = answers.send(Box::new(reply)).await;
         });
         None
     }
 
     /// Tells the backend a connection opened or closed, when presence notices are on.
     fn presence(&self, state: &'static str) {
-        let Some(upstream) = self.upstream.clone().filter(Upstream::presence) else { return };
+        let Some(upstream) = self.upstream.as_ref().map(|l| l.upstream.clone()).filter(Upstream::presence)
+        else {
+            return;
+        };
         let body = json!({"type": "presence", "user_id": self.user.as_str(),
                           "connection_id": self.connection_id, "state": state});
         tokio::spawn(async move {
@@ -404,9 +413,9 @@ impl Connection {
 }
 
 /// The next upstream answer, or never when there is no upstream.
-async fn next_reply(replies: &mut Option<Replies>) -> Option<Box<ServerFrame>> {
-    match replies {
-        Some((_, rx)) => rx.recv().await,
+async fn next_answer(link: &mut Option<UpstreamLink>) -> Option<Box<ServerFrame>> {
+    match link {
+        Some(link) => link.answers.recv().await,
         None => std::future::pending().await,
     }
 }
