@@ -1,3 +1,5 @@
+// Generated from console/src/main.ts and clients/typescript/src by
+// clients/typescript/scripts/build-console.mjs (npm run build:console). Do not edit.
 var __defProp = Object.defineProperty;
 var __defNormalProp = (obj, key, value) => key in obj ? __defProp(obj, key, { enumerable: true, configurable: true, writable: true, value }) : obj[key] = value;
 var __publicField = (obj, key, value) => __defNormalProp(obj, typeof key !== "symbol" ? key + "" : key, value);

@@ -19,6 +19,10 @@ await build({
   target: "es2020",
   minify: false,
   legalComments: "none",
+  banner: {
+    js: "// Generated from console/src/main.ts and clients/typescript/src by\n" +
+      "// clients/typescript/scripts/build-console.mjs (npm run build:console). Do not edit.",
+  },
   charset: "utf8",
   outfile: resolve(out, "app.js"),
   logLevel: "warning",
