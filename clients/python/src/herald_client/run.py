@@ -149,11 +149,11 @@ class Run(_RunState):
         return await self.emit("agent_cancelled", data)
 
 
-class ToolCall:
-    """One tool call of a :class:`Run`; set ``result`` inside the block."""
+class _ToolCallState:
+    """What :class:`ToolCall` and :class:`SyncToolCall` share: the call's fields and the data of
+    its two events. The subclasses only publish (awaiting or not)."""
 
-    def __init__(self, run: Run, name: str, parameters: Optional[Mapping[str, Any]], tool_call_id: str) -> None:
-        self.run = run
+    def __init__(self, name: str, parameters: Optional[Mapping[str, Any]], tool_call_id: str) -> None:
         self.name = name
         self.parameters = dict(parameters or {})
         self.tool_call_id = tool_call_id
@@ -164,12 +164,34 @@ class ToolCall:
     def set_result(self, result: Any) -> None:
         self.result = result
 
-    async def __aenter__(self) -> "ToolCall":
-        await self.run.emit(
-            "tool_executing",
-            {"tool_name": self.name, "tool_call_id": self.tool_call_id, "parameters": self.parameters},
-        )
+    def _executing(self) -> Dict[str, Any]:
+        """Data of ``tool_executing``; starts the clock."""
         self._started = time.monotonic()
+        return {"tool_name": self.name, "tool_call_id": self.tool_call_id, "parameters": self.parameters}
+
+    def _completed(self, exc: Optional[BaseException]) -> Dict[str, Any]:
+        """Data of ``tool_completed``, with the measured duration and the result or the error."""
+        self.duration_ms = round((time.monotonic() - self._started) * 1000, 3)
+        data: Dict[str, Any] = {"tool_name": self.name, "tool_call_id": self.tool_call_id, "duration_ms": self.duration_ms}
+        if exc is None:
+            data["result"] = self.result
+        else:
+            data.update(status="error", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
+        return data
+
+    def _not_published(self, exc: BaseException, publish_error: BaseException) -> None:
+        log.warning("tool %s: could not publish tool_completed after %r: %r", self.name, exc, publish_error)
+
+
+class ToolCall(_ToolCallState):
+    """One tool call of a :class:`Run`; set ``result`` inside the block."""
+
+    def __init__(self, run: Run, name: str, parameters: Optional[Mapping[str, Any]], tool_call_id: str) -> None:
+        super().__init__(name, parameters, tool_call_id)
+        self.run = run
+
+    async def __aenter__(self) -> "ToolCall":
+        await self.run.emit("tool_executing", self._executing())
         return self
 
     async def __aexit__(
@@ -178,17 +200,14 @@ class ToolCall:
         exc: Optional[BaseException],
         tb: "Optional[TracebackType]",
     ) -> None:
-        self.duration_ms = round((time.monotonic() - self._started) * 1000, 3)
-        data: Dict[str, Any] = {"tool_name": self.name, "tool_call_id": self.tool_call_id, "duration_ms": self.duration_ms}
+        data = self._completed(exc)
         if exc is None:
-            data["result"] = self.result
             await self.run.emit("tool_completed", data)
             return
-        data.update(status="error", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
         try:
             await self.run.emit("tool_completed", data)
         except Exception as publish_error:  # noqa: BLE001
-            log.warning("tool %s: could not publish tool_completed after %r: %r", self.name, exc, publish_error)
+            self._not_published(exc, publish_error)
 
 
 class SyncRun(_RunState):
@@ -262,27 +281,15 @@ class SyncRun(_RunState):
         return self.emit("agent_cancelled", data)
 
 
-class SyncToolCall:
+class SyncToolCall(_ToolCallState):
     """One tool call of a :class:`SyncRun`."""
 
     def __init__(self, run: SyncRun, name: str, parameters: Optional[Mapping[str, Any]], tool_call_id: str) -> None:
+        super().__init__(name, parameters, tool_call_id)
         self.run = run
-        self.name = name
-        self.parameters = dict(parameters or {})
-        self.tool_call_id = tool_call_id
-        self.result: Any = None
-        self.duration_ms: Optional[float] = None
-        self._started = 0.0
-
-    def set_result(self, result: Any) -> None:
-        self.result = result
 
     def __enter__(self) -> "SyncToolCall":
-        self.run.emit(
-            "tool_executing",
-            {"tool_name": self.name, "tool_call_id": self.tool_call_id, "parameters": self.parameters},
-        )
-        self._started = time.monotonic()
+        self.run.emit("tool_executing", self._executing())
         return self
 
     def __exit__(
@@ -291,14 +298,11 @@ class SyncToolCall:
         exc: Optional[BaseException],
         tb: "Optional[TracebackType]",
     ) -> None:
-        self.duration_ms = round((time.monotonic() - self._started) * 1000, 3)
-        data: Dict[str, Any] = {"tool_name": self.name, "tool_call_id": self.tool_call_id, "duration_ms": self.duration_ms}
+        data = self._completed(exc)
         if exc is None:
-            data["result"] = self.result
             self.run.emit("tool_completed", data)
             return
-        data.update(status="error", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
         try:
             self.run.emit("tool_completed", data)
         except Exception as publish_error:  # noqa: BLE001
-            log.warning("tool %s: could not publish tool_completed after %r: %r", self.name, exc, publish_error)
+            self._not_published(exc, publish_error)
