@@ -274,3 +274,41 @@ impl Engine for MemoryEngine {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_protocol::EventKind;
+
+    fn event(user: &str, kind: EventKind) -> EventInput {
+        EventInput {
+            user_id: UserId::parse(user).unwrap(),
+            kind,
+            run_id: Some("r".into()),
+            thread_id: None,
+            data: serde_json::Map::new(),
+            id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sweep_forgets_idle_users_but_not_those_with_an_open_log() {
+        // A zero TTL: events and run states expire at once, so every user becomes idle.
+        let engine = MemoryEngine::new(Retention { max_events: 10, ttl: Duration::ZERO });
+        for i in 0..100 {
+            engine.append(vec![event(&format!("u{i}"), EventKind::AgentStarted)]).await.unwrap();
+        }
+        let held = engine.open_log(&UserId::parse("u7").unwrap()).await.unwrap();
+        assert_eq!(engine.user_count(), 100);
+        engine.sweep();
+        assert_eq!(engine.user_count(), 1, "only the user whose log is open stays");
+        let epoch = held.epoch().to_owned();
+        drop(held);
+        engine.sweep();
+        assert_eq!(engine.user_count(), 0);
+        // A forgotten user's next log is a new epoch, so old cursors reset rather than gap.
+        let receipt = engine.append(vec![event("u7", EventKind::AgentStarted)]).await.unwrap();
+        assert_ne!(receipt[0].epoch, epoch);
+        assert_eq!(receipt[0].seq, 1);
+    }
+}
