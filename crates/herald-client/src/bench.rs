@@ -1,6 +1,6 @@
 //! Load generation for `herald bench`: fan-out throughput and latency, idle connections, replay.
 //!
-//! Works against any server that speaks the contract of DESIGN.md (JWT in the `Authorization`
+//! Works against any server that speaks the contract of docs/protocol.md (JWT in the `Authorization`
 //! header, `welcome` … `synced` on connect, `POST /v1/events` with one event or
 //! `{"events":[…]}`), not only Herald, so the same workload can be run against the peers in
 //! `bench/peers/`.

@@ -1,6 +1,6 @@
 //! The scenarios of `herald check`: the staging validation plan for a live Herald, as code.
 //!
-//! Every scenario talks to the server only through the contract (DESIGN §4, §5): `/ws` with a JWT,
+//! Every scenario talks to the server only through the contract (docs/protocol.md): `/ws` with a JWT,
 //! `POST /v1/events` with an API key, `GET /health/live`. So a check works against any engine and
 //! any number of nodes behind the URL. Test users are random (`check-<random>`), so a check never
 //! touches a real user's stream.

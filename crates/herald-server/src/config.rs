@@ -1,6 +1,6 @@
 //! Configuration: every setting from flags, environment and a TOML file, merged then validated.
 //!
-//! Precedence is flag > env > file > default (DESIGN §7). Each setting has three spellings: file
+//! Precedence is flag > env > file > default (`herald serve --help` lists them all). Each setting has three spellings: file
 //! key `history_size`, flag `--history-size`, env `HERALD_HISTORY_SIZE`. [`Settings`] is the raw,
 //! all-optional layer that clap and the TOML file both fill; [`Settings::validate`] turns the merge
 //! into a [`Config`] with concrete values, or a [`ConfigError`] that says what to set.
@@ -318,7 +318,7 @@ impl JwtConfig {
     }
 }
 
-/// Where client `message`/`cancel` frames are forwarded (DESIGN §9).
+/// Where client `message`/`cancel` frames are forwarded (docs/protocol.md, "Upstream").
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
     /// Backend URL.
