@@ -18,6 +18,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod bench;
 pub mod check;
+pub mod publish_socket;
+
+pub use publish_socket::PublishSocket;
 
 pub use herald_protocol;
 
@@ -55,6 +58,14 @@ pub enum ClientError {
     /// No frame in time.
     #[error("timed out waiting for a frame")]
     Timeout,
+    /// The publisher socket refused a frame (nothing of it was appended).
+    #[error("{code}: {message}")]
+    Rejected {
+        /// The HTTP API's error code (`invalid_event`, `run_state`, …).
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
 }
 
 /// How a socket authenticates.
@@ -255,6 +266,9 @@ impl Connection {
         drop(self);
     }
 }
+
+/// How long a publish waits for its answer.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Publishes over the HTTP API with an API key.
 #[derive(Clone, Debug)]

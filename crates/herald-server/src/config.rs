@@ -163,6 +163,11 @@ pub struct Settings {
     #[arg(long, env = "HERALD_PUBLISH_RATE_PER_S", value_name = "N", help_heading = "Limits")]
     pub publish_rate_per_s: Option<u32>,
 
+    /// Frames read and not yet answered per publisher socket (`/v1/publish`); past it the server
+    /// stops reading that socket (TCP backpressure). Default 256.
+    #[arg(long, env = "HERALD_PUBLISH_MAX_IN_FLIGHT", value_name = "N", help_heading = "Limits")]
+    pub publish_max_in_flight: Option<usize>,
+
     /// Seconds a client has to send a complete HTTP request head (handshake) on a new or idle
     /// keep-alive connection; slower ones are dropped. Default 10.
     #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT_S", value_name = "SECONDS", help_heading = "Limits")]
@@ -372,6 +377,8 @@ pub struct Config {
     pub max_client_msgs_per_s: u32,
     /// Publish requests per second per API key (0: no limit).
     pub publish_rate_per_s: u32,
+    /// Frames in flight per publisher socket.
+    pub publish_max_in_flight: usize,
     /// Time to send a complete request head.
     pub handshake_timeout: Duration,
     /// Where client frames go, if anywhere.
@@ -421,6 +428,7 @@ impl Settings {
             max_client_msgs_per_s: self.max_client_msgs_per_s.or(lower.max_client_msgs_per_s),
             publish_rate_per_s: self.publish_rate_per_s.or(lower.publish_rate_per_s),
             handshake_timeout_s: self.handshake_timeout_s.or(lower.handshake_timeout_s),
+            publish_max_in_flight: self.publish_max_in_flight.or(lower.publish_max_in_flight),
             log_format: self.log_format.or(lower.log_format),
             upstream_url: self.upstream_url.or(lower.upstream_url),
             upstream_secret: self.upstream_secret.or(lower.upstream_secret),
@@ -589,6 +597,10 @@ impl Settings {
                 self.max_client_msgs_per_s.unwrap_or(20),
             )?,
             publish_rate_per_s: self.publish_rate_per_s.unwrap_or(5000),
+            publish_max_in_flight: positive(
+                "publish_max_in_flight",
+                self.publish_max_in_flight.unwrap_or(256),
+            )?,
             handshake_timeout: Duration::from_secs(positive(
                 "handshake_timeout_s",
                 self.handshake_timeout_s.unwrap_or(10),
@@ -715,13 +727,16 @@ mod tests {
         assert_eq!(c.max_client_msgs_per_s, 20);
         assert_eq!(c.publish_rate_per_s, 5000);
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.publish_max_in_flight, 256);
         assert_eq!(c.jwt.leeway, Duration::from_secs(5));
         assert!(c.jwt.secret().is_some());
         let file: Settings = toml::from_str(
-            "max_connections_per_ip = 0\npublish_rate_per_s = 7\njwt_leeway_s = 30\nhandshake_timeout_s = 3",
+            "max_connections_per_ip = 0\npublish_rate_per_s = 7\njwt_leeway_s = 30\nhandshake_timeout_s = 3\n\
+             publish_max_in_flight = 9",
         )
         .unwrap();
         let c = file.or(base()).validate().unwrap();
+        assert_eq!(c.publish_max_in_flight, 9);
         assert_eq!((c.max_connections_per_ip, c.publish_rate_per_s), (0, 7));
         assert_eq!(c.jwt.leeway, Duration::from_secs(30));
         assert_eq!(c.handshake_timeout, Duration::from_secs(3));

@@ -112,6 +112,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/v1/events", post(api::events::publish))
+        .route("/v1/publish", get(ws::publish::upgrade))
         .route("/v1/users/{user_id}/events", get(api::history::list))
         .route("/v1/tickets", post(api::tickets::create))
         .route("/v1/agui/stream", get(agui::stream).post(agui::stream).options(agui::preflight))

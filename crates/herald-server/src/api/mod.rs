@@ -44,6 +44,11 @@ impl ApiFailure {
         self.status
     }
 
+    /// The error body (`code`, `message`), e.g. for the publisher socket's error answers.
+    pub fn error(&self) -> &herald_protocol::publish::ApiErrorBody {
+        &self.body.error
+    }
+
     /// 503 `not_ready`.
     pub fn not_ready(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
@@ -109,9 +114,13 @@ impl From<EngineError> for ApiFailure {
     }
 }
 
-/// Proof that the request carried a valid publisher API key.
+/// Proof that the request carried a valid publisher API key; `key` is its position in the
+/// configured list (its own publish rate bucket).
 #[derive(Debug)]
-pub struct Publisher;
+pub struct Publisher {
+    /// Which configured API key.
+    pub key: usize,
+}
 
 impl FromRequestParts<Arc<AppState>> for Publisher {
     type Rejection = ApiFailure;
@@ -119,7 +128,7 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let key = state.auth.api_key(&parts.headers)?;
         state.limits.publish(key)?;
-        Ok(Publisher)
+        Ok(Publisher { key })
     }
 }
 

@@ -432,7 +432,7 @@ fn deadline(at: Option<SystemTime>) -> Duration {
 }
 
 /// A frame over `max_message_bytes`: tungstenite's capacity error, under axum's wrapper.
-fn is_too_big(e: &axum::Error) -> bool {
+pub(super) fn is_too_big(e: &axum::Error) -> bool {
     let source = std::error::Error::source(e).and_then(|s| s.downcast_ref::<tungstenite::Error>());
     matches!(source, Some(tungstenite::Error::Capacity(_)))
 }

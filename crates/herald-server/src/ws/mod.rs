@@ -6,6 +6,7 @@
 pub mod connection;
 #[cfg(feature = "autobahn")]
 pub mod echo;
+pub mod publish;
 
 use crate::AppState;
 use crate::api::ApiFailure;
