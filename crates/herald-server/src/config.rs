@@ -270,9 +270,12 @@ fn missing_message(missing: &[MissingSetting]) -> String {
             )
         })
         .collect();
-    let mut message = lines.join("\n");
+    let mut message = match lines.as_slice() {
+        [one] => one.clone(),
+        _ => format!("{} settings are missing:\n  - {}", lines.len(), lines.join("\n  - ")),
+    };
     if missing.iter().all(|m| m.dev_makes_it) {
-        message.push_str("\nor run with --dev to make random ones for local development");
+        message.push_str("\n(or run with --dev to make random ones for local development)");
     }
     message
 }
