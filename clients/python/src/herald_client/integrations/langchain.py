@@ -70,15 +70,18 @@ class LangChainEvents:
         self.root = run_id
         return [("agent_started", {"agent": self.agent or name or "langchain"})]
 
-    def token(self, token: str, chunk: Any, run_id: UUID) -> List[Emit]:
+    def token(self, token: Any, chunk: Any, run_id: UUID) -> List[Emit]:
+        """A streamed chunk: its reasoning, then its text (``token`` is the chunk's content: a
+        string, or content blocks for models that stream them)."""
         if self.ended:
             return []
         out: List[Emit] = []
         reasoning = _reasoning_of(chunk)
         if reasoning:
             out.append(("agent_thinking", {"text": reasoning}))
-        if token:
-            out.append(("agent_text", {"delta": token}))
+        text = token if isinstance(token, str) else _text_of_blocks(token)
+        if text:
+            out.append(("agent_text", {"delta": text}))
         if out:
             self._streamed.add(run_id)
         return out
@@ -196,7 +199,7 @@ class HeraldCallbackHandler(_StreamingTap, BaseCallbackHandler):
     def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    def on_llm_new_token(self, token: str, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
         self._publish(self.events.token(token, chunk, run_id))
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kw: Any) -> None:
@@ -247,7 +250,14 @@ class AsyncHeraldCallbackHandler(_StreamingTap, AsyncCallbackHandler):
         self.run: Run = publisher.run(user_id, thread_id, run_id=run_id or new_id())
         self.events = LangChainEvents(agent)
         # Parallel tool nodes call back concurrently: publish one event at a time, in call order.
-        self._lock = asyncio.Lock()
+        self._lock: Optional[asyncio.Lock] = None
+        #: The loop the publisher lives on. LangChain runs sync tools in worker threads and calls
+        #: async handlers there on a loop of their own: those publishes are sent back to this one.
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            pass
 
     @property
     def run_id(self) -> str:
@@ -257,6 +267,17 @@ class AsyncHeraldCallbackHandler(_StreamingTap, AsyncCallbackHandler):
     async def _publish(self, emits: Sequence[Emit]) -> None:
         if not emits:
             return
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        if loop is not self._loop:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._publish_here(emits), self._loop))
+            return
+        await self._publish_here(emits)
+
+    async def _publish_here(self, emits: Sequence[Emit]) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         async with self._lock:
             for event, data in emits:
                 await self.run.emit(event, data)
@@ -270,7 +291,7 @@ class AsyncHeraldCallbackHandler(_StreamingTap, AsyncCallbackHandler):
     async def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    async def on_llm_new_token(self, token: str, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
+    async def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
         await self._publish(self.events.token(token, chunk, run_id))
 
     async def on_llm_end(self, response: Any, *, run_id: UUID, **kw: Any) -> None:
@@ -324,6 +345,13 @@ def _reasoning_of(chunk: Any) -> str:
             if isinstance(text, str):
                 parts.append(text)
     return "".join(parts)
+
+
+def _text_of_blocks(content: Any) -> str:
+    """The text blocks of a list content (``[{"type": "text", "text": …}, …]``), joined."""
+    if not isinstance(content, list):
+        return ""
+    return "".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
 
 
 def _final_response(outputs: Any) -> Any:
