@@ -42,5 +42,8 @@ test/pack.sh
 echo "== client tests (node:test, herald at $HERALD_BIN)"
 node --test test/client.test.mjs test/upstream.test.mjs test/ai-sdk.test.mjs
 
-echo "== browser test (playwright-core + chromium)"
-node --test test/browser.test.mjs
+echo "== typecheck the AI SDK example page (examples/ai-sdk-chat)"
+npx tsc -p ../../examples/ai-sdk-chat/tsconfig.json
+
+echo "== browser tests (playwright-core + chromium): the console, the AI SDK example page"
+node --test test/browser.test.mjs test/example.test.mjs

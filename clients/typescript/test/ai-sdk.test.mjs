@@ -3,13 +3,13 @@
 // from a run published through Herald's HTTP API. Build first: npm run build.
 
 import assert from "node:assert/strict";
-import { createServer } from "node:http";
 import { randomBytes } from "node:crypto";
 import { after, afterEach, before, describe, test } from "node:test";
 import { AbstractChat, readUIMessageStream } from "ai";
 import WebSocket from "ws";
 import { HeraldClient } from "../dist/index.js";
 import { HeraldChatTransport, RunChunkMapper } from "../dist/ai-sdk/index.js";
+import { startBackend, weatherRun } from "./ai-sdk-helpers.mjs";
 import { publish, signJwt, startHerald, uniqueUser, waitUntil } from "./helpers.mjs";
 
 /** The smallest ChatState: plain arrays (the React/Vue/Svelte packages keep theirs reactive). */
@@ -32,41 +32,6 @@ class TestChat extends AbstractChat {
     };
     super({ ...init, state });
   }
-}
-
-/** The app's backend: records every POST (from Herald's upstream or a direct fetch) and answers
- * `reply(body)` as JSON. */
-async function startBackend() {
-  const backend = { requests: [], reply: () => ({}) };
-  const http = createServer((req, res) => {
-    let raw = "";
-    req.setEncoding("utf8").on("data", (c) => (raw += c));
-    req.on("end", () => {
-      const body = JSON.parse(raw);
-      backend.requests.push({ path: req.url, body });
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(backend.reply(body)));
-    });
-  });
-  await new Promise((r) => http.listen(0, "127.0.0.1", r));
-  backend.url = `http://127.0.0.1:${http.address().port}`;
-  backend.close = () => new Promise((r) => (http.closeAllConnections(), http.close(() => r())));
-  return backend;
-}
-
-/** A weather run split in two halves (to reload between them). */
-function weatherRun(userId, runId, threadId) {
-  const e = (event, data) => ({ user_id: userId, run_id: runId, thread_id: threadId, event, data });
-  return [
-    [
-      e("agent_started", { agent: "weather" }),
-      e("agent_thinking", { text: "Looking " }),
-      e("agent_thinking", { text: "it up" }),
-      e("tool_executing", { tool_name: "search", tool_call_id: "c1", parameters: { q: "weather" } }),
-      e("tool_completed", { tool_name: "search", tool_call_id: "c1", result: { sky: "sunny" } }),
-      e("agent_text", { delta: "It is " }),
-    ],
-    [e("agent_text", { delta: "sunny." }), e("custom", { name: "source", url: "https://example.com" }), e("agent_completed", {})],
-  ];
 }
 
 /** Asserts the assistant message the AI SDK assembled from the whole weather run. */
