@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Awaitable, Iterator, List, Optional
 
@@ -84,14 +85,18 @@ class DemoChatModel(BaseChatModel):
         for i, call in enumerate(reply.tool_calls):
             chunk = {"name": call["name"], "args": json.dumps(call["args"]), "id": call["id"], "index": i}
             yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[chunk]))
-        for word in str(reply.content).split(" ") if reply.content else []:
+        for i, word in enumerate(str(reply.content).split(" ") if reply.content else []):
             time.sleep(self.pace)  # a real model takes its time too
-            yield ChatGenerationChunk(message=AIMessageChunk(content=word + " "))
+            yield ChatGenerationChunk(message=AIMessageChunk(content=(" " if i else "") + word))
 
 
 def build_agent(model: Optional[BaseChatModel] = None) -> Any:
     """The LangGraph ReAct agent: the model (demo by default) and the ``search`` tool."""
-    return create_react_agent(model or DemoChatModel(), [search])
+    # LangGraph 1.x points to langchain.agents.create_agent (the `langchain` package); the prebuilt
+    # one needs only langgraph and reports through the same callbacks.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="create_react_agent has been moved")
+        return create_react_agent(model or DemoChatModel(), [search])
 
 
 async def answer(agent: Any, pub: AsyncPublisher, user_id: str, question: str, thread_id: Optional[str], run_id: str) -> str:
