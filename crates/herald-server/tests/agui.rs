@@ -448,3 +448,38 @@ async fn stream_auth_tickets_and_refusals() {
     assert_eq!(preflight.status(), 204);
     assert_eq!(preflight.headers()["access-control-allow-origin"], "http://app.example");
 }
+
+/// A stream opened in the middle of a 1,500-delta answer (its start trimmed by `history_size`)
+/// gets the run as one valid AG-UI sequence — RUN_STARTED, TEXT_MESSAGE_START, one CONTENT with
+/// the text so far — then the rest live, in the same message.
+#[tokio::test]
+async fn a_stream_opened_mid_answer_gets_the_whole_message_then_the_rest() {
+    let server = TestServer::with(Settings { history_size: Some(1000), ..Default::default() }).await;
+    publish_all(&server, &[json!({"user_id": "u", "run_id": "r", "event": "agent_started"})]).await;
+    for batch in 0..15 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| json!({"user_id": "u", "run_id": "r", "event": "agent_text", "data": {"delta": format!("{} ", batch * 100 + i)}}))
+            .collect();
+        publish_all(&server, &events).await;
+    }
+    let mut sse = Sse::open(&server, "u", "", None).await;
+    let snapshot = sse.until("TEXT_MESSAGE_CONTENT").await;
+    assert_eq!(types(&snapshot), ["RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"]);
+    let text: String = (0..1500).map(|i| format!("{i} ")).collect();
+    assert_eq!(snapshot[2].data["delta"].as_str().unwrap(), text);
+    assert!(snapshot.iter().all(|m| m.id.is_none()), "snapshot messages are no resume points");
+    let message = snapshot[1].data["messageId"].clone();
+    publish_all(
+        &server,
+        &[
+            json!({"user_id": "u", "run_id": "r", "event": "agent_text", "data": {"delta": "end"}}),
+            json!({"user_id": "u", "run_id": "r", "event": "agent_completed"}),
+        ],
+    )
+    .await;
+    let live = sse.until("RUN_FINISHED").await;
+    assert_eq!(types(&live), ["TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"]);
+    assert_eq!(live[0].data["messageId"], message, "the live delta continues the same message");
+    assert_eq!(live[0].data["delta"], "end");
+    assert!(live[0].id.as_deref().unwrap().ends_with(":1502"));
+}

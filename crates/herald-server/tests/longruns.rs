@@ -246,3 +246,67 @@ async fn memory_stays_bounded_with_many_long_runs() {
     assert_eq!(status, 200);
     assert_eq!(server.memory().compacted().0, 1);
 }
+
+/// The history API's `snapshot=true`: the compacted runs as raw frames (with their markers).
+pub async fn history_snapshot(publish_on: &TestServer, ask: &TestServer) {
+    publish(publish_on, "h", "r", "agent_started", json!({})).await;
+    stream_text(publish_on, "h", "r", 0, 1500).await;
+    publish(publish_on, "h", "other", "agent_started", json!({})).await;
+    let get = |query: &str| {
+        let request = ask
+            .http()
+            .get(format!("{}/v1/users/h/events?{query}", ask.url))
+            .bearer_auth(common::API_KEY)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, page) = get("snapshot=true&run_id=r").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["seq"], 1502);
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{page}");
+    assert_eq!(events[1]["snapshot"], true);
+    assert_eq!((events[1]["first_seq"].as_u64(), events[1]["seq"].as_u64()), (Some(2), Some(1501)));
+    assert_eq!(events[1]["data"]["delta"].as_str().unwrap(), expected("r", 1500));
+    let (_, all) = get("snapshot=true").await;
+    assert_eq!(all["events"].as_array().unwrap().len(), 3);
+    let (_, none) = get("snapshot=true&run_id=nope").await;
+    assert_eq!(none["events"], json!([]));
+    for bad in ["snapshot=yes", "snapshot=true&after=3", "snapshot=true&limit=5", "run_id=r", "snapshot=1"] {
+        let (status, body) = get(bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn the_history_api_returns_a_runs_compacted_state() {
+    let server = TestServer::with(settings()).await;
+    history_snapshot(&server, &server).await;
+}
+
+#[tokio::test]
+async fn a_run_past_its_budget_says_truncated() {
+    let server = TestServer::with(settings()).await;
+    publish(&server, "big", "huge", "agent_started", json!({})).await;
+    let delta = "y".repeat(60 * 1024);
+    for _ in 0..10 {
+        publish(&server, "big", "huge", "agent_text", json!({"delta": delta})).await;
+    }
+    let response = server
+        .http()
+        .get(format!("{}/v1/users/big/events?snapshot=true", server.url))
+        .bearer_auth(common::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let page: Value = response.json().await.unwrap();
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events[0]["event"], "agent_started");
+    assert_eq!(events[0]["truncated"], true, "{}", events[0]);
+    let kept = events[1]["data"]["delta"].as_str().unwrap().len();
+    assert!(kept < 10 * delta.len() && kept > 256 * 1024, "{kept}");
+}
