@@ -1,4 +1,4 @@
-"""The backend end of Herald's upstream (DESIGN §9): browsers send on their Herald socket, Herald
+"""The backend end of Herald's upstream (docs/protocol.md, "Upstream"): browsers send on their Herald socket, Herald
 POSTs here, signed, and this server answers and streams the agent's run back through Herald.
 
     {"type":"message","user_id","connection_id","ref","thread_id","data":{"text":…}}

@@ -1,4 +1,4 @@
-//! The AG-UI bridge's HTTP side (DESIGN §10): `GET /v1/agui/stream` and `POST /v1/agui/events`.
+//! The AG-UI bridge's HTTP side (docs/agui.md): `GET /v1/agui/stream` and `POST /v1/agui/events`.
 //!
 //! The translation itself is [`herald_protocol::agui`]; this module only moves bytes. The stream
 //! is a cursor into the user's log, like a WebSocket connection ([`crate::ws::connection`]): it

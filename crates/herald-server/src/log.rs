@@ -275,8 +275,9 @@ impl UserLog {
         trimmed
     }
 
-    /// Decides how a connection with an optional `(after, epoch)` cursor starts (DESIGN §3, §4):
-    /// the retained events after a cursor it can replay, else the snapshot of the active runs.
+    /// Decides how a connection with an optional `(after, epoch)` cursor starts (docs/protocol.md,
+    /// "Resume, step by step"): the retained events after a cursor it can replay, else the
+    /// snapshot of the active runs ("The active-run snapshot").
     ///
     /// Taken under one lock with the head, so nothing can fall between the backlog and live events:
     /// the connection continues from `head` whatever is appended meanwhile (a run that ends after

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §5). Handlers are thin: parse the request, call the library, map the
+//! The HTTP API (docs/protocol.md, "Publishing"). Handlers are thin: parse the request, call the library, map the
 //! result. Every error leaves through [`ApiFailure`], the one place that turns library errors into
 //! a status and the shared body `{"error":{"code","message"}}`.
 

@@ -1,12 +1,19 @@
 //! `herald check`: run the validation scenarios against a live Herald and report.
 //!
-//! The scenarios live in `herald_client::check`; this file parses arguments, shows progress and
-//! prints the table or the JSON document. Exit codes: 0 when the pass rate reaches
+//! The scenarios live in [`scenarios`] (what each checks), [`ctx`] (opening sockets, publishing,
+//! delivering) and [`verify`] (checking every frame); this file parses arguments, shows progress
+//! and prints the table or the JSON document. Exit codes: 0 when the pass rate reaches
 //! `--min-pass-rate` and no event reached the wrong user, 1 otherwise, 2 for usage errors and an
 //! unreachable URL.
 
+mod ctx;
+mod report;
+mod scenarios;
+mod verify;
+
 use anyhow::Context;
-use herald_client::check::{self, CheckConfig, Report, Scenario, ScenarioResult};
+use report::{Report, Scenario, ScenarioResult};
+use scenarios::CheckConfig;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -83,7 +90,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    if let Err(e) = runtime.block_on(check::preflight(&config)) {
+    if let Err(e) = runtime.block_on(scenarios::preflight(&config)) {
         eprintln!("herald check: unreachable URL: {e}");
         return Ok(ExitCode::from(USAGE));
     }
@@ -125,7 +132,7 @@ async fn run_with_progress(config: &CheckConfig, show: bool) -> Report {
     let mut results = Vec::with_capacity(Scenario::ALL.len());
     for scenario in Scenario::ALL {
         bar.set_message(scenario.name());
-        let result = check::run_scenario(config, scenario).await;
+        let result = scenarios::run_scenario(config, scenario).await;
         bar.inc(1);
         results.push(result);
     }
