@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How late a timer may fire before the delay counts as the server's (see the publishers).
-const TIMER_SLACK: Duration = Duration::from_millis(2);
+pub(super) const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// What the load run does.
 #[derive(Debug, Clone)]
@@ -78,6 +78,23 @@ pub struct LatencyMs {
     pub max: f64,
 }
 
+impl LatencyMs {
+    /// The percentiles of a histogram of microseconds.
+    pub fn of(hist: &Histogram<u64>) -> LatencyMs {
+        if hist.is_empty() {
+            return LatencyMs::default();
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        LatencyMs {
+            p50: ms(hist.value_at_quantile(0.5)),
+            p90: ms(hist.value_at_quantile(0.9)),
+            p99: ms(hist.value_at_quantile(0.99)),
+            p999: ms(hist.value_at_quantile(0.999)),
+            max: ms(hist.max()),
+        }
+    }
+}
+
 /// The result of [`run_load`]; serializes to the JSON document of `herald bench --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
@@ -125,14 +142,14 @@ impl LoadReport {
 }
 
 /// Per-socket delivery accounting.
-struct Tally {
+pub(super) struct Tally {
     /// Highest seq seen.
-    max_seq: u64,
+    pub(super) max_seq: u64,
     /// Seqs skipped over and not (yet) seen.
-    missing: BTreeSet<u64>,
-    received: u64,
-    reordered: u64,
-    hist: Histogram<u64>,
+    pub(super) missing: BTreeSet<u64>,
+    pub(super) received: u64,
+    pub(super) reordered: u64,
+    pub(super) hist: Histogram<u64>,
 }
 
 impl Tally {
@@ -158,15 +175,16 @@ impl Tally {
         }
     }
 
-    fn lost(&self, target: u64) -> u64 {
+    pub(super) fn lost(&self, target: u64) -> u64 {
         self.missing.len() as u64 + target.saturating_sub(self.max_seq)
     }
 }
 
-struct SocketResult {
-    user: usize,
-    tally: Tally,
-    error: Option<String>,
+/// What one reading socket saw.
+pub(super) struct SocketResult {
+    pub(super) user: usize,
+    pub(super) tally: Tally,
+    pub(super) error: Option<String>,
 }
 
 /// Microseconds since `origin`.
@@ -176,7 +194,7 @@ fn micros_since(origin: Instant) -> u64 {
 
 /// Reads frames until the user's target seq is reached after publishing ended, or the drain
 /// deadline passes.
-async fn read_socket(
+pub(super) async fn read_socket(
     mut ws: Ws,
     start_seq: u64,
     user: usize,
@@ -259,12 +277,16 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-struct Shared {
-    origin: Instant,
+/// What the readers and publishers of one run share.
+pub(super) struct Shared {
+    /// Time zero of the payload timestamps.
+    pub(super) origin: Instant,
     /// Per user: the seq its sockets must reach (u64::MAX until publishing ended).
-    targets: Vec<AtomicU64>,
-    counters: Arc<Counters>,
-    last_frame_us: AtomicU64,
+    pub(super) targets: Vec<AtomicU64>,
+    /// Live counters.
+    pub(super) counters: Arc<Counters>,
+    /// Time of the last frame received, µs since `origin`.
+    pub(super) last_frame_us: AtomicU64,
 }
 
 /// Opens every socket, publishes for `duration`, waits for the last frames, and reports.
@@ -283,29 +305,10 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
     let tokens = Arc::new(tokens);
 
     // Open every socket before publishing; remember where each user's log starts.
-    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let mut opening = tokio::task::JoinSet::new();
-    for user in 0..config.users {
-        for _ in 0..config.conns_per_user {
-            let (base, tokens, permits, counters) =
-                (config.url.clone(), tokens.clone(), permits.clone(), counters.clone());
-            opening.spawn(async move {
-                let _permit = permits.acquire_owned().await.expect("open semaphore");
-                let opened = open_socket(&base, &tokens[user], "", None, Duration::from_secs(30)).await;
-                if opened.is_ok() {
-                    counters.connected.fetch_add(1, Ordering::Relaxed);
-                }
-                (user, opened)
-            });
-        }
-    }
-    let mut sockets = Vec::new();
+    let sockets = open_sockets(&config.url, &tokens, &users, config.conns_per_user, &counters).await?;
     let mut start_seq = vec![0u64; config.users];
-    while let Some(joined) = opening.join_next().await {
-        let (user, opened) = joined.map_err(|e| e.to_string())?;
-        let (ws, seq, _) = opened.map_err(|e| format!("opening a socket for {}: {e}", users[user]))?;
-        start_seq[user] = start_seq[user].max(seq);
-        sockets.push((user, ws, seq));
+    for (user, _, seq) in &sockets {
+        start_seq[*user] = start_seq[*user].max(*seq);
     }
     let connections = sockets.len();
     let (finish_tx, finish_rx) = watch::channel(None);
@@ -432,21 +435,8 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
     }
     let _ = finish_tx.send(Some(Instant::now() + config.drain_timeout));
 
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let (mut delivered, mut lost, mut reordered) = (0u64, 0u64, 0u64);
     let mut samples = error_samples.lock().expect("samples").clone();
-    while let Some(joined) = readers.join_next().await {
-        let SocketResult { user, tally, error } = joined.map_err(|e| e.to_string())?;
-        delivered += tally.received;
-        reordered += tally.reordered;
-        lost += tally.lost(shared.targets[user].load(Ordering::Acquire));
-        hist.add(&tally.hist).map_err(|e| e.to_string())?;
-        if let Some(e) = error
-            && samples.len() < 5
-        {
-            samples.push(e);
-        }
-    }
+    let Collected { hist, delivered, lost, reordered } = collect(readers, &shared, &mut samples).await?;
     let last_frame = Duration::from_micros(shared.last_frame_us.load(Ordering::Relaxed));
     let elapsed = last_frame.saturating_sub(publish_start.duration_since(shared.origin)).max(publish_elapsed);
     let client_cpu_s = match (cpu_client_0, process_cpu_s(None)) {
@@ -457,18 +447,7 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    let ms = |v: u64| v as f64 / 1000.0;
-    let latency_ms = if hist.is_empty() {
-        LatencyMs::default()
-    } else {
-        LatencyMs {
-            p50: ms(hist.value_at_quantile(0.5)),
-            p90: ms(hist.value_at_quantile(0.9)),
-            p99: ms(hist.value_at_quantile(0.99)),
-            p999: ms(hist.value_at_quantile(0.999)),
-            max: ms(hist.max()),
-        }
-    };
+    let latency_ms = LatencyMs::of(&hist);
     let published = counters.published.load(Ordering::Relaxed);
     Ok(LoadReport {
         published_per_s: published as f64 / publish_elapsed.as_secs_f64(),
@@ -486,6 +465,71 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
         elapsed_s: elapsed.as_secs_f64(),
         error_samples: samples,
     })
+}
+
+/// Opens `conns_per_user` sockets for every user (at most [`CONNECT_CONCURRENCY`] at a time);
+/// returns each with its user and the seq its opening ended at.
+pub(super) async fn open_sockets(
+    url: &str,
+    tokens: &Arc<Vec<String>>,
+    users: &[String],
+    conns_per_user: usize,
+    counters: &Arc<Counters>,
+) -> Result<Vec<(usize, Ws, u64)>, String> {
+    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut opening = tokio::task::JoinSet::new();
+    for user in 0..users.len() {
+        for _ in 0..conns_per_user {
+            let (base, tokens, permits, counters) =
+                (url.to_owned(), tokens.clone(), permits.clone(), counters.clone());
+            opening.spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("open semaphore");
+                let opened = open_socket(&base, &tokens[user], "", None, Duration::from_secs(30)).await;
+                if opened.is_ok() {
+                    counters.connected.fetch_add(1, Ordering::Relaxed);
+                }
+                (user, opened)
+            });
+        }
+    }
+    let mut sockets = Vec::new();
+    while let Some(joined) = opening.join_next().await {
+        let (user, opened) = joined.map_err(|e| e.to_string())?;
+        let (ws, seq, _) = opened.map_err(|e| format!("opening a socket for {}: {e}", users[user]))?;
+        sockets.push((user, ws, seq));
+    }
+    Ok(sockets)
+}
+
+/// What the reading sockets saw, summed.
+pub(super) struct Collected {
+    pub(super) hist: Histogram<u64>,
+    pub(super) delivered: u64,
+    pub(super) lost: u64,
+    pub(super) reordered: u64,
+}
+
+/// Waits for every reader and sums what they saw; their errors go to `samples` (at most 5).
+pub(super) async fn collect(
+    mut readers: tokio::task::JoinSet<SocketResult>,
+    shared: &Shared,
+    samples: &mut Vec<String>,
+) -> Result<Collected, String> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let (mut delivered, mut lost, mut reordered) = (0u64, 0u64, 0u64);
+    while let Some(joined) = readers.join_next().await {
+        let SocketResult { user, tally, error } = joined.map_err(|e| e.to_string())?;
+        delivered += tally.received;
+        reordered += tally.reordered;
+        lost += tally.lost(shared.targets[user].load(Ordering::Acquire));
+        hist.add(&tally.hist).map_err(|e| e.to_string())?;
+        if let Some(e) = error
+            && samples.len() < 5
+        {
+            samples.push(e);
+        }
+    }
+    Ok(Collected { hist, delivered, lost, reordered })
 }
 
 #[cfg(test)]
