@@ -202,29 +202,13 @@ impl Connection {
 
     /// The next protocol frame, skipping WebSocket pings and pongs.
     pub async fn next_frame(&mut self, timeout: Duration) -> Result<ServerFrame, ClientError> {
-        loop {
-            let message =
-                tokio::time::timeout(timeout, self.ws.next()).await.map_err(|_| ClientError::Timeout)?;
-            match message {
-                None => return Err(ClientError::Ended),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Message::Text(text))) => {
-                    let frame: ServerFrame = serde_json::from_str(text.as_str())
-                        .map_err(|e| ClientError::Protocol(format!("{e}: {}", text.as_str())))?;
-                    if let ServerFrame::Event(e) = &frame {
-                        self.last_seq = e.seq;
-                    }
-                    return Ok(frame);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) =
-                        frame.map(|f| (f.code.into(), f.reason.to_string())).unwrap_or((1005, String::new()));
-                    return Err(ClientError::Closed { code, reason });
-                }
-                Some(Ok(Message::Binary(_))) => return Err(ClientError::Protocol("binary frame".into())),
-                Some(Ok(_)) => continue,
-            }
+        let text = next_text(&mut self.ws, timeout).await?;
+        let frame: ServerFrame = serde_json::from_str(text.as_str())
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", text.as_str())))?;
+        if let ServerFrame::Event(e) = &frame {
+            self.last_seq = e.seq;
         }
+        Ok(frame)
     }
 
     /// The next event frame; any other frame is an error.
@@ -267,6 +251,32 @@ impl Connection {
 
 /// How long a publish waits for its answer.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The next text message of a socket, skipping pings and pongs; a close frame is
+/// [`ClientError::Closed`], a binary frame a protocol error.
+pub(crate) async fn next_text<S>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<tungstenite::Utf8Bytes, ClientError>
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(timeout, stream.next()).await.map_err(|_| ClientError::Timeout)?;
+        match message {
+            None => return Err(ClientError::Ended),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Message::Text(text))) => return Ok(text),
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) =
+                    frame.map(|f| (f.code.into(), f.reason.to_string())).unwrap_or((1005, String::new()));
+                return Err(ClientError::Closed { code, reason });
+            }
+            Some(Ok(Message::Binary(_))) => return Err(ClientError::Protocol("binary frame".into())),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
 
 /// Publishes over the HTTP API with an API key.
 #[derive(Clone, Debug)]

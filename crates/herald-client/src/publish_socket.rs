@@ -148,22 +148,6 @@ async fn next_answer<S>(stream: &mut S, timeout: Duration) -> Result<PublishAnsw
 where
     S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
-    loop {
-        let message = tokio::time::timeout(timeout, stream.next()).await.map_err(|_| ClientError::Timeout)?;
-        match message {
-            None => return Err(ClientError::Ended),
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(text.as_str())
-                    .map_err(|e| ClientError::Protocol(format!("{e}: {}", text.as_str())));
-            }
-            Some(Ok(Message::Close(frame))) => {
-                let (code, reason) =
-                    frame.map(|f| (f.code.into(), f.reason.to_string())).unwrap_or((1005, String::new()));
-                return Err(ClientError::Closed { code, reason });
-            }
-            Some(Ok(Message::Binary(_))) => return Err(ClientError::Protocol("binary frame".into())),
-            Some(Ok(_)) => continue,
-        }
-    }
+    let text = crate::next_text(stream, timeout).await?;
+    serde_json::from_str(text.as_str()).map_err(|e| ClientError::Protocol(format!("{e}: {}", text.as_str())))
 }

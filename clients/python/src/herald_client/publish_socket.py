@@ -16,15 +16,14 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Deque, Dict, List, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from .errors import HeraldConnectionError, HeraldError, NotReadyError, RateLimitedError, error_from_response
-from .publisher import AsyncPublisher, EventLike
-from .types import Receipt
+from .publisher import AsyncPublisher
 
 __all__ = ["SocketPublisher", "publish_url"]
 
@@ -98,27 +97,13 @@ class SocketPublisher(AsyncPublisher):
         self._fail_all(HeraldConnectionError("the publisher was closed"))
         await super().aclose()
 
-    # --- the publish API, over the socket ----------------------------------------------------------
+    # --- publish and publish_batch, over the socket -----------------------------------------------
 
-    async def publish(
-        self,
-        user_id: str,
-        event: str,
-        *,
-        run_id: Optional[str] = None,
-        thread_id: Optional[str] = None,
-        data: Optional[Mapping[str, Any]] = None,
-        id: Optional[str] = None,
-    ) -> Receipt:
-        """Appends one event to ``user_id``'s log; returns once it is stored."""
-        body = self._event_body(user_id, event, run_id, thread_id, data, id)
-        answer = await self._call("event", body)
-        return Receipt.from_json(answer["receipt"])
+    async def _send_event(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        return (await self._call("event", body))["receipt"]
 
-    async def publish_batch(self, events: Iterable[EventLike]) -> List[Receipt]:
-        """Appends events all-or-nothing (any invalid one: nothing appended, error names the index)."""
-        answer = await self._call("events", self._batch_body(events)["events"])
-        return [Receipt.from_json(r) for r in answer["receipts"]]
+    async def _send_batch(self, events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        return (await self._call("events", events))["receipts"]
 
     async def _call(self, key: str, payload: Any) -> Dict[str, Any]:
         """Sends one frame and waits for its answer, retrying what can be retried with the same ids."""
