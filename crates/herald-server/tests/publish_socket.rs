@@ -358,3 +358,38 @@ async fn on_drain_the_socket_answers_what_it_read_then_closes_with_1001() {
         "every frame read was answered, none stored unanswered"
     );
 }
+
+#[tokio::test]
+async fn a_publisher_that_never_answers_pings_is_closed_with_4000() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::with(Settings { heartbeat_ms: Some(50), ..Settings::default() }).await;
+    // A raw client: it reads what the server sends but, unlike a WebSocket library, never pongs.
+    let mut tcp = tokio::net::TcpStream::connect(server.url.strip_prefix("http://").unwrap()).await.unwrap();
+    let handshake = format!(
+        "GET /v1/publish HTTP/1.1\r\nHost: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {API_KEY}\r\n\r\n"
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut pings = 0;
+    let code = tokio::time::timeout(T, async {
+        loop {
+            let (opcode, len) = (tcp.read_u8().await.unwrap() & 0x0f, tcp.read_u8().await.unwrap() & 0x7f);
+            let mut payload = vec![0; usize::from(len)];
+            tcp.read_exact(&mut payload).await.unwrap();
+            match opcode {
+                0x9 => pings += 1,
+                0x8 => break u16::from_be_bytes([payload[0], payload[1]]),
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    })
+    .await
+    .expect("the server closes a silent publisher");
+    assert_eq!((pings, code), (2, 4000), "two unanswered pings, then close 4000");
+}

@@ -13,6 +13,8 @@
 //!   publisher that sends faster than it reads its answers is slowed by TCP, not buffered.
 //! - Drain. On shutdown the socket stops reading, answers every frame it read, then closes with
 //!   1001.
+//! - Heartbeat. The server pings every `heartbeat_ms`; a publisher from which nothing (not even a
+//!   pong) was read for two heartbeats is closed with 4000, so dead peers do not linger.
 
 use super::MaybeUpgrade;
 use crate::AppState;
@@ -34,8 +36,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{Instrument, debug};
 
-/// How long a draining socket may take to hand over its last answers and its close frame.
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How long a closing socket (drain, heartbeat timeout) may take to hand over its last answers
+/// and its close frame before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Handles `GET /v1/publish`: the API key is checked (401 JSON) before the upgrade.
 pub async fn upgrade(
@@ -72,16 +75,24 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, key: usize) {
         let (sink, stream) = socket.split();
         // Unbounded, yet bounded: every answer in it holds one of the in-flight slots.
         let (tx, rx) = mpsc::unbounded_channel();
-        let shutdown = state.shutdown.clone();
         let reader = Reader::new(state, key, &metrics);
-        let session = async { tokio::join!(reader.run(stream, tx), write(sink, rx)) };
+        let ended = tokio_util::sync::CancellationToken::new();
+        let session = async {
+            let read = async {
+                let result = reader.run(stream, tx).await;
+                ended.cancel();
+                result
+            };
+            tokio::join!(read, write(sink, rx))
+        };
+        // Once the reader is done, a writer blocked by a peer that does not read gets a grace.
         let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(DRAIN_GRACE).await;
+            ended.cancelled().await;
+            tokio::time::sleep(CLOSE_GRACE).await;
         };
         tokio::select! {
             ((frames, end), ()) = session => debug!(frames, ?end, "publisher socket closed"),
-            () = deadline => debug!("publisher socket not drained in time: dropped"),
+            () = deadline => debug!("publisher socket did not take its last frames in time: dropped"),
         }
     }
     .instrument(span)
@@ -92,6 +103,8 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, key: usize) {
 enum Out {
     /// An answer, with the in-flight slot its frame held.
     Answer(Utf8Bytes, Slot),
+    /// A heartbeat ping.
+    Ping,
     /// The last frame: a close with this code and reason.
     Close(u16, &'static str),
 }
@@ -147,6 +160,10 @@ impl<'m> Reader<'m> {
     /// everything read. Returns how many frames were read and why it stopped.
     async fn run(mut self, mut stream: SplitStream<WebSocket>, tx: mpsc::UnboundedSender<Out>) -> (u64, End) {
         let shutdown = self.state.shutdown.clone();
+        let every = self.state.config.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unanswered_pings = 0u32;
         let mut slot: Option<Slot> = None;
         let mut end: Option<End> = None;
         while end.is_none() || !self.pending.is_empty() {
@@ -162,11 +179,19 @@ impl<'m> Reader<'m> {
                 () = shutdown.cancelled(), if reading => {
                     end = Some(End::Close(CloseCode::GOING_AWAY, "server shutting down"));
                 }
+                _ = heartbeat.tick(), if reading => {
+                    if unanswered_pings >= 2 {
+                        end = Some(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                    } else {
+                        unanswered_pings += 1;
+                        let _ = tx.send(Out::Ping);
+                    }
+                }
                 permit = self.slots.clone().acquire_owned(), if reading && slot.is_none() => {
                     let permit = permit.expect("the semaphore is never closed");
                     slot = Some(Slot { _permit: permit, _counted: self.metrics.in_flight() });
                 }
-                message = stream.next(), if reading && slot.is_some() => match message {
+                message = stream.next(), if reading && slot.is_some() => match message.inspect(|_| unanswered_pings = 0) {
                     Some(Ok(Message::Text(text))) => {
                         let slot = slot.take().expect("read only with a slot");
                         self.frame(text.as_str(), slot);
@@ -315,6 +340,11 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::UnboundedR
                         return;
                     }
                     written.push(slot);
+                }
+                Out::Ping => {
+                    if sink.feed(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
                 }
                 Out::Close(code, reason) => {
                     let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
