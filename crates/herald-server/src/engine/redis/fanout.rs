@@ -26,6 +26,8 @@ pub(super) struct Local {
     ready: tokio::sync::OnceCell<()>,
     state: Mutex<LocalState>,
     catching_up: AtomicBool,
+    /// The cluster dropped this user's subscription: catch-up subscribes again first.
+    resubscribe: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -73,8 +75,24 @@ impl RedisEngine {
                 warn!("redis pub/sub connection lost; catching up when it returns");
                 let users: Vec<_> = self.locals.lock().iter().map(|(u, l)| (u.clone(), l.clone())).collect();
                 for (user, local) in users {
+                    // On a cluster the lost node's sharded subscriptions must be made again, on
+                    // whichever master owns the slot now.
+                    if self.subscriber.is_cluster() {
+                        local.resubscribe.store(true, Ordering::Release);
+                    }
                     self.spawn_catch_up(user, local);
                 }
+            }
+            PushKind::SUnsubscribe => {
+                // The cluster dropped a sharded subscription we did not give up: its slot moved to
+                // another master (or that master failed over). Subscribe again — the cluster client
+                // follows the slot to its new owner — and read what was published meanwhile.
+                let Some(Value::BulkString(channel)) = push.data.first() else { return };
+                let Some(user) = self.user_of_channel(channel) else { return };
+                let Some(local) = self.locals.lock().get(&user).cloned() else { return };
+                debug!(%user, "sharded subscription dropped by the cluster; subscribing again");
+                local.resubscribe.store(true, Ordering::Release);
+                self.spawn_catch_up(user, local);
             }
             _ => {}
         }
@@ -117,6 +135,15 @@ impl RedisEngine {
                     break;
                 }
                 let Some(log) = local.state.lock().log.clone() else { break };
+                if local.resubscribe.load(Ordering::Acquire) {
+                    // Subscribed before reading, so nothing falls between the two.
+                    if let Err(e) = engine.subscriber.subscribe(&engine.key(&user, "ch")).await {
+                        debug!(%user, "resubscribe waits for redis: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    local.resubscribe.store(false, Ordering::Release);
+                }
                 match engine.read_after(&user, log.head()).await {
                     Ok((epoch, events)) => {
                         engine.apply_read(&user, &local, &log, epoch, &events);
@@ -194,11 +221,10 @@ impl RedisEngine {
     async fn load(&self, user: &UserId, local: &Arc<Local>) -> Result<(), EngineError> {
         {
             let _ops = self.subscriptions.lock().await;
-            let mut subscriber = self.subscriber.clone();
             let channel = self.key(user, "ch");
             // One retry: the first command after Redis came back may only trigger the reconnect.
-            if subscriber.subscribe(&channel).await.is_err() {
-                subscriber.subscribe(&channel).await.map_err(engine_error)?;
+            if self.subscriber.subscribe(&channel).await.is_err() {
+                self.subscriber.subscribe(&channel).await.map_err(engine_error)?;
             }
         }
         let meta = self.key(user, "meta");
@@ -265,8 +291,7 @@ impl RedisEngine {
                     }
                     locals.remove(&user);
                 }
-                let mut subscriber = engine.subscriber.clone();
-                if let Err(e) = subscriber.unsubscribe(engine.key(&user, "ch")).await {
+                if let Err(e) = engine.subscriber.unsubscribe(&engine.key(&user, "ch")).await {
                     debug!(%user, "unsubscribe failed: {e}");
                 }
             });
