@@ -9,7 +9,7 @@
 
 use super::wire::{self, Published, WireEvent};
 use super::{RedisEngine, engine_error};
-use crate::engine::{EngineError, new_epoch};
+use crate::engine::EngineError;
 use crate::log::{NewEntry, NotNext, Retention, UserLog};
 use bytes::Bytes;
 use herald_protocol::UserId;
@@ -184,15 +184,8 @@ impl RedisEngine {
         user: &UserId,
         after: u64,
     ) -> Result<(Option<String>, Vec<WireEvent>), EngineError> {
-        let mut con = self.commands.clone();
-        let (epoch, range): (Option<String>, Value) = redis::pipe()
-            .atomic()
-            .hget(self.key(user, "meta"), "epoch")
-            .xrange(self.key(user, "log"), format!("{}-0", after + 1), "+")
-            .query_async(&mut con)
-            .await
-            .map_err(engine_error)?;
-        Ok((epoch, wire::decode_range(range).map_err(engine_error)?))
+        let read = self.read_log(user, after, 0, false).await?;
+        Ok((read.epoch, read.events))
     }
 
     /// This node's live log of `user`, loaded on first use.
@@ -227,25 +220,9 @@ impl RedisEngine {
                 self.subscriber.subscribe(&channel).await.map_err(engine_error)?;
             }
         }
-        let meta = self.key(user, "meta");
-        let mut con = self.commands.clone();
         // A user's keys are refreshed by appends; one that only connects keeps its meta a TTL.
-        let keep_ms = self.retention.ttl.as_millis() as i64 * 5 / 4;
-        let (epoch, seq, range): (String, u64, Value) = redis::pipe()
-            .atomic()
-            .hset_nx(&meta, "epoch", new_epoch())
-            .ignore()
-            .hset_nx(&meta, "seq", 0)
-            .ignore()
-            .pexpire(&meta, keep_ms.max(1000))
-            .ignore()
-            .hget(&meta, "epoch")
-            .hget(&meta, "seq")
-            .xrange_all(self.key(user, "log"))
-            .query_async(&mut con)
-            .await
-            .map_err(engine_error)?;
-        let events = wire::decode_range(range).map_err(engine_error)?;
+        let read = self.read_log(user, 0, 0, true).await?;
+        let (epoch, seq, events) = (read.epoch.unwrap_or_default(), read.seq, read.events);
         let base = seq.saturating_sub(events.len() as u64);
         let log = Arc::new(UserLog::new(epoch.clone(), base, self.retention));
         apply(&log, &epoch, &events, &self.retention);

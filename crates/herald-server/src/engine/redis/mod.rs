@@ -18,7 +18,7 @@ mod conn;
 mod fanout;
 pub mod wire;
 
-use super::{Engine, EngineError, History, RunScan};
+use super::{Engine, EngineError, History, RunScan, new_epoch};
 use crate::log::{LogEntry, Retention, UserLog};
 use async_trait::async_trait;
 use conn::{Commands, Subscriber};
@@ -52,6 +52,7 @@ pub struct RedisEngine {
     subscriber: Subscriber,
     wait_replicas: u32,
     script: redis::Script,
+    read_script: redis::Script,
     /// Redis Cluster: each append script touches one user's slot only.
     one_user_per_script: bool,
     locals: Mutex<HashMap<UserId, Arc<fanout::Local>>>,
@@ -100,11 +101,18 @@ impl RedisEngine {
             subscriber,
             wait_replicas: options.wait_replicas,
             script: redis::Script::new(include_str!("append.lua")),
+            read_script: redis::Script::new(include_str!("read.lua")),
             one_user_per_script: options.cluster,
             locals: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
             me: me.clone(),
         });
+        // Loaded up front (on every master of a cluster); a server that lost them (restart,
+        // failover) gets them again on its first NOSCRIPT.
+        for script in [&engine.script, &engine.read_script] {
+            let mut con = engine.commands.clone();
+            script.prepare_invoke().load_async(&mut con).await.map_err(engine_error)?;
+        }
         let weak = Arc::downgrade(&engine);
         tokio::spawn(async move {
             while let Some(push) = rx.recv().await {
@@ -118,6 +126,28 @@ impl RedisEngine {
 
     fn key(&self, user: &UserId, name: &str) -> String {
         format!("{}:{{{}}}:{name}", self.prefix, user)
+    }
+
+    /// Reads `user`'s log atomically: its state and up to `limit` (0: all) entries after
+    /// `after`. With `open`, a missing log is created (new epoch) and its meta kept a TTL.
+    async fn read_log(
+        &self,
+        user: &UserId,
+        after: u64,
+        limit: usize,
+        open: bool,
+    ) -> Result<wire::LogRead, EngineError> {
+        let mut invocation = self.read_script.prepare_invoke();
+        invocation
+            .key(self.key(user, "meta"))
+            .key(self.key(user, "log"))
+            .arg(after)
+            .arg(limit)
+            .arg(if open { new_epoch() } else { String::new() })
+            .arg((self.retention.ttl.as_millis() as u64 * 5 / 4).max(1000));
+        let mut con = self.commands.clone();
+        let reply: Value = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
+        wire::decode_read(reply).map_err(engine_error)
     }
 
     fn ticket_key(&self, hash: &str) -> String {
@@ -164,31 +194,17 @@ impl Engine for RedisEngine {
         epoch: Option<&str>,
         limit: usize,
     ) -> Result<History, EngineError> {
-        let mut con = self.commands.clone();
-        let meta = self.key(user, "meta");
-        let log = self.key(user, "log");
-        let (current, seq, oldest, range): (Option<String>, Option<u64>, Value, Value) = redis::pipe()
-            .atomic()
-            .hget(&meta, "epoch")
-            .hget(&meta, "seq")
-            .xrange_count(&log, "-", "+", 1)
-            .xrange_count(&log, format!("{}-0", after + 1), "+", limit)
-            .query_async(&mut con)
-            .await
-            .map_err(engine_error)?;
-        let current = current.unwrap_or_default();
-        let seq = seq.unwrap_or(0);
-        let first_retained = wire::decode_range(oldest).map_err(engine_error)?.first().map(|e| e.seq);
+        let read = self.read_log(user, after, limit, false).await?;
+        let current = read.epoch.unwrap_or_default();
         let same_epoch = epoch.is_none_or(|e| e == current);
-        let served = same_epoch && after <= seq && first_retained.is_none_or(|f| after + 1 >= f);
-        let (reset, entries) = if served {
-            (false, range)
+        let served = same_epoch && after <= read.seq && read.first_retained.is_none_or(|f| after + 1 >= f);
+        let (reset, events) = if served {
+            (false, read.events)
         } else {
-            (true, con.xrange_count(&log, "-", "+", limit).await.map_err(engine_error)?)
+            (true, self.read_log(user, 0, limit, false).await?.events)
         };
         let now = Instant::now();
-        let events = wire::decode_range(entries)
-            .map_err(engine_error)?
+        let events = events
             .into_iter()
             .map(|e| {
                 Arc::new(LogEntry {
@@ -202,7 +218,7 @@ impl Engine for RedisEngine {
                 })
             })
             .collect();
-        Ok(History { epoch: current, seq, reset, events })
+        Ok(History { epoch: current, seq: read.seq, reset, events })
     }
 
     async fn scan_runs(&self, stall_after: Duration) -> Result<RunScan, EngineError> {
