@@ -15,8 +15,8 @@ from langgraph.prebuilt import ToolNode, create_react_agent
 from pydantic import PrivateAttr
 
 from conftest import API_KEY
-from helpers import Collector
-from herald_client import AsyncPublisher, Client, Publisher
+from helpers import connected
+from herald_client import AsyncPublisher, Publisher
 from herald_client.integrations.langchain import AsyncHeraldCallbackHandler, HeraldCallbackHandler
 from run_rules import assert_valid_run
 
@@ -83,9 +83,7 @@ def assert_weather_run(events: List[Any], run_id: str) -> None:
 
 
 async def test_langgraph_react_agent_becomes_one_valid_run(server, user, token):
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
+    seen = await connected(server, token)
     async with AsyncPublisher(server.url, API_KEY) as pub:
         handler = HeraldCallbackHandler(pub, user_id=user, thread_id="t-lg", raise_error=True)
         assert isinstance(handler, AsyncHeraldCallbackHandler)
@@ -98,9 +96,7 @@ async def test_langgraph_react_agent_becomes_one_valid_run(server, user, token):
 
 
 async def test_sync_handler_with_invoke(server, user, token):
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
+    seen = await connected(server, token)
     with Publisher(server.url, API_KEY) as pub:
         handler = HeraldCallbackHandler(pub, user_id=user, run_id="run-sync", raise_error=True)
         assert type(handler) is HeraldCallbackHandler
@@ -120,9 +116,7 @@ async def test_a_failing_agent_ends_the_run_with_agent_error(server, user, token
         messages=iter([AIMessage(content="", tool_calls=[{"name": "broken", "args": {"city": "Oslo"}, "id": "c9"}])])
     )
     agent = create_react_agent(model, ToolNode([broken], handle_tool_errors=False))
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
+    seen = await connected(server, token)
     async with AsyncPublisher(server.url, API_KEY) as pub:
         handler = HeraldCallbackHandler(pub, user_id=user, raise_error=True)
         try:

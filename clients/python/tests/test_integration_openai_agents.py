@@ -11,8 +11,8 @@ from openai.types.responses import ResponseOutputMessage, ResponseOutputText, Re
 from openai.types.responses.response_reasoning_item import Summary
 
 from conftest import API_KEY
-from helpers import Collector
-from herald_client import AsyncPublisher, Client
+from helpers import connected
+from herald_client import AsyncPublisher
 from herald_client.integrations.openai_agents import run_streamed
 from run_rules import assert_valid_run
 
@@ -36,13 +36,6 @@ def answer(tokens: list) -> ResponseOutputMessage:
     """An assistant message in several text parts: the stub model streams one delta per part."""
     parts = [ResponseOutputText(text=t, type="output_text", annotations=[], logprobs=[]) for t in tokens]
     return ResponseOutputMessage(id="msg-1", type="message", role="assistant", status="completed", content=parts)
-
-
-async def connected(server, token) -> Collector:
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
-    return seen
 
 
 async def test_streamed_agent_run_becomes_one_valid_run(server, user, token):
