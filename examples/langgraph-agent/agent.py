@@ -154,14 +154,7 @@ async def main() -> int:
             return 0
         if not args.secret:
             parser.error("set --secret or HERALD_UPSTREAM_SECRET (the same as herald serve --upstream-secret)")
-        backend = LangGraphBackend(pub, args.secret, agent)
-        server = await upstream.serve(backend, args.host, args.port)
-        print(f"langgraph upstream on http://{args.host}:{server.port}/herald (pass it to --upstream-url)", file=sys.stderr)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.close()
-            await backend.aclose()
+        await upstream.serve_until_stopped(LangGraphBackend(pub, args.secret, agent), args.host, args.port)
     return 0
 
 
