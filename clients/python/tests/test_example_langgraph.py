@@ -19,7 +19,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:create_react_agent has been move
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("example_langgraph", REPO / "examples" / "langgraph-agent" / "agent.py")
+    spec = importlib.util.spec_from_file_location(
+        "example_langgraph", REPO / "examples" / "langgraph-agent" / "agent.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -87,7 +87,9 @@ async def test_langgraph_react_agent_becomes_one_valid_run(server, user, token):
     async with AsyncPublisher(server.url, API_KEY) as pub:
         handler = HeraldCallbackHandler(pub, user_id=user, thread_id="t-lg", raise_error=True)
         assert isinstance(handler, AsyncHeraldCallbackHandler)
-        result = await weather_agent().ainvoke({"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler]})
+        result = await weather_agent().ainvoke(
+            {"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler]}
+        )
     assert result["messages"][-1].content == ANSWER
     await seen.wait_event("agent_completed")
     await seen.stop()

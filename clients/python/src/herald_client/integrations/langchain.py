@@ -37,7 +37,9 @@ from uuid import UUID
 try:
     from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 except ImportError as e:  # pragma: no cover - exercised by the wheel test in a bare venv
-    raise ImportError('herald_client.integrations.langchain needs langchain-core: pip install "herald-client[langchain]"') from e
+    raise ImportError(
+        'herald_client.integrations.langchain needs langchain-core: pip install "herald-client[langchain]"'
+    ) from e
 
 from ..publisher import AsyncPublisher, Publisher
 from ..run import Run, SyncRun
@@ -92,9 +94,7 @@ class LangChainEvents:
             return []
         out: List[Emit] = []
         if run_id not in self._streamed:
-            text = "".join(
-                getattr(g, "text", "") or "" for gens in getattr(response, "generations", []) for g in gens
-            )
+            text = "".join(getattr(g, "text", "") or "" for gens in getattr(response, "generations", []) for g in gens)
             if text:
                 out.append(("agent_text", {"delta": text}))
         self._streamed.discard(run_id)
@@ -120,7 +120,15 @@ class LangChainEvents:
             data.update(status="error", error=str(error) or type(error).__name__, error_type=type(error).__name__)
         return [("tool_completed", data)]
 
-    def tool_callback(self, serialized: Any, input_str: str, run_id: UUID, parent_run_id: Optional[UUID], inputs: Any, kw: Dict[str, Any]) -> List[Emit]:
+    def tool_callback(
+        self,
+        serialized: Any,
+        input_str: str,
+        run_id: UUID,
+        parent_run_id: Optional[UUID],
+        inputs: Any,
+        kw: Dict[str, Any],
+    ) -> List[Emit]:
         """``on_tool_start``: the run's start if the tool is the outermost runnable, then the call."""
         name = _name(serialized) or kw.get("name") or "tool"
         emits = self.begin(run_id, parent_run_id, name)
@@ -209,13 +217,19 @@ class HeraldCallbackHandler(_HandlerBase, BaseCallbackHandler):
         for event, data in emits:
             self.run.emit(event, data)
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
@@ -227,7 +241,16 @@ class HeraldCallbackHandler(_HandlerBase, BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         self._publish(self.events.error(error, run_id))
 
-    def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: Optional[UUID] = None, inputs: Any = None, **kw: Any) -> None:
+    def on_tool_start(
+        self,
+        serialized: Any,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: Optional[UUID] = None,
+        inputs: Any = None,
+        **kw: Any,
+    ) -> None:
         self._publish(self.events.tool_callback(serialized, input_str, run_id, parent_run_id, inputs, kw))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
@@ -280,13 +303,19 @@ class AsyncHeraldCallbackHandler(_HandlerBase, AsyncCallbackHandler):
             for event, data in emits:
                 await self.run.emit(event, data)
 
-    async def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    async def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    async def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
     async def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
@@ -298,7 +327,16 @@ class AsyncHeraldCallbackHandler(_HandlerBase, AsyncCallbackHandler):
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         await self._publish(self.events.error(error, run_id))
 
-    async def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: Optional[UUID] = None, inputs: Any = None, **kw: Any) -> None:
+    async def on_tool_start(
+        self,
+        serialized: Any,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: Optional[UUID] = None,
+        inputs: Any = None,
+        **kw: Any,
+    ) -> None:
         await self._publish(self.events.tool_callback(serialized, input_str, run_id, parent_run_id, inputs, kw))
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
@@ -347,7 +385,9 @@ def _text_of_blocks(content: Any) -> str:
     """The text blocks of a list content (``[{"type": "text", "text": …}, …]``), joined."""
     if not isinstance(content, list):
         return ""
-    return "".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+    return "".join(
+        b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
 
 
 def _final_response(outputs: Any) -> Any:
