@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 from uuid import UUID
 
@@ -213,9 +214,15 @@ class HeraldCallbackHandler(_HandlerBase, BaseCallbackHandler):
             return AsyncHeraldCallbackHandler(publisher, *args, **kwargs)
         return super().__new__(cls)
 
+    def __init__(self, publisher: Publisher, **kwargs: Any) -> None:
+        super().__init__(publisher, **kwargs)
+        # Tool nodes run parallel tool calls in worker threads: publish one event at a time.
+        self._lock = threading.Lock()
+
     def _publish(self, emits: Sequence[Emit]) -> None:
-        for event, data in emits:
-            self.run.emit(event, data)
+        with self._lock:
+            for event, data in emits:
+                self.run.emit(event, data)
 
     def on_chain_start(
         self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
