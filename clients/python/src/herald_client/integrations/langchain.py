@@ -30,7 +30,6 @@ handler per invocation: it is one Herald run. Needs ``langchain-core`` (the ``la
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 from uuid import UUID
@@ -49,7 +48,6 @@ from ._json import jsonable
 
 __all__ = ["HeraldCallbackHandler", "AsyncHeraldCallbackHandler", "LangChainEvents"]
 
-log = logging.getLogger("herald_client")
 T = TypeVar("T")
 Emit = Tuple[str, Dict[str, Any]]
 
