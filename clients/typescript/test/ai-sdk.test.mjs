@@ -200,6 +200,16 @@ describe("HeraldChatTransport with the AI SDK", () => {
     assert.equal(chat.status, "ready");
   });
 
+  test("a refused connection fails the chat with an error instead of hanging", async () => {
+    const client = new HeraldClient({ url: server.ws, WebSocket, token: "not-a-jwt", reconnect: false });
+    const transport = new HeraldChatTransport({ client });
+    cleanup.push(() => (transport.close(), client.close()));
+    const chat = new TestChat({ id: "chat-7", transport });
+    await chat.sendMessage({ text: "hello?" });
+    assert.equal(chat.status, "error");
+    assert.equal(backend.requests.length, 0);
+  });
+
   test("agent_error ends the stream with an error and fails the open tool call", async () => {
     const user = uniqueUser("ai");
     const runId = `run-${randomBytes(4).toString("hex")}`;
