@@ -133,3 +133,24 @@ async def test_a_failing_agent_ends_the_run_with_agent_error(server, user, token
     done = next(e for e in seen.events if e.event == "tool_completed")
     assert done.data["status"] == "error" and "weather service down" in done.data["error"]
     assert "weather service down" in seen.events[-1].data["message"]
+
+
+async def test_parallel_tool_calls_are_each_paired(server, user, token):
+    calls = [
+        {"name": "get_weather", "args": {"city": "Paris"}, "id": "p1"},
+        {"name": "get_weather", "args": {"city": "Oslo"}, "id": "p2"},
+    ]
+    model = ToolCallingFakeChatModel(
+        messages=iter([AIMessage(content="", tool_calls=calls), AIMessage(content="Both sunny.")])
+    )
+    seen = await connected(server, token)
+    with Publisher(server.url, API_KEY) as pub:  # sync: the tool node runs the two calls in worker threads
+        handler = HeraldCallbackHandler(pub, user_id=user, raise_error=True)
+        create_react_agent(model, [get_weather]).invoke(
+            {"messages": [("user", "Paris and Oslo?")]}, {"callbacks": [handler]}
+        )
+    await seen.wait_event("agent_completed")
+    await seen.stop()
+    assert_valid_run(seen.events)
+    done = {e.data["tool_call_id"]: e.data["result"] for e in seen.events if e.event == "tool_completed"}
+    assert done == {"p1": "sunny in Paris", "p2": "sunny in Oslo"}
