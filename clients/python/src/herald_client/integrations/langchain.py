@@ -119,18 +119,13 @@ class LangChainEvents:
             data.update(status="error", error=str(error) or type(error).__name__, error_type=type(error).__name__)
         return [("tool_completed", data)]
 
-    def tool_callback(
-        self,
-        serialized: Any,
-        input_str: str,
-        run_id: UUID,
-        parent_run_id: Optional[UUID],
-        inputs: Any,
-        kw: Dict[str, Any],
-    ) -> List[Emit]:
-        """``on_tool_start``: the run's start if the tool is the outermost runnable, then the call."""
+    def tool_callback(self, serialized: Any, input_str: str, kw: Dict[str, Any]) -> List[Emit]:
+        """``on_tool_start`` (its keyword arguments in ``kw``): the run's start if the tool is the
+        outermost runnable, then the call."""
         name = _name(serialized) or kw.get("name") or "tool"
-        emits = self.begin(run_id, parent_run_id, name)
+        run_id: UUID = kw["run_id"]
+        emits = self.begin(run_id, kw.get("parent_run_id"), name)
+        inputs = kw.get("inputs")
         parameters = inputs if inputs is not None else {"input": input_str}
         return emits + self.tool_start(name, run_id, kw.get("tool_call_id"), parameters)
 
@@ -246,17 +241,8 @@ class HeraldCallbackHandler(_HandlerBase, BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         self._publish(self.events.error(error, run_id))
 
-    def on_tool_start(
-        self,
-        serialized: Any,
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: Optional[UUID] = None,
-        inputs: Any = None,
-        **kw: Any,
-    ) -> None:
-        self._publish(self.events.tool_callback(serialized, input_str, run_id, parent_run_id, inputs, kw))
+    def on_tool_start(self, serialized: Any, input_str: str, **kw: Any) -> None:
+        self._publish(self.events.tool_callback(serialized, input_str, kw))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
         self._publish(self.events.tool_done(output, None, run_id))
@@ -332,17 +318,8 @@ class AsyncHeraldCallbackHandler(_HandlerBase, AsyncCallbackHandler):
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         await self._publish(self.events.error(error, run_id))
 
-    async def on_tool_start(
-        self,
-        serialized: Any,
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: Optional[UUID] = None,
-        inputs: Any = None,
-        **kw: Any,
-    ) -> None:
-        await self._publish(self.events.tool_callback(serialized, input_str, run_id, parent_run_id, inputs, kw))
+    async def on_tool_start(self, serialized: Any, input_str: str, **kw: Any) -> None:
+        await self._publish(self.events.tool_callback(serialized, input_str, kw))
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
         await self._publish(self.events.tool_done(output, None, run_id))
