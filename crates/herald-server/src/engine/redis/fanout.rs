@@ -7,7 +7,7 @@
 //! One message carries all of a user's events of one batch; their frames are slices of it, shared
 //! by every local connection without being decoded or encoded again.
 
-use super::wire::{self, Published, WireEvent};
+use super::wire::{self, LogRead, Published, WireEvent};
 use super::{RedisEngine, engine_error};
 use crate::engine::EngineError;
 use crate::log::{NewEntry, NotNext, Retention, UserLog};
@@ -44,6 +44,9 @@ enum Applied {
     Gap,
     /// Another epoch: the shared log lost its history.
     Stale,
+    /// Same epoch, but a seq this node has holds another event: the shared log lost its newest
+    /// events (a failover to a replica that had not received them) and reused their seqs.
+    Diverged,
 }
 
 impl RedisEngine {
@@ -110,6 +113,7 @@ impl RedisEngine {
             Applied::Done => {}
             Applied::Gap => self.spawn_catch_up(user.clone(), local),
             Applied::Stale => self.retire(user, &local, &log),
+            Applied::Diverged => self.diverged(user, &local, &log),
         }
     }
 
@@ -145,8 +149,8 @@ impl RedisEngine {
                     local.resubscribe.store(false, Ordering::Release);
                 }
                 match engine.read_after(&user, log.head()).await {
-                    Ok((epoch, events)) => {
-                        engine.apply_read(&user, &local, &log, epoch, &events);
+                    Ok(read) => {
+                        engine.apply_read(&user, &local, &log, read);
                         break;
                     }
                     Err(e) => {
@@ -159,33 +163,44 @@ impl RedisEngine {
         });
     }
 
+    /// The shared log of `user` lost events this node has seen and reused their seqs for other
+    /// events, without changing its epoch — e.g. Redis failed over to a replica that had not
+    /// received them. Clients must not resume across that: the epoch is renewed in Redis (once,
+    /// by whichever node notices first) and this node's copy is retired, so every client of the
+    /// user reconnects and gets `reset`, never a silent gap.
+    fn diverged(&self, user: &UserId, local: &Arc<Local>, log: &UserLog) {
+        warn!(%user, head = log.head(), "the shared log lost events this node delivered; renewing its epoch");
+        self.retire(user, local, log);
+        let Some(engine) = self.me.upgrade() else { return };
+        let (user, old) = (user.clone(), log.epoch().to_owned());
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                match engine.renew_epoch(&user, &old).await {
+                    Ok(()) => return,
+                    Err(e) => debug!(%user, "renewing the epoch waits for redis: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+
     /// Applies what [`RedisEngine::read_after`] returned; a missing or different epoch means the
     /// shared log lost its history, so this node's copy is retired.
-    fn apply_read(
-        &self,
-        user: &UserId,
-        local: &Arc<Local>,
-        log: &UserLog,
-        epoch: Option<String>,
-        events: &[WireEvent],
-    ) {
-        let Some(epoch) = epoch else {
+    fn apply_read(&self, user: &UserId, local: &Arc<Local>, log: &UserLog, read: LogRead) {
+        let Some(epoch) = read.epoch else {
             self.retire(user, local, log);
             return;
         };
-        if let Applied::Stale = apply(log, &epoch, events, &self.retention) {
-            self.retire(user, local, log);
+        match apply(log, &epoch, &read.events, &self.retention) {
+            Applied::Done | Applied::Gap => {}
+            Applied::Stale => self.retire(user, local, log),
+            Applied::Diverged => self.diverged(user, local, log),
         }
     }
 
     /// Current epoch and every retained event after `after`, read atomically.
-    async fn read_after(
-        &self,
-        user: &UserId,
-        after: u64,
-    ) -> Result<(Option<String>, Vec<WireEvent>), EngineError> {
-        let read = self.read_log(user, after, 0, false).await?;
-        Ok((read.epoch, read.events))
+    async fn read_after(&self, user: &UserId, after: u64) -> Result<LogRead, EngineError> {
+        self.read_log(user, after, 0, false).await
     }
 
     /// This node's live log of `user`, loaded on first use.
@@ -205,8 +220,8 @@ impl RedisEngine {
     /// Reads what `log` is missing from the stream (a client saw newer events on another node).
     pub(super) async fn refresh_local(&self, user: &UserId, log: &Arc<UserLog>) -> Result<(), EngineError> {
         let Some(local) = self.locals.lock().get(user).cloned() else { return Ok(()) };
-        let (epoch, events) = self.read_after(user, log.head()).await?;
-        self.apply_read(user, &local, log, epoch, &events);
+        let read = self.read_after(user, log.head()).await?;
+        self.apply_read(user, &local, log, read);
         Ok(())
     }
 
@@ -237,6 +252,10 @@ impl RedisEngine {
                 Applied::Gap => gap = true,
                 Applied::Stale => {
                     self.retire(user, local, &log);
+                    return Ok(());
+                }
+                Applied::Diverged => {
+                    self.diverged(user, local, &log);
                     return Ok(());
                 }
             }
@@ -298,7 +317,15 @@ fn apply(log: &UserLog, epoch: &str, events: &[WireEvent], retention: &Retention
             age,
         };
         match log.append(entry) {
-            Ok(_) | Err(NotNext::AlreadyHave) => {}
+            Ok(_) => {}
+            Err(NotNext::AlreadyHave) => {
+                // Delivered twice (live and by a catch-up read): the same event. Another event
+                // at a seq we have means the shared log reused it.
+                let held = log.history(e.seq - 1, 1).ok().and_then(|mut v| v.pop());
+                if held.is_some_and(|h| h.seq == e.seq && h.id != e.id) {
+                    return Applied::Diverged;
+                }
+            }
             Err(NotNext::Gap) => return Applied::Gap,
         }
     }

@@ -31,6 +31,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tracing::info;
 
+/// Renews a log's epoch if it is still the one expected (KEYS: meta; ARGV: old, new).
+const EPOCH_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then \
+     redis.call('HSET', KEYS[1], 'epoch', ARGV[2]) end return 0";
+
 /// How the engine talks to Redis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisOptions {
@@ -53,6 +57,7 @@ pub struct RedisEngine {
     wait_replicas: u32,
     script: redis::Script,
     read_script: redis::Script,
+    epoch_script: redis::Script,
     /// Redis Cluster: each append script touches one user's slot only.
     one_user_per_script: bool,
     locals: Mutex<HashMap<UserId, Arc<fanout::Local>>>,
@@ -102,6 +107,7 @@ impl RedisEngine {
             wait_replicas: options.wait_replicas,
             script: redis::Script::new(include_str!("append.lua")),
             read_script: redis::Script::new(include_str!("read.lua")),
+            epoch_script: redis::Script::new(EPOCH_SCRIPT),
             one_user_per_script: options.cluster,
             locals: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
@@ -148,6 +154,15 @@ impl RedisEngine {
         let mut con = self.commands.clone();
         let reply: Value = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
         wire::decode_read(reply).map_err(engine_error)
+    }
+
+    /// Replaces `user`'s epoch `old` with a new one (if it is still `old`), so that no cursor
+    /// of the old epoch resumes across events the shared log lost.
+    async fn renew_epoch(&self, user: &UserId, old: &str) -> Result<(), EngineError> {
+        let mut con = self.commands.clone();
+        let mut invocation = self.epoch_script.prepare_invoke();
+        invocation.key(self.key(user, "meta")).arg(old).arg(new_epoch());
+        invocation.invoke_async::<()>(&mut con).await.map_err(engine_error)
     }
 
     fn ticket_key(&self, hash: &str) -> String {
