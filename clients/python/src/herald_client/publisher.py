@@ -59,10 +59,10 @@ class _PublisherBase:
     # --- request bodies -------------------------------------------------------------------------
 
     @staticmethod
-    @staticmethod
     def _events_path(user_id: str) -> str:
         return f"/v1/users/{quote(user_id, safe='')}/events"
 
+    @staticmethod
     def _event_body(
         user_id: str,
         event: str,
