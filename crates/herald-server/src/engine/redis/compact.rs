@@ -204,3 +204,40 @@ pub fn compact(frames: &[String]) -> Vec<String> {
     }
     compactor.snapshot(None).into_iter().map(|f| f.frame).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(seq: u64, event: &str, data: &str) -> String {
+        format!(
+            r#"{{"type":"event","seq":{seq},"id":"i{seq}","user_id":"u","thread_id":null,"run_id":"r","event":"{event}","data":{data},"ts":"t"}}"#
+        )
+    }
+
+    #[test]
+    fn a_list_compacts_to_the_runs_snapshot_and_compacting_again_changes_nothing() {
+        let mut list = vec![frame(1, "agent_started", "{}")];
+        list.extend((2..=700).map(|s| frame(s, "agent_text", &format!(r#"{{"delta":"{s} "}}"#))));
+        list.push("not a frame".to_owned());
+        let once = compact(&list);
+        assert_eq!(once.len(), 2);
+        let text: String = (2..=700).map(|s| format!("{s} ")).collect();
+        assert!(once[1].contains(&format!(r#""delta":"{text}""#)), "{}", once[1]);
+        assert_eq!(compact(&once), once);
+        // The rest of a run appended after a compaction folds onto it.
+        let mut more = once.clone();
+        more.push(frame(701, "agent_text", r#"{"delta":"end"}"#));
+        assert!(compact(&more)[1].contains(&format!(r#""delta":"{text}end""#)));
+    }
+
+    #[test]
+    fn runs_are_due_every_so_many_events_and_forgotten_when_they_end() {
+        let appended = Appended::default();
+        let user = UserId::parse("u").unwrap();
+        let due: Vec<bool> = (0..6).map(|_| appended.note(&user, "r", COMPACT_EVERY / 2, false)).collect();
+        assert_eq!(due, [false, true, false, true, false, true]);
+        assert!(!appended.note(&user, "r", COMPACT_EVERY, true), "an ended run is not compacted");
+        assert!(appended.0.lock().is_empty());
+    }
+}
