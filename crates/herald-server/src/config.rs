@@ -5,42 +5,14 @@
 //! all-optional layer that clap and the TOML file both fill; [`Settings::validate`] turns the merge
 //! into a [`Config`] with concrete values, or a [`ConfigError`] that says what to set.
 
+/// Settings hold secrets; the type lives in the leaf module [`crate::secret`].
+pub use crate::secret::Secret;
+use crate::secret::random_token;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
-
-/// A secret string (JWT secret, API key). `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself: call only where it is used, never to log.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
 
 /// The raw settings layer: every field optional, filled by clap (flags and env) or by the file.
 #[derive(clap::Args, Clone, Debug, Default, Deserialize)]
@@ -225,21 +197,23 @@ pub enum ConfigError {
         /// What is wrong and what is allowed.
         reason: String,
     },
-    /// The JWT public key file cannot be used.
-    #[error("invalid jwt_public_key {path}: {reason}")]
-    Key {
-        /// The PEM file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The config file cannot be read or parsed.
-    #[error("config file {path}: {reason}")]
-    File {
+    /// The config file cannot be read.
+    #[error("config file {path}: cannot read it")]
+    Read {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        reason: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not TOML with known setting names.
+    #[error("config file {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error: line, column and the unknown or mistyped key.
+        #[source]
+        source: toml::de::Error,
     },
 }
 
@@ -312,8 +286,9 @@ pub enum OriginPolicy {
 pub enum JwtKey {
     /// HS256 shared secret (`jwt_secret`).
     Secret(Secret),
-    /// RS256 or ES256 public key from a PEM file (`jwt_public_key`).
-    PublicKey(crate::auth::jwt::PublicKey),
+    /// RS256 or ES256 public key in this PEM file (`jwt_public_key`); auth reads and checks it
+    /// when it builds the verifier.
+    PublicKey(PathBuf),
     /// Keys by `kid` from a JWKS URL (`jwks_url`).
     Jwks {
         /// The JWKS document URL.
@@ -414,8 +389,8 @@ impl Settings {
     /// Reads a TOML file whose keys are the settings' names (`history_size = 500`).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
     }
 
     /// Fills every unset field of `self` from `lower` (self wins).
@@ -504,10 +479,7 @@ impl Settings {
                         .into(),
                 });
             }
-            (None, Some(path), None) => JwtKey::PublicKey(
-                crate::auth::jwt::PublicKey::from_pem_file(&path)
-                    .map_err(|e| ConfigError::Key { path: path.clone(), reason: e.to_string() })?,
-            ),
+            (None, Some(path), None) => JwtKey::PublicKey(path),
             (None, None, Some(url)) => JwtKey::Jwks {
                 url: jwks_url(url)?,
                 min_refresh: Duration::from_secs(self.jwks_min_refresh_s.unwrap_or(10)),
@@ -644,7 +616,9 @@ impl Settings {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: defaults, the given secret and API key.
+    /// A configuration for tests and embedding: defaults, the given secret and API key. Test
+    /// helper (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn for_tests(jwt_secret: &str, api_key: &str) -> Config {
         Settings {
             listen: Some("127.0.0.1:0".into()),
@@ -685,14 +659,6 @@ fn positive<T: PartialEq + Default + fmt::Display>(key: &'static str, value: T) 
         });
     }
     Ok(value)
-}
-
-/// A random URL-safe token of `bytes` random bytes.
-pub fn random_token(bytes: usize) -> String {
-    use base64::Engine as _;
-    let mut buf = vec![0u8; bytes];
-    rand::fill(&mut buf[..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 #[cfg(test)]
