@@ -13,6 +13,7 @@
 mod events;
 mod idle;
 mod load;
+mod publish;
 mod replay;
 mod socket;
 mod spawn;
