@@ -45,7 +45,8 @@ pub async fn scan_once(engine: &dyn Engine, stall_after: Duration) {
             data: json!({ "silent_s": silent_s, "stall_after_s": stall_after.as_secs() })
                 .as_object()
                 .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
             id: Some(format!("stall-{}-{}", run.run_id, run.marker)),
         };
         match engine.append(vec![event]).await {
