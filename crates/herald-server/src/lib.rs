@@ -123,17 +123,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(console::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .merge(autobahn_routes())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
-}
-
-/// `/__echo` for the Autobahn suite, only in builds with the `autobahn` feature.
-fn autobahn_routes() -> Router<Arc<AppState>> {
-    let routes = Router::new();
-    #[cfg(feature = "autobahn")]
-    let routes = routes.route("/__echo", get(ws::echo::upgrade));
-    routes
 }
 
 /// Serves `config` on `listener` until `shutdown` is cancelled, then drains and returns.
