@@ -696,6 +696,7 @@ function connect(token) {
     replayedSinceWelcome = 0;
     inReplay = true;
     log(`welcome: ${w.recovery}, log at seq ${w.seq}, connection ${w.connection_id}`, "good");
+    if (w.recovery !== "replayed" && w.seq > 0) void loadRecentRuns(token, w.epoch, w.seq);
   });
   c.on("event", (e) => {
     if (inReplay) replayedSinceWelcome++;
@@ -721,6 +722,28 @@ function connect(token) {
   runs.onChange((run) => renderRun(run));
   log(`connecting to ${ui.url.value.trim()}`);
   c.connect().catch((e) => log(`gave up: ${e.message}`, "bad"));
+}
+async function loadRecentRuns(token, epoch, upTo) {
+  const known = new Set(runs.list().map((r) => r.id));
+  const history = new HeraldClient({ url: ui.url.value.trim(), token, reconnect: false, cursor: { seq: 0, epoch } });
+  const events = [];
+  history.on("event", (e) => {
+    if (e.seq <= upTo && e.run_id && !known.has(e.run_id)) events.push(e);
+  });
+  try {
+    const synced = new Promise((resolve) => {
+      history.on("synced", (s) => resolve(s.recovery === "replayed"));
+      history.on("close", () => resolve(false));
+    });
+    await history.connect();
+    const complete = await synced;
+    for (const e of events) runs.apply(e);
+    log(`history: ${events.length} events of earlier runs${complete ? "" : " (older ones are no longer retained)"}`);
+  } catch (e) {
+    log(`history unavailable: ${e.message}`, "bad");
+  } finally {
+    history.close();
+  }
 }
 ui.connect.addEventListener("click", () => {
   const token = ui.token.value.trim();

@@ -2,6 +2,7 @@
 //! result. Every error leaves through [`ApiFailure`], the one place that turns library errors into
 //! a status and the shared body `{"error":{"code","message"}}`.
 
+pub mod agui;
 pub mod events;
 pub mod health;
 pub mod history;
@@ -120,6 +121,22 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
         let key = state.auth.api_key(&parts.headers)?;
         state.limits.publish(key)?;
         Ok(Publisher)
+    }
+}
+
+/// Proof that the server takes new work: a draining node refuses streams, publishes and
+/// readiness probes with 503 `not_ready`, so clients and load balancers move to another node.
+#[derive(Debug)]
+pub struct Accepting;
+
+impl FromRequestParts<Arc<AppState>> for Accepting {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(_: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        if state.is_draining() {
+            return Err(ApiFailure::not_ready("server is draining: use another node"));
+        }
+        Ok(Accepting)
     }
 }
 
