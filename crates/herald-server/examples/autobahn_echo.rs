@@ -13,5 +13,6 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("echo on ws://{}/__echo", listener.local_addr()?);
     let app = herald_server::ws::echo::router(max);
-    herald_server::serve::serve(listener, app, Duration::from_secs(10), std::future::pending()).await
+    let admit = |_| Ok(herald_server::limits::IpSlot::default());
+    herald_server::serve::serve(listener, app, Duration::from_secs(10), admit, std::future::pending()).await
 }

@@ -168,7 +168,9 @@ pub async fn run_with_engine(
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();
-    serve::serve(listener, app, state.config.handshake_timeout, async move {
+    let limits = state.clone();
+    let admit = move |peer: std::net::SocketAddr| limits.limits.accept_ip(peer.ip());
+    serve::serve(listener, app, state.config.handshake_timeout, admit, async move {
         shutdown.cancelled().await;
         drain_state.draining.store(true, Ordering::Release);
         info!("draining: refusing new connections, closing open ones with 1001");
