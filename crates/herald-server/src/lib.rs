@@ -137,17 +137,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(console::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .merge(autobahn_routes())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
-}
-
-/// `/__echo` for the Autobahn suite, only in builds with the `autobahn` feature.
-fn autobahn_routes() -> Router<Arc<AppState>> {
-    let routes = Router::new();
-    #[cfg(feature = "autobahn")]
-    let routes = routes.route("/__echo", get(ws::echo::upgrade));
-    routes
 }
 
 /// Serves `config` on `listener` until `shutdown` is cancelled, then drains and returns.
@@ -187,7 +178,9 @@ pub async fn run_with_engine(
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();
-    serve::serve(listener, app, state.config.handshake_timeout, async move {
+    let limits = state.clone();
+    let admit = move |peer: std::net::SocketAddr| limits.limits.accept_ip(peer.ip());
+    serve::serve(listener, app, state.config.handshake_timeout, admit, async move {
         shutdown.cancelled().await;
         drain_state.draining.store(true, Ordering::Release);
         info!("draining: refusing new connections, closing open ones with 1001");

@@ -154,7 +154,7 @@ impl UserManager {
             kind: event.kind,
             run_id: event.run_id,
             thread_id: event.thread_id,
-            data: event.data,
+            data: event.data.into(),
             id: event.id,
         };
         let mut receipts = self.engine.append(vec![input]).await?;

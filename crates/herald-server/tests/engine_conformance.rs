@@ -69,7 +69,7 @@ fn ev(user_id: &str, kind: EventKind, run: Option<&str>, id: Option<&str>, data:
         kind,
         run_id: run.map(str::to_owned),
         thread_id: None,
-        data: data.as_object().cloned().unwrap_or_default(),
+        data: data.as_object().cloned().unwrap_or_default().into(),
         id: id.map(str::to_owned),
     }
 }
