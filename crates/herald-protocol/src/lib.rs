@@ -10,13 +10,16 @@
 
 pub mod agui;
 pub mod compact;
+pub mod data;
 pub mod event;
 pub mod frame;
 pub mod publish;
 pub mod publish_socket;
 pub mod run;
+pub mod unique_keys;
 pub mod user;
 
+pub use data::EventData;
 pub use event::EventKind;
 pub use frame::{ClientFrame, ClientFrameError, CloseCode, Recovery, ServerFrame};
 pub use publish::{

@@ -206,15 +206,16 @@ impl<'m> Reader<'m> {
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => end = Some(End::Gone),
-                    Some(Err(e)) if super::connection::is_too_big(&e) => {
-                        end = Some(End::Close(
-                            CloseCode::MESSAGE_TOO_BIG,
-                            "frame over twice max_body_bytes: split the batch",
-                        ));
-                    }
                     Some(Err(e)) => {
                         debug!("read error: {e}");
-                        end = Some(End::Gone);
+                        end = Some(match super::read_error::close_for(&e) {
+                            Some((CloseCode::MESSAGE_TOO_BIG, _)) => End::Close(
+                                CloseCode::MESSAGE_TOO_BIG,
+                                "frame over twice max_body_bytes: split the batch",
+                            ),
+                            Some((code, reason)) => End::Close(code, reason),
+                            None => End::Gone,
+                        });
                     }
                 },
             }

@@ -30,14 +30,16 @@ handler per invocation: it is one Herald run. Needs ``langchain-core`` (the ``la
 from __future__ import annotations
 
 import asyncio
-import logging
+import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 from uuid import UUID
 
 try:
     from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 except ImportError as e:  # pragma: no cover - exercised by the wheel test in a bare venv
-    raise ImportError('herald_client.integrations.langchain needs langchain-core: pip install "herald-client[langchain]"') from e
+    raise ImportError(
+        'herald_client.integrations.langchain needs langchain-core: pip install "herald-client[langchain]"'
+    ) from e
 
 from ..publisher import AsyncPublisher, Publisher
 from ..run import Run, SyncRun
@@ -46,7 +48,6 @@ from ._json import jsonable
 
 __all__ = ["HeraldCallbackHandler", "AsyncHeraldCallbackHandler", "LangChainEvents"]
 
-log = logging.getLogger("herald_client")
 T = TypeVar("T")
 Emit = Tuple[str, Dict[str, Any]]
 
@@ -92,9 +93,7 @@ class LangChainEvents:
             return []
         out: List[Emit] = []
         if run_id not in self._streamed:
-            text = "".join(
-                getattr(g, "text", "") or "" for gens in getattr(response, "generations", []) for g in gens
-            )
+            text = "".join(getattr(g, "text", "") or "" for gens in getattr(response, "generations", []) for g in gens)
             if text:
                 out.append(("agent_text", {"delta": text}))
         self._streamed.discard(run_id)
@@ -120,10 +119,13 @@ class LangChainEvents:
             data.update(status="error", error=str(error) or type(error).__name__, error_type=type(error).__name__)
         return [("tool_completed", data)]
 
-    def tool_callback(self, serialized: Any, input_str: str, run_id: UUID, parent_run_id: Optional[UUID], inputs: Any, kw: Dict[str, Any]) -> List[Emit]:
-        """``on_tool_start``: the run's start if the tool is the outermost runnable, then the call."""
+    def tool_callback(self, serialized: Any, input_str: str, kw: Dict[str, Any]) -> List[Emit]:
+        """``on_tool_start`` (its keyword arguments in ``kw``): the run's start if the tool is the
+        outermost runnable, then the call."""
         name = _name(serialized) or kw.get("name") or "tool"
-        emits = self.begin(run_id, parent_run_id, name)
+        run_id: UUID = kw["run_id"]
+        emits = self.begin(run_id, kw.get("parent_run_id"), name)
+        inputs = kw.get("inputs")
         parameters = inputs if inputs is not None else {"input": input_str}
         return emits + self.tool_start(name, run_id, kw.get("tool_call_id"), parameters)
 
@@ -205,17 +207,29 @@ class HeraldCallbackHandler(_HandlerBase, BaseCallbackHandler):
             return AsyncHeraldCallbackHandler(publisher, *args, **kwargs)
         return super().__new__(cls)
 
+    def __init__(self, publisher: Publisher, **kwargs: Any) -> None:
+        super().__init__(publisher, **kwargs)
+        # Tool nodes run parallel tool calls in worker threads: publish one event at a time.
+        self._lock = threading.Lock()
+
     def _publish(self, emits: Sequence[Emit]) -> None:
-        for event, data in emits:
-            self.run.emit(event, data)
+        with self._lock:
+            for event, data in emits:
+                self.run.emit(event, data)
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
@@ -227,8 +241,8 @@ class HeraldCallbackHandler(_HandlerBase, BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         self._publish(self.events.error(error, run_id))
 
-    def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: Optional[UUID] = None, inputs: Any = None, **kw: Any) -> None:
-        self._publish(self.events.tool_callback(serialized, input_str, run_id, parent_run_id, inputs, kw))
+    def on_tool_start(self, serialized: Any, input_str: str, **kw: Any) -> None:
+        self._publish(self.events.tool_callback(serialized, input_str, kw))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
         self._publish(self.events.tool_done(output, None, run_id))
@@ -280,13 +294,19 @@ class AsyncHeraldCallbackHandler(_HandlerBase, AsyncCallbackHandler):
             for event, data in emits:
                 await self.run.emit(event, data)
 
-    async def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    async def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    async def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
     async def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
@@ -298,8 +318,8 @@ class AsyncHeraldCallbackHandler(_HandlerBase, AsyncCallbackHandler):
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         await self._publish(self.events.error(error, run_id))
 
-    async def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: Optional[UUID] = None, inputs: Any = None, **kw: Any) -> None:
-        await self._publish(self.events.tool_callback(serialized, input_str, run_id, parent_run_id, inputs, kw))
+    async def on_tool_start(self, serialized: Any, input_str: str, **kw: Any) -> None:
+        await self._publish(self.events.tool_callback(serialized, input_str, kw))
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
         await self._publish(self.events.tool_done(output, None, run_id))
@@ -347,7 +367,9 @@ def _text_of_blocks(content: Any) -> str:
     """The text blocks of a list content (``[{"type": "text", "text": …}, …]``), joined."""
     if not isinstance(content, list):
         return ""
-    return "".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+    return "".join(
+        b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
 
 
 def _final_response(outputs: Any) -> Any:

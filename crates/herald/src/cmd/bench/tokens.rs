@@ -9,7 +9,8 @@
 //! publish→receive latency, measured as in the load run (open loop, timestamp in the payload).
 
 use super::events::{push_event, random_hex};
-use super::load::{Collected, Counters, LatencyMs, Shared, TIMER_SLACK, collect, open_sockets, read_socket};
+use super::load::{Counters, LatencyMs, LoadConfig, Shared, Totals, collect, open_sockets, read_socket};
+use super::publish::TIMER_SLACK;
 use super::stats::process_cpu_s;
 use herald_client::publish_socket::{PublishReceiver, PublishSocket};
 use herald_protocol::Outcome;
@@ -52,6 +53,26 @@ pub struct TokenConfig {
     pub drain_timeout: Duration,
     /// The server's pid, for its CPU time.
     pub server_pid: Option<u32>,
+}
+
+impl TokenConfig {
+    /// The load settings that open this run's sockets: one per run, each of its own user.
+    fn sockets_to_open(&self) -> LoadConfig {
+        LoadConfig {
+            url: self.url.clone(),
+            api_key: self.api_key.clone(),
+            jwt_secret: self.jwt_secret.clone(),
+            users: self.runs,
+            conns_per_user: 1,
+            rate: None,
+            duration: self.duration,
+            payload_bytes: self.payload_bytes,
+            batch: 1,
+            publishers: 1,
+            drain_timeout: self.drain_timeout,
+            server_pid: self.server_pid,
+        }
+    }
 }
 
 /// The result of one phase.
@@ -131,9 +152,6 @@ impl Sink {
 pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<TokenReport, String> {
     let tag = format!("tokens-{}", random_hex(8));
     let users: Vec<String> = (0..config.runs).map(|i| format!("{tag}-u{i}")).collect();
-    let ttl = config.duration + config.drain_timeout + Duration::from_secs(3600);
-    let tokens: Arc<Vec<String>> =
-        Arc::new(users.iter().map(|u| herald_client::sign_token(&config.jwt_secret, u, ttl)).collect());
     let counters = Arc::new(Counters::default());
     let shared = Arc::new(Shared {
         origin: Instant::now(),
@@ -141,7 +159,7 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
         counters: counters.clone(),
         last_frame_us: AtomicU64::new(0),
     });
-    let sockets = open_sockets(&config.url, &tokens, &users, 1, &counters).await?;
+    let sockets = open_sockets(&config.sockets_to_open(), &users, &counters).await?;
     let mut start_seq = vec![0u64; config.runs];
     let (finish_tx, finish_rx) = watch::channel(None);
     let mut readers = tokio::task::JoinSet::new();
@@ -229,7 +247,7 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
         }
     }
     let _ = finish_tx.send(Some(Instant::now() + config.drain_timeout));
-    let Collected { hist, delivered, lost, reordered } = collect(readers, &shared, &mut samples).await?;
+    let Totals { hist, delivered, lost, reordered, samples } = collect(readers, &shared, samples).await?;
     let server_cpu_s = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_s(Some(p)))) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
