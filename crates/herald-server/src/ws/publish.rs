@@ -18,7 +18,7 @@
 
 use super::MaybeUpgrade;
 use crate::AppState;
-use crate::api::{ApiFailure, Publisher, events};
+use crate::api::{Accepting, ApiFailure, Publisher, events};
 use crate::metrics::{InFlight, PublisherSocket};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -43,12 +43,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Handles `GET /v1/publish`: the API key is checked (401 JSON) before the upgrade.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
+    _: Accepting,
     publisher: Publisher,
     upgrade: MaybeUpgrade,
 ) -> Result<Response, ApiFailure> {
-    if state.is_draining() {
-        return Err(ApiFailure::not_ready("server is draining: publish to another node"));
-    }
     let Some(upgrade) = upgrade.0 else {
         return Err(ApiFailure::bad_request(
             "not_websocket",
