@@ -279,7 +279,13 @@ async fn a_retry_with_the_same_id_after_a_dropped_socket_is_delivered_once() {
 async fn a_publisher_that_does_not_read_its_answers_is_not_read_either() {
     const MAX: usize = 4;
     const FRAMES: usize = 2000;
-    let server = TestServer::with(Settings { publish_max_in_flight: Some(MAX), ..Settings::default() }).await;
+    // A long heartbeat: a publisher that reads nothing would otherwise be closed (4000) after two.
+    let server = TestServer::with(Settings {
+        publish_max_in_flight: Some(MAX),
+        heartbeat_ms: Some(600_000),
+        ..Settings::default()
+    })
+    .await;
     // A small receive buffer on our side and 4 KiB answers (the ref is echoed): the answers of
     // all frames cannot fit in the kernel's buffers (server send buffer at most 4 MiB here).
     let addr = server.url.strip_prefix("http://").unwrap().parse().unwrap();
