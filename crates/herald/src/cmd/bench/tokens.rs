@@ -10,7 +10,7 @@
 
 use super::events::{push_event, random_hex};
 use super::load::{Counters, LatencyMs, LoadConfig, Shared, Totals, collect, open_sockets, read_socket};
-use super::publish::TIMER_SLACK;
+use super::publish::{TIMER_SLACK, post};
 use super::stats::process_cpu_s;
 use herald_client::publish_socket::{PublishReceiver, PublishSocket};
 use herald_protocol::Outcome;
@@ -121,23 +121,7 @@ impl Sink {
     /// Publishes one event (HTTP: waits for the answer; socket: queues the frame).
     async fn publish(&self, event: String) -> Result<(), String> {
         match self {
-            Sink::Http { client, endpoint, auth } => {
-                let response = client
-                    .post(endpoint)
-                    .header("authorization", auth)
-                    .header("content-type", "application/json")
-                    .body(event)
-                    .send()
-                    .await
-                    .map_err(|e| format!("POST /v1/events: {e}"))?;
-                let status = response.status();
-                let body = response.bytes().await.unwrap_or_default();
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("POST /v1/events: {status}: {}", String::from_utf8_lossy(&body)))
-                }
-            }
+            Sink::Http { client, endpoint, auth } => post(client, endpoint, auth, event).await.map(|_| ()),
             Sink::Socket { frames, sent } => {
                 let n = sent.fetch_add(1, Ordering::Relaxed);
                 frames
