@@ -20,6 +20,8 @@ pub mod engine;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod node;
+pub mod rates;
 pub mod registry;
 pub mod runs;
 pub mod serve;
@@ -80,6 +82,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Where client `message`/`cancel` frames go, when configured.
     pub upstream: Option<upstream::Upstream>,
+    /// This node's identity among the others.
+    pub node: node::Node,
     draining: AtomicBool,
 }
 
@@ -114,6 +118,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", post(api::events::publish))
         .route("/v1/users/{user_id}/events", get(api::history::list))
         .route("/v1/tickets", post(api::tickets::create))
+        .route("/v1/users/{user_id}/disconnect", post(api::users::disconnect))
+        .route("/v1/users/{user_id}/presence", get(api::users::presence))
+        .route("/v1/runs", get(api::runs::list))
+        .route("/v1/info", get(api::info::show))
         .route("/v1/agui/stream", get(agui::stream).post(agui::stream).options(agui::preflight))
         .route("/v1/agui/events", post(agui::publish))
         .route("/health/live", get(api::health::live))
@@ -153,11 +161,14 @@ pub async fn run_with_engine(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(AppState {
         auth: Authenticator::new(&config),
         limits: limits::Limits::new(&config),
         upstream: config.upstream.clone().map(upstream::Upstream::new),
-        registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user),
+        registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user)
+            .with_presence_changes(presence_tx),
+        node: node::Node::new(),
         engine,
         config: Arc::new(config),
         shutdown: shutdown.child_token(),
@@ -170,6 +181,7 @@ pub async fn run_with_engine(
     let sweeper = tokio::spawn(sweep(state.clone()));
     let monitor =
         tokio::spawn(runs::monitor(state.engine.clone(), state.config.run_stall, state.shutdown.clone()));
+    let node_task = tokio::spawn(node::run(state.clone(), presence_rx));
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();
@@ -186,6 +198,7 @@ pub async fn run_with_engine(
     }
     sweeper.abort();
     monitor.abort();
+    node_task.abort();
     info!("stopped");
     Ok(())
 }

@@ -15,8 +15,11 @@
 //! the stream, and a message of another epoch (Redis lost the log) closes the local log so its
 //! clients reconnect and get `reset`.
 
+mod control;
+
 use super::{
-    AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch, new_event_id,
+    ActiveRun, AppendError, Control, Engine, EngineError, History, NodePresence, NodeReport, RunScan,
+    StalledRun, encode_frame, new_epoch, new_event_id,
 };
 use crate::log::{LogEntry, NewEntry, NotNext, Retention, UserLog};
 use async_trait::async_trait;
@@ -54,6 +57,8 @@ pub struct RedisEngine {
     /// Serializes SUBSCRIBE/UNSUBSCRIBE so an unsubscribe of a user going idle cannot undo the
     /// subscribe of a connection arriving at the same moment.
     subscriptions: tokio::sync::Mutex<()>,
+    /// Orders from the control channel, for this node's [`crate::node`] task.
+    control_tx: tokio::sync::broadcast::Sender<Control>,
     me: Weak<RedisEngine>,
 }
 
@@ -135,8 +140,11 @@ impl RedisEngine {
             one_user_per_script: cluster,
             locals: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
+            control_tx: tokio::sync::broadcast::channel(64).0,
             me: me.clone(),
         });
+        let mut subscriber = engine.subscriber.clone();
+        subscriber.subscribe(engine.control_channel()).await.map_err(unavailable)?;
         let weak = Arc::downgrade(&engine);
         tokio::spawn(async move {
             while let Some(push) = rx.recv().await {
@@ -167,6 +175,10 @@ impl RedisEngine {
                 ) else {
                     return;
                 };
+                if channel == self.control_channel() {
+                    self.on_control(&payload);
+                    return;
+                }
                 let (Some(user), Some(message)) = (self.user_of_channel(&channel), parse_published(&payload))
                 else {
                     warn!(channel, "unparseable message on a herald channel");
@@ -828,6 +840,51 @@ impl Engine for RedisEngine {
             }
         };
         ping(&mut commands).await && ping(&mut subscriber).await
+    }
+
+    async fn active_runs(
+        &self,
+        silent_for: Duration,
+        limit: usize,
+    ) -> Result<(usize, Vec<ActiveRun>), EngineError> {
+        self.list_active_runs(silent_for, limit).await
+    }
+
+    async fn revoke(&self, user: &UserId, before: u64, keep: Duration) -> Result<(), EngineError> {
+        self.store_revocation(user, before, keep).await
+    }
+
+    async fn revoked_before(&self, user: &UserId) -> Result<Option<u64>, EngineError> {
+        self.read_revocation(user).await
+    }
+
+    async fn broadcast(&self, control: &Control) -> Result<(), EngineError> {
+        self.broadcast_control(control).await
+    }
+
+    fn control(&self) -> Option<tokio::sync::broadcast::Receiver<Control>> {
+        Some(self.control_tx.subscribe())
+    }
+
+    async fn report_node(&self, report: &NodeReport, ttl: Duration) -> Result<(), EngineError> {
+        self.store_report(report, ttl).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeReport>, EngineError> {
+        self.reports().await
+    }
+
+    async fn put_presence(
+        &self,
+        user: &UserId,
+        node: &str,
+        here: Option<&NodePresence>,
+    ) -> Result<(), EngineError> {
+        self.store_presence(user, node, here).await
+    }
+
+    async fn presence(&self, user: &UserId) -> Result<Vec<NodePresence>, EngineError> {
+        self.read_presence(user).await
     }
 
     fn sweep(&self) {

@@ -62,6 +62,8 @@ pub struct Params {
 #[derive(Debug)]
 enum End {
     Close(u16, &'static str),
+    /// An operator disconnected the user (4003), with their reason.
+    Kicked(Arc<str>),
     Gone,
 }
 
@@ -97,6 +99,11 @@ struct Connection {
     upstream: Option<UpstreamLink>,
     connection_id: String,
     user: UserId,
+    /// Fires at the token's expiry (4001); a `refresh` moves it.
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Changes when an operator disconnects the user.
+    kicked: watch::Receiver<Arc<str>>,
+    refresher: super::refresh::Refresher,
 }
 
 /// Serves one upgraded socket until it closes, the token expires, or the server drains. Every
@@ -108,12 +115,17 @@ pub async fn serve(
     params: Params,
     upstream: Option<Upstream>,
     shutdown: CancellationToken,
+    refresher: super::refresh::Refresher,
 ) {
     let connection_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let span = tracing::info_span!("connection", user_id = %manager.user(), connection_id = %connection_id);
-    serve_in_span(socket, manager, cursor, params, upstream, shutdown, connection_id).instrument(span).await
+    serve_in_span(socket, manager, cursor, params, upstream, shutdown, connection_id, refresher)
+        .instrument(span)
+        .await
 }
 
+// Everything `serve` was given, plus the id its span names.
+#[allow(clippy::too_many_arguments)]
 async fn serve_in_span(
     mut socket: WebSocket,
     manager: Arc<UserManager>,
@@ -122,9 +134,10 @@ async fn serve_in_span(
     upstream: Option<Upstream>,
     shutdown: CancellationToken,
     connection_id: String,
+    refresher: super::refresh::Refresher,
 ) {
     let user = manager.user().clone();
-    let _slot = match manager.connect() {
+    let slot = match manager.connect() {
         Ok(slot) => slot,
         Err(e) => {
             crate::metrics::connection_attempt("limited");
@@ -169,6 +182,9 @@ async fn serve_in_span(
         upstream: upstream.map(UpstreamLink::new),
         connection_id: connection_id.clone(),
         user: user.clone(),
+        expiry: Box::pin(tokio::time::sleep(deadline(params.expires_at))),
+        kicked: slot.kicked(),
+        refresher,
     };
     conn.presence("connected");
     info!(resume = cursor.is_some(), "connection opened");
@@ -181,6 +197,9 @@ async fn serve_in_span(
             crate::metrics::slow_consumer_closed();
         }
         close(&mut conn.socket, code, reason).await;
+    }
+    if let End::Kicked(reason) = &end {
+        close(&mut conn.socket, CloseCode::DISCONNECTED, reason.as_ref()).await;
     }
     conn.presence("disconnected");
     info!(?end, seq = conn.cursor, "connection closed");
@@ -221,8 +240,6 @@ impl Connection {
 
     /// Live phase: write new events, answer the client, keep the heartbeat.
     async fn run(&mut self) -> End {
-        let expiry = tokio::time::sleep(deadline(self.params.expires_at));
-        tokio::pin!(expiry);
         loop {
             self.head_rx.borrow_and_update();
             if self.log.is_closed() {
@@ -234,7 +251,8 @@ impl Connection {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return End::Close(CloseCode::GOING_AWAY, "server shutting down"),
-                _ = &mut expiry => return End::Close(CloseCode::TOKEN_EXPIRED, "token expired"),
+                _ = &mut self.expiry => return End::Close(CloseCode::TOKEN_EXPIRED, "token expired"),
+                Ok(()) = self.kicked.changed() => return End::Kicked(self.kicked.borrow_and_update().clone()),
                 changed = self.head_rx.changed() => if changed.is_err() { return End::Gone },
                 message = self.socket.recv() => {
                     if let Some(end) = self.on_message(message).await {
@@ -269,6 +287,8 @@ impl Connection {
                 reference,
             ),
             ClientFrame::Ping => return Some(ServerFrame::Pong),
+            // Answered by the connection itself (see `refresh`), never forwarded.
+            ClientFrame::Refresh { .. } => return None,
         };
         let Some(link) = &self.upstream else {
             return Some(ServerFrame::Error {
@@ -380,6 +400,7 @@ impl Connection {
                 "over max_client_msgs_per_s: this message was dropped; keep sending and the socket closes (1008)",
             ),
             Message::Text(text) => match ClientFrame::parse(text.as_str()) {
+                Ok(ClientFrame::Refresh { token }) => self.refresh(&token).await,
                 Ok(frame) => match self.forward(frame) {
                     Some(reply) => reply,
                     None => return None,
@@ -401,6 +422,20 @@ impl Connection {
         };
         let text: Utf8Bytes = reply.to_json().into();
         self.socket.send(Message::Text(text)).await.err().map(|_| End::Gone)
+    }
+
+    /// Takes a fresh token: the expiry moves to its `exp`, or an error frame says why not (and
+    /// the old expiry stays).
+    async fn refresh(&mut self, token: &str) -> ServerFrame {
+        match self.refresher.check(&self.user, token).await {
+            Ok(expires_at) => {
+                self.expiry.as_mut().reset(Instant::now() + deadline(Some(expires_at)));
+                let exp = expires_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+                info!(exp, "token refreshed");
+                ServerFrame::Refreshed { exp }
+            }
+            Err(frame) => frame,
+        }
     }
 
     async fn ping(&mut self) -> Option<End> {
@@ -438,8 +473,8 @@ fn is_too_big(e: &axum::Error) -> bool {
 }
 
 /// Sends a close frame (bounded in time) and waits briefly for the client's close.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+async fn close(socket: &mut WebSocket, code: u16, reason: impl Into<Utf8Bytes>) {
+    let frame = CloseFrame { code, reason: reason.into() };
     let patience = if code == CloseCode::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_TIMEOUT } else { CLOSE_TIMEOUT };
     let _ = tokio::time::timeout(patience, socket.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
