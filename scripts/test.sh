@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== Rust: formatting and lints (a warning fails the suite)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "== Rust: unit, integration and doc tests"
 cargo build --workspace --all-targets
 cargo nextest run --workspace --no-fail-fast

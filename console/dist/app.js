@@ -166,7 +166,7 @@ var HeraldClient = class {
   }
   /**
    * Sends the user's message to the backend: Herald POSTs it upstream, signed, with the user id
-   * from the token (DESIGN §9). Resolves with the `ack` carrying the backend's status and JSON
+   * from the token (docs/protocol.md, "Upstream"). Resolves with the `ack` carrying the backend's status and JSON
    * body (e.g. `{run_id}`); rejects with a `HeraldError` whose `code` is the server's
    * (`upstream_error`, `upstream_unavailable`, `rate_limited`) or the client's (`timeout`,
    * `disconnected`, `closed`, `not_connected`).
@@ -696,6 +696,7 @@ function connect(token) {
     replayedSinceWelcome = 0;
     inReplay = true;
     log(`welcome: ${w.recovery}, log at seq ${w.seq}, connection ${w.connection_id}`, "good");
+    if (w.recovery !== "replayed" && w.seq > 0) void loadRecentRuns(token, w.epoch, w.seq);
   });
   c.on("event", (e) => {
     if (inReplay) replayedSinceWelcome++;
@@ -721,6 +722,28 @@ function connect(token) {
   runs.onChange((run) => renderRun(run));
   log(`connecting to ${ui.url.value.trim()}`);
   c.connect().catch((e) => log(`gave up: ${e.message}`, "bad"));
+}
+async function loadRecentRuns(token, epoch, upTo) {
+  const known = new Set(runs.list().map((r) => r.id));
+  const history = new HeraldClient({ url: ui.url.value.trim(), token, reconnect: false, cursor: { seq: 0, epoch } });
+  const events = [];
+  history.on("event", (e) => {
+    if (e.seq <= upTo && e.run_id && !known.has(e.run_id)) events.push(e);
+  });
+  try {
+    const synced = new Promise((resolve) => {
+      history.on("synced", (s) => resolve(s.recovery === "replayed"));
+      history.on("close", () => resolve(false));
+    });
+    await history.connect();
+    const complete = await synced;
+    for (const e of events) runs.apply(e);
+    log(`history: ${events.length} events of earlier runs${complete ? "" : " (older ones are no longer retained)"}`);
+  } catch (e) {
+    log(`history unavailable: ${e.message}`, "bad");
+  } finally {
+    history.close();
+  }
 }
 ui.connect.addEventListener("click", () => {
   const token = ui.token.value.trim();

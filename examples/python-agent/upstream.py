@@ -1,4 +1,4 @@
-"""The backend end of Herald's upstream (DESIGN §9): browsers send on their Herald socket, Herald
+"""The backend end of Herald's upstream (docs/protocol.md, "Upstream"): browsers send on their Herald socket, Herald
 POSTs here, signed, and this server answers and streams the agent's run back through Herald.
 
     {"type":"message","user_id","connection_id","ref","thread_id","data":{"text":…}}
@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Awaitable, Dict, Optional, Tuple
 
 from herald_client import SIGNATURE_HEADER, AsyncPublisher, new_id, verify_signature
 
@@ -78,7 +78,7 @@ class Backend:
 
     def start(self, user_id: str, question: str, thread_id: Optional[str]) -> str:
         run_id = new_id()
-        task = asyncio.create_task(answer(self.pub, user_id, question, thread_id, run_id=run_id, pace=self.pace))
+        task = asyncio.create_task(self.agent_run(user_id, question, thread_id, run_id))
         self.runs[run_id] = (user_id, task)
 
         def done(t: "asyncio.Task[str]") -> None:
@@ -88,6 +88,11 @@ class Backend:
 
         task.add_done_callback(done)
         return run_id
+
+    def agent_run(self, user_id: str, question: str, thread_id: Optional[str], run_id: str) -> "Awaitable[str]":
+        """The run that answers one message: the fake agent of agent.py (another backend, such as
+        examples/langgraph-agent, overrides this and keeps the rest)."""
+        return answer(self.pub, user_id, question, thread_id, run_id=run_id, pace=self.pace)
 
     async def aclose(self) -> None:
         """Cancels the runs still going (each ends with agent_cancelled)."""

@@ -311,7 +311,7 @@ export class HeraldClient {
 
   /**
    * Sends the user's message to the backend: Herald POSTs it upstream, signed, with the user id
-   * from the token (DESIGN §9). Resolves with the `ack` carrying the backend's status and JSON
+   * from the token (docs/protocol.md, "Upstream"). Resolves with the `ack` carrying the backend's status and JSON
    * body (e.g. `{run_id}`); rejects with a `HeraldError` whose `code` is the server's
    * (`upstream_error`, `upstream_unavailable`, `rate_limited`) or the client's (`timeout`,
    * `disconnected`, `closed`, `not_connected`).

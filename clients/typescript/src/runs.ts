@@ -1,4 +1,4 @@
-// Groups events by run_id and follows each run's state (DESIGN §6).
+// Groups events by run_id and follows each run's state (docs/protocol.md, "Agent events and run rules").
 
 import type { HeraldClient } from "./client.js";
 import type { HeraldEvent } from "./types.js";

@@ -1,4 +1,4 @@
-// Wire types of the Herald WebSocket protocol v1 (DESIGN §4) and the agent events (§6).
+// Wire types of the Herald WebSocket protocol v1 (docs/protocol.md) and the agent events.
 
 /** How the server honoured the connection's cursor, as announced in `welcome`. */
 export type Recovery = "none" | "replayed" | "reset";
@@ -107,7 +107,7 @@ export type ServerFrame = WelcomeFrame | HeraldEvent | SyncedFrame | PongFrame |
 /** Names of events that end a run. */
 export const TERMINAL_EVENTS: readonly EventName[] = ["agent_completed", "agent_error", "agent_cancelled"];
 
-/** Close codes used by Herald (DESIGN §4). */
+/** Close codes used by Herald (docs/protocol.md). */
 export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,

@@ -1,4 +1,4 @@
-// herald-client against the real Herald binary (node:test). Build first: npm run build.
+// herald-ws against the real Herald binary (node:test). Build first: npm run build.
 
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";

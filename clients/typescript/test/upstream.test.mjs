@@ -1,4 +1,4 @@
-// send() and cancel() through Herald's upstream (DESIGN §9), against the real binary: Herald runs
+// send() and cancel() through Herald's upstream (docs/protocol.md, "Upstream"), against the real binary: Herald runs
 // with --upstream-url pointing at a small HTTP server here that plays the backend. It checks
 // Herald-Signature with node:crypto and records what it was sent. Build first: npm run build.
 

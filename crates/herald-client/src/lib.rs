@@ -1,8 +1,8 @@
 //! A Rust client for Herald: open a socket (with resume), read frames, publish events.
 //!
-//! One piece of client code speaks the protocol for the integration tests, `herald check` and
-//! `herald bench`, so a protocol change is made in one place. It is deliberately small: it does
-//! not reconnect by itself — callers that test resume want to control exactly when that happens.
+//! One piece of client code speaks the protocol for the integration tests and `herald check`, so
+//! a protocol change is made in one place. It is deliberately small: it does not reconnect by
+//! itself — callers that test resume want to control exactly when that happens.
 
 use futures_util::{SinkExt, StreamExt};
 use herald_protocol::frame::EventFrame;
@@ -15,9 +15,6 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-pub mod bench;
-pub mod check;
 
 pub use herald_protocol;
 

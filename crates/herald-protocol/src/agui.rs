@@ -1,4 +1,4 @@
-//! The AG-UI bridge's mapping (DESIGN §10): Herald events ⇄ AG-UI events, in one place.
+//! The AG-UI bridge's mapping (docs/agui.md): Herald events ⇄ AG-UI events, in one place.
 //!
 //! AG-UI (<https://docs.ag-ui.com>) is the event protocol agent frameworks and frontends such as
 //! CopilotKit speak. Herald stores its own events; this module translates both ways, and nothing

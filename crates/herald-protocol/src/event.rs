@@ -1,4 +1,4 @@
-//! The catalogue of agent events (DESIGN §6) and the rules for their `data`.
+//! The catalogue of agent events (docs/protocol.md, "Agent events and run rules") and the rules for their `data`.
 
 use serde_json::{Map, Value};
 use std::fmt;
@@ -85,7 +85,7 @@ impl EventKind {
         Self::PUBLISHABLE.map(EventKind::as_str).join(", ")
     }
 
-    /// Checks the `data` rules of DESIGN §6 and names the first missing or mistyped field.
+    /// Checks the `data` rules (docs/protocol.md, "Agent events and run rules") and names the first missing or mistyped field.
     pub fn check_data(self, data: &Map<String, Value>) -> Result<(), String> {
         let required: &[&str] = match self {
             EventKind::ToolExecuting | EventKind::ToolCompleted => &["tool_name"],

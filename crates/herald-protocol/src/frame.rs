@@ -1,4 +1,4 @@
-//! WebSocket frames of protocol v1 (DESIGN §4) and the close codes.
+//! WebSocket frames of protocol v1 (docs/protocol.md) and the close codes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! Bodies of the publisher HTTP API (DESIGN §5): what a backend sends, what it gets back.
+//! Bodies of the publisher HTTP API (docs/protocol.md, "Publishing"): what a backend sends, what it gets back.
 
 use crate::{EventKind, UserId};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The run state machine (DESIGN §6): which event may follow which within one `run_id`.
+//! The run state machine (docs/protocol.md, "Agent events and run rules"): which event may follow which within one `run_id`.
 //!
 //! Pure: `(state, event) -> Result<state, RunRuleError>`. Engines call [`RunState::apply`] inside
 //! their atomic append, so two publishers racing on one run cannot both win.

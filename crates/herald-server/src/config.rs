@@ -1,6 +1,6 @@
 //! Configuration: every setting from flags, environment and a TOML file, merged then validated.
 //!
-//! Precedence is flag > env > file > default (DESIGN §7). Each setting has three spellings: file
+//! Precedence is flag > env > file > default (`herald serve --help` lists them all). Each setting has three spellings: file
 //! key `history_size`, flag `--history-size`, env `HERALD_HISTORY_SIZE`. [`Settings`] is the raw,
 //! all-optional layer that clap and the TOML file both fill; [`Settings::validate`] turns the merge
 //! into a [`Config`] with concrete values, or a [`ConfigError`] that says what to set.
@@ -228,18 +228,9 @@ pub struct Settings {
 /// Why the configuration cannot be used. Each message says what to set.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A required setting is missing.
-    #[error("{what} is not set: set {env} (or --{flag}, or `{key}` in the config file), or run with --dev")]
-    Missing {
-        /// What is missing, in words.
-        what: &'static str,
-        /// The environment variable.
-        env: &'static str,
-        /// The flag, without dashes.
-        flag: &'static str,
-        /// The file key.
-        key: &'static str,
-    },
+    /// Required settings are missing: all of them, so one run of the server names everything to set.
+    #[error("{}", missing_message(.0))]
+    Missing(Vec<MissingSetting>),
     /// A setting has a value that cannot be used.
     #[error("invalid {key} {value:?}: {reason}")]
     Invalid {
@@ -266,6 +257,43 @@ pub enum ConfigError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// One required setting that is not set, with its three spellings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingSetting {
+    /// What is missing, in words.
+    pub what: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// The file key.
+    pub key: &'static str,
+    /// True when `--dev` would make a random one (so suggesting `--dev` helps).
+    pub dev_makes_it: bool,
+}
+
+/// "X is not set: set ENV (or --flag, or `key` in the config file)", one line per setting, and
+/// the `--dev` hint only when `--dev` would supply every one of them.
+fn missing_message(missing: &[MissingSetting]) -> String {
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|m| {
+            format!(
+                "{} is not set: set {} (or --{}, or `{}` in the config file)",
+                m.what, m.env, m.flag, m.key
+            )
+        })
+        .collect();
+    let mut message = match lines.as_slice() {
+        [one] => one.clone(),
+        _ => format!("{} settings are missing:\n  - {}", lines.len(), lines.join("\n  - ")),
+    };
+    if missing.iter().all(|m| m.dev_makes_it) {
+        message.push_str("\n(or run with --dev to make random ones for local development)");
+    }
+    message
 }
 
 /// Which engine, with its settings.
@@ -334,7 +362,7 @@ impl JwtConfig {
     }
 }
 
-/// Where client `message`/`cancel` frames are forwarded (DESIGN §9).
+/// Where client `message`/`cancel` frames are forwarded (docs/protocol.md, "Upstream").
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
     /// Backend URL.
@@ -456,6 +484,7 @@ impl Settings {
     /// Applies defaults and checks every value. In `dev` mode a missing JWT secret or API key is
     /// generated (random, printed by the binary) instead of being an error.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut missing = Vec::new();
         let listen_raw = self.listen.unwrap_or_else(|| "127.0.0.1:7400".into());
         let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
             key: "listen",
@@ -465,12 +494,16 @@ impl Settings {
         let engine = match self.engine.as_deref().unwrap_or("memory") {
             "memory" => EngineConfig::Memory,
             "redis" => EngineConfig::Redis {
-                url: self.redis_url.ok_or(ConfigError::Missing {
-                    what: "the Redis URL for --engine redis",
-                    env: "HERALD_REDIS_URL",
-                    flag: "redis-url",
-                    key: "redis_url",
-                })?,
+                url: self.redis_url.unwrap_or_else(|| {
+                    missing.push(MissingSetting {
+                        what: "the Redis URL for --engine redis",
+                        env: "HERALD_REDIS_URL",
+                        flag: "redis-url",
+                        key: "redis_url",
+                        dev_makes_it: false,
+                    });
+                    String::new()
+                }),
                 prefix: self.redis_prefix.unwrap_or_else(|| "herald".into()),
                 cluster: self.redis_cluster,
             },
@@ -512,13 +545,15 @@ impl Settings {
                 Some(s) => s,
                 None if self.dev => Secret::new(random_token(32)),
                 None => {
-                    return Err(ConfigError::Missing {
+                    missing.push(MissingSetting {
                         what: "the JWT key that verifies client tokens (an HS256 secret, or a public key \
                            with HERALD_JWT_PUBLIC_KEY, or HERALD_JWKS_URL)",
                         env: "HERALD_JWT_SECRET",
                         flag: "jwt-secret",
                         key: "jwt_secret",
+                        dev_makes_it: true,
                     });
+                    Secret::new(String::new())
                 }
             }),
         };
@@ -530,11 +565,12 @@ impl Settings {
             None => Vec::new(),
         };
         if api_keys.is_empty() {
-            return Err(ConfigError::Missing {
+            missing.push(MissingSetting {
                 what: "the API key that publishing backends use",
                 env: "HERALD_API_KEY",
                 flag: "api-key",
                 key: "api_key",
+                dev_makes_it: true,
             });
         }
         let origins = match self.allowed_origins.as_deref().map(str::trim) {
@@ -556,12 +592,16 @@ impl Settings {
             }
             Some(url) => Some(UpstreamConfig {
                 url,
-                secret: self.upstream_secret.ok_or(ConfigError::Missing {
-                    what: "the secret that signs upstream requests",
-                    env: "HERALD_UPSTREAM_SECRET",
-                    flag: "upstream-secret",
-                    key: "upstream_secret",
-                })?,
+                secret: self.upstream_secret.unwrap_or_else(|| {
+                    missing.push(MissingSetting {
+                        what: "the secret that signs upstream requests",
+                        env: "HERALD_UPSTREAM_SECRET",
+                        flag: "upstream-secret",
+                        key: "upstream_secret",
+                        dev_makes_it: false,
+                    });
+                    Secret::new(String::new())
+                }),
                 timeout: Duration::from_millis(positive(
                     "upstream_timeout_ms",
                     self.upstream_timeout_ms.unwrap_or(5000),
@@ -581,6 +621,9 @@ impl Settings {
                 });
             }
         };
+        if !missing.is_empty() {
+            return Err(ConfigError::Missing(missing));
+        }
         Ok(Config {
             listen,
             engine,
@@ -732,6 +775,25 @@ mod tests {
         assert!(e.contains("HERALD_JWT_SECRET"), "{e}");
         let dev = Settings { dev: true, ..Settings::default() }.validate().unwrap();
         assert_eq!(dev.api_keys.len(), 1);
+    }
+
+    #[test]
+    fn every_missing_setting_is_reported_at_once() {
+        let e = Settings::default().validate().unwrap_err().to_string();
+        assert!(e.contains("HERALD_JWT_SECRET") && e.contains("HERALD_API_KEY"), "{e}");
+        assert!(e.contains("run with --dev"), "--dev would supply both: {e}");
+    }
+
+    #[test]
+    fn dev_is_not_suggested_for_what_dev_cannot_supply() {
+        let redis = Settings { engine: Some("redis".into()), dev: true, ..Settings::default() };
+        let e = redis.validate().unwrap_err().to_string();
+        assert!(e.contains("HERALD_REDIS_URL"), "{e}");
+        assert!(!e.contains("--dev"), "--dev was given and supplies no Redis URL: {e}");
+        let both = Settings { engine: Some("redis".into()), api_key: None, ..base() };
+        let e = both.validate().unwrap_err().to_string();
+        assert!(e.contains("HERALD_REDIS_URL") && e.contains("HERALD_API_KEY"), "{e}");
+        assert!(!e.contains("--dev"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,15 +31,31 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("index.html", "text/html; charset=utf-8", INDEX_HTML),
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../../console/dist/app.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("../../../console/src/style.css")),
+    ("favicon.svg", "image/svg+xml", FAVICON_SVG),
 ];
 
-/// The console's routes: `/console`, `/console/`, `/console/{file}` and `/console/dev.json`.
+const FAVICON_SVG: &str = include_str!("../../../console/src/favicon.svg");
+
+/// The console's routes: `/console`, `/console/`, `/console/{file}` and `/console/dev.json`; also
+/// `/favicon.ico` (browsers ask for it on every page) and `/`, which leads to the console in `--dev`.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/", get(root))
+        .route("/favicon.ico", get(|| async { serve("image/svg+xml", FAVICON_SVG) }))
         .route("/console", get(index))
         .route("/console/", get(index))
         .route("/console/dev.json", get(dev_info))
         .route("/console/{file}", get(asset))
+}
+
+/// `GET /`: in `--dev`, the console (a newcomer opening the printed address lands somewhere useful);
+/// otherwise the API's 404, as for any unknown route.
+async fn root(State(state): State<Arc<AppState>>) -> Response {
+    if state.config.dev {
+        Redirect::temporary("/console").into_response()
+    } else {
+        crate::api::not_found().await.into_response()
+    }
 }
 
 async fn index() -> Response {

@@ -7,11 +7,11 @@
 //! Where things live: [`config`] (settings), [`auth`] (who is calling), [`limits`] (per-IP,
 //! per-connection and per-key rates), [`registry`] (per-user managers), [`engine`] (where logs
 //! live: memory or Redis), [`log`] (the per-user log and cursors), [`ws`] (the socket endpoint and
-//! connection loop), [`upstream`] (client frames to the backend), [`agui`] (the AG-UI bridge),
-//! [`runs`] (stalled-run detection), [`api`] (HTTP routes and the OpenAPI document), [`console`]
-//! (the embedded web console), [`serve`] (the accept loop), [`metrics`].
+//! connection loop), [`stream`] (one stream session shared by the WebSocket and the AG-UI SSE
+//! stream), [`upstream`] (client frames to the backend), [`runs`] (stalled-run detection), [`api`]
+//! (HTTP routes, the AG-UI bridge and the OpenAPI document), [`console`] (the embedded web
+//! console), [`serve`] (the accept loop), [`metrics`].
 
-pub mod agui;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -25,6 +25,7 @@ pub mod rates;
 pub mod registry;
 pub mod runs;
 pub mod serve;
+pub mod stream;
 pub mod upstream;
 pub mod ws;
 
@@ -122,8 +123,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/users/{user_id}/presence", get(api::users::presence))
         .route("/v1/runs", get(api::runs::list))
         .route("/v1/info", get(api::info::show))
-        .route("/v1/agui/stream", get(agui::stream).post(agui::stream).options(agui::preflight))
-        .route("/v1/agui/events", post(agui::publish))
+        .route(
+            "/v1/agui/stream",
+            get(api::agui::stream).post(api::agui::stream).options(api::agui::preflight),
+        )
+        .route("/v1/agui/events", post(api::agui::publish))
         .route("/health/live", get(api::health::live))
         .route("/health/ready", get(api::health::ready))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))

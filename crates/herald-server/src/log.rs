@@ -221,7 +221,7 @@ impl UserLog {
         trimmed
     }
 
-    /// Decides how a connection with an optional `(after, epoch)` cursor starts (DESIGN §3, §4).
+    /// Decides how a connection with an optional `(after, epoch)` cursor starts (docs/protocol.md, "Resume, step by step").
     ///
     /// Taken under one lock with the head, so nothing can fall between the backlog and live events:
     /// the connection continues from `head` whatever is appended meanwhile.

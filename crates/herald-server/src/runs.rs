@@ -1,4 +1,4 @@
-//! Run monitoring: counts active runs and reports stalled ones (DESIGN §6).
+//! Run monitoring: counts active runs and reports stalled ones (docs/protocol.md, "Agent events and run rules").
 //!
 //! A run with no event for `run_stall_s` gets a `run_stalled` event appended to its user's log —
 //! so every open tab can say "this run seems stuck" — plus a warning log line and a metric. It

@@ -1,4 +1,4 @@
-//! Upstream: client frames travel to the backend as signed HTTP POSTs (DESIGN §9).
+//! Upstream: client frames travel to the backend as signed HTTP POSTs (docs/protocol.md, "Upstream").
 //!
 //! A browser that has a Herald socket needs no second channel to say "start" or "stop": its
 //! `message` and `cancel` frames are forwarded to `HERALD_UPSTREAM_URL`, with the `user_id` taken

@@ -1,4 +1,4 @@
-//! The registry's promises (DESIGN §2): one manager per user, race-free, no shared fallback,
+//! The registry's promises (docs/architecture.md): one manager per user, race-free, no shared fallback,
 //! bounded by idle eviction, and emit that never loses an event for an offline user.
 
 use herald_protocol::EventKind;

@@ -9,10 +9,8 @@ mod cmd;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = cmd::Cli::parse();
+    let cli = cmd::parse();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -1,10 +1,10 @@
 """Python publisher and client for Herald, the real-time gateway for AI-agent run events.
 
-- :class:`Publisher` / :class:`AsyncPublisher`: backends publish events over HTTP (DESIGN §5).
+- :class:`Publisher` / :class:`AsyncPublisher`: backends publish events over HTTP (docs/protocol.md, "Publishing").
 - :class:`Run`: ``async with publisher.run(user, thread) as run`` emits a run's events in order.
-- :class:`Client`: an async iterator of a user's events with reconnect and resume (DESIGN §4);
-  ``send``/``cancel`` reach the backend through Herald's upstream (DESIGN §9).
-- :func:`verify_signature`: checks ``Herald-Signature`` on upstream requests (DESIGN §9).
+- :class:`Client`: an async iterator of a user's events with reconnect and resume (docs/protocol.md);
+  ``send``/``cancel`` reach the backend through Herald's upstream (docs/protocol.md, "Upstream").
+- :func:`verify_signature`: checks ``Herald-Signature`` on upstream requests (docs/protocol.md, "Upstream").
 """
 
 from .client import Client, CloseCode, ws_url

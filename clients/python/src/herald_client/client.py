@@ -1,4 +1,4 @@
-"""Consuming a user's events over the WebSocket protocol (DESIGN §4).
+"""Consuming a user's events over the WebSocket protocol (docs/protocol.md).
 
     async with Client("http://127.0.0.1:7400", token) as client:
         async for event in client:
@@ -37,7 +37,7 @@ Callback = Callable[..., Any]
 
 
 class CloseCode:
-    """Close codes Herald uses (DESIGN §4)."""
+    """Close codes Herald uses (docs/protocol.md)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server drain / shutdown
@@ -278,7 +278,7 @@ class Client:
         self, thread_id: Optional[str], data: Any, *, ref: Optional[str] = None, timeout: Optional[float] = None
     ) -> Ack:
         """Sends the user's message to the backend: Herald POSTs it upstream, signed, with the user
-        id from the token (DESIGN §9). Returns the :class:`Ack` with the backend's status and JSON
+        id from the token (docs/protocol.md, "Upstream"). Returns the :class:`Ack` with the backend's status and JSON
         body (e.g. ``{"run_id": …}``).
 
         Raises :class:`UpstreamError` for the server's ``error`` frame (``code``:

@@ -1,5 +1,5 @@
 """Typed errors. Every error the server returns carries its ``code`` and ``message``
-(the body ``{"error":{"code","message"}}`` of DESIGN §5) and the HTTP ``status``."""
+(the body ``{"error":{"code","message"}}`` of docs/protocol.md, "Publishing") and the HTTP ``status``."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class HeraldConnectionError(HeraldError):
 
 
 class UpstreamError(HeraldError):
-    """An ``error`` frame answering a ``message`` or ``cancel`` (DESIGN §9): ``code`` is
+    """An ``error`` frame answering a ``message`` or ``cancel`` (docs/protocol.md, "Upstream"): ``code`` is
     ``upstream_error`` (the backend answered non-2xx), ``upstream_unavailable`` (no upstream
     configured, backend unreachable or too slow), ``rate_limited`` (too many requests in flight),
     or the code of a refused frame; ``ref`` is the frame's."""

@@ -1,4 +1,4 @@
-"""Publishing events to Herald over HTTP (DESIGN §5): ``Publisher`` (sync) and ``AsyncPublisher``.
+"""Publishing events to Herald over HTTP (docs/protocol.md, "Publishing"): ``Publisher`` (sync) and ``AsyncPublisher``.
 
 Every event is sent with an idempotency ``id`` (generated when the caller gives none), so the
 publishers retry network errors and 503/429 answers with the same body: Herald returns the first

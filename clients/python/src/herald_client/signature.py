@@ -1,4 +1,4 @@
-"""Verifying Herald's upstream requests (DESIGN §9).
+"""Verifying Herald's upstream requests (docs/protocol.md, "Upstream").
 
 Herald signs every POST it sends to ``HERALD_UPSTREAM_URL`` with
 ``Herald-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``.

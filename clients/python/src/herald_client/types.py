@@ -1,4 +1,4 @@
-"""Data types of the protocol (DESIGN §4, §5) as dataclasses."""
+"""Data types of the protocol (docs/protocol.md) as dataclasses."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class Welcome:
 
 @dataclass(frozen=True)
 class Ack:
-    """The backend's answer to a ``message`` or ``cancel`` frame (DESIGN §9): its HTTP ``status``
+    """The backend's answer to a ``message`` or ``cancel`` frame (docs/protocol.md, "Upstream"): its HTTP ``status``
     and JSON ``body`` (``None`` if it was not JSON), for the frame with this ``ref``."""
 
     ref: Optional[str]

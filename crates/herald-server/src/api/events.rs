@@ -1,6 +1,6 @@
 //! `POST /v1/events`: one event or a batch, appended all-or-nothing, receipts after the append.
 
-use super::{ApiFailure, Body, Publisher};
+use super::{Accepting, ApiFailure, Body, Publisher};
 use crate::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -75,11 +75,9 @@ pub enum Published {
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     _: Publisher,
+    _: Accepting,
     Body(body): Body,
 ) -> Result<Response, ApiFailure> {
-    if state.is_draining() {
-        return Err(ApiFailure::not_ready("server is draining: publish to another node"));
-    }
     let parsed = PublishBody::parse(&body, state.config.max_batch)?;
     let single = matches!(parsed, PublishBody::Single(_));
     let events = parsed.into_events();

@@ -1,6 +1,6 @@
 //! Health endpoints for load balancers and orchestrators.
 
-use super::ApiFailure;
+use super::{Accepting, ApiFailure};
 use crate::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -49,10 +49,7 @@ pub async fn live() -> Json<Live> {
         (status = 503, response = super::openapi::NotReady),
     )
 )]
-pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Ready>, ApiFailure> {
-    if state.is_draining() {
-        return Err(ApiFailure::not_ready("server is draining"));
-    }
+pub async fn ready(State(state): State<Arc<AppState>>, _: Accepting) -> Result<Json<Ready>, ApiFailure> {
     if !state.engine.is_ready().await {
         return Err(ApiFailure::not_ready(format!("{} engine unreachable", state.engine.name())));
     }

@@ -1,7 +1,8 @@
-//! The HTTP API (DESIGN §5). Handlers are thin: parse the request, call the library, map the
+//! The HTTP API (docs/protocol.md, "Publishing"). Handlers are thin: parse the request, call the library, map the
 //! result. Every error leaves through [`ApiFailure`], the one place that turns library errors into
 //! a status and the shared body `{"error":{"code","message"}}`.
 
+pub mod agui;
 pub mod events;
 pub mod health;
 pub mod history;
@@ -139,6 +140,22 @@ impl FromRequestParts<Arc<AppState>> for Operator {
             state.limits.publish(key)?;
         }
         Ok(Operator)
+    }
+}
+
+/// Proof that the server takes new work: a draining node refuses streams, publishes and
+/// readiness probes with 503 `not_ready`, so clients and load balancers move to another node.
+#[derive(Debug)]
+pub struct Accepting;
+
+impl FromRequestParts<Arc<AppState>> for Accepting {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(_: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        if state.is_draining() {
+            return Err(ApiFailure::not_ready("server is draining: use another node"));
+        }
+        Ok(Accepting)
     }
 }
 

@@ -62,7 +62,7 @@ pub struct RateLimited(pub ApiError);
 /// The server drains or its engine is unreachable. Code `not_ready`: nothing was stored; retry
 /// (with the same ids) on another node or later.
 #[derive(ToResponse)]
-#[response(example = json!({"error": {"code": "not_ready", "message": "server is draining: publish to another node"}}))]
+#[response(example = json!({"error": {"code": "not_ready", "message": "server is draining: use another node"}}))]
 pub struct NotReady(pub ApiError);
 
 /// One Server-Sent Events message of `/v1/agui/stream`, as an SSE parser yields it.
@@ -185,10 +185,10 @@ See docs/protocol.md for the WebSocket protocol and docs/agui.md for the AG-UI b
         super::users::presence,
         super::runs::list,
         super::info::show,
-        crate::agui::publish,
-        crate::agui::stream,
+        crate::api::agui::publish,
+        crate::api::agui::stream,
         agui_stream_post,
-        crate::agui::preflight,
+        crate::api::agui::preflight,
         websocket,
         super::health::live,
         super::health::ready,

@@ -1,6 +1,6 @@
 //! Client JWTs: verification pinned to the configured key, and signing for `herald token`.
 //!
-//! Three key sources (DESIGN §4, §7), exactly one configured:
+//! Three key sources (docs/security.md), exactly one configured:
 //! - an HS256 secret (`HERALD_JWT_SECRET`);
 //! - an RS256 or ES256 public key from a PEM file (`HERALD_JWT_PUBLIC_KEY`);
 //! - a JWKS URL (`HERALD_JWKS_URL`), see [`super::jwks`].

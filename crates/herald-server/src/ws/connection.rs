@@ -1,16 +1,18 @@
-//! One WebSocket connection: a cursor into its user's log, a heartbeat, and the client's frames.
+//! One WebSocket connection: a [`Session`] (its cursor into the user's log), a heartbeat, and the
+//! client's frames.
 //!
-//! The connection owns only its cursor (the last seq it wrote) and its socket. Events are read
-//! from the shared [`UserLog`] in batches and written as the frames encoded at append, fed into
-//! the socket's buffer and flushed once per batch, so a burst costs one syscall, not one per frame.
+//! The session decides what to send and when to stop; this module only encodes. Events are read
+//! from the shared log in batches and written as the frames encoded at append, fed into the
+//! socket's buffer and flushed once per batch, so a burst costs one syscall, not one per frame.
 //!
-//! A connection that stops reading blocks in its flush; while blocked it watches the log, and once
-//! it is more than `max_pending_bytes` behind (or its cursor leaves the retained window) it is
-//! closed with 4008. It never buffers events of its own, so memory stays bounded by the log.
+//! A connection that stops reading blocks in its flush; while blocked the session watches the log,
+//! and once it is more than `max_pending_bytes` behind (or its cursor leaves the retained window)
+//! it is closed with 4008. It never buffers events of its own, so memory stays bounded by the log.
 
 use crate::limits::Verdict;
-use crate::log::{Trimmed, UserLog};
+use crate::log::LogEntry;
 use crate::registry::UserManager;
+use crate::stream::{Cursor, Next, Refused, Session, Stop};
 use crate::upstream::Upstream;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
@@ -19,7 +21,6 @@ use herald_protocol::{ClientFrame, CloseCode, PROTOCOL_VERSION, ServerFrame};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -35,15 +36,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// fast link): give the client time to read up to it, so it learns to resume rather than seeing
 /// a dropped connection. Memory held meanwhile is bounded by one write batch.
 const SLOW_CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where a resuming client says it is.
-#[derive(Debug, Clone)]
-pub struct Cursor {
-    /// Last seq the client has.
-    pub after: u64,
-    /// Epoch of that seq.
-    pub epoch: String,
-}
 
 /// Per-connection settings.
 #[derive(Debug, Clone, Copy)]
@@ -63,8 +55,40 @@ pub struct Params {
 enum End {
     Close(u16, &'static str),
     /// An operator disconnected the user (4003), with their reason.
-    Kicked(Arc<str>),
+    Disconnected(Arc<str>),
     Gone,
+}
+
+impl End {
+    /// Why `session` stopped, as the socket says it.
+    fn from_stop(session: &Session, stop: Stop) -> Self {
+        match stop {
+            Stop::Disconnected => End::Disconnected(session.disconnect_reason()),
+            other => other.into(),
+        }
+    }
+}
+
+impl From<Stop> for End {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::Disconnected => End::Disconnected(Arc::from("disconnected by an operator")),
+            Stop::Reset => End::Close(CloseCode::LOG_RESET, "history was reset: reconnect and resume"),
+            Stop::SlowConsumer => {
+                End::Close(CloseCode::SLOW_CONSUMER, "too far behind: resume from your last seq")
+            }
+            Stop::Shutdown => End::Close(CloseCode::GOING_AWAY, "server shutting down"),
+            Stop::TokenExpired => End::Close(CloseCode::TOKEN_EXPIRED, "token expired"),
+            Stop::Gone => End::Gone,
+        }
+    }
+}
+
+/// What the connection waits for besides new events.
+enum Input {
+    Message(Option<Result<Message, axum::Error>>),
+    Answer(Box<ServerFrame>),
+    Heartbeat,
 }
 
 /// A connection's way to the backend, when an upstream is configured: the forwarder, the bound
@@ -87,22 +111,15 @@ impl UpstreamLink {
 
 struct Connection {
     socket: WebSocket,
-    log: Arc<UserLog>,
-    head_rx: watch::Receiver<u64>,
-    cursor: u64,
+    session: Session,
     params: Params,
     heartbeat: Interval,
     unanswered_pings: u32,
-    shutdown: CancellationToken,
     rate: crate::limits::MessageRate,
     delivery: crate::metrics::Delivery,
     upstream: Option<UpstreamLink>,
     connection_id: String,
     user: UserId,
-    /// Fires at the token's expiry (4001); a `refresh` moves it.
-    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// Changes when an operator disconnects the user.
-    kicked: watch::Receiver<Arc<str>>,
     refresher: super::refresh::Refresher,
 }
 
@@ -137,53 +154,37 @@ async fn serve_in_span(
     refresher: super::refresh::Refresher,
 ) {
     let user = manager.user().clone();
-    let slot = match manager.connect() {
-        Ok(slot) => slot,
-        Err(e) => {
+    let started =
+        Session::start(&manager, cursor.as_ref(), params.max_pending_bytes, params.expires_at, shutdown)
+            .await;
+    let session = match started {
+        Ok(session) => session,
+        Err(Refused::TooManyConnections(e)) => {
             crate::metrics::connection_attempt("limited");
             info!("connection refused: {e}");
             close(&mut socket, CloseCode::TOO_MANY_CONNECTIONS, "too many connections for this user").await;
             return;
         }
-    };
-    let log = match manager.open_log().await {
-        Ok(log) => log,
-        Err(e) => {
+        Err(Refused::Engine(e)) => {
             warn!("connection refused: {e}");
             close(&mut socket, 1011, "engine unavailable, retry").await;
             return;
         }
     };
-    // A cursor ahead of this node's view in the same epoch: the client saw newer events through
-    // another node. Catch up before deciding, so it is replayed rather than reset.
-    if let Some(c) = &cursor
-        && c.epoch == log.epoch()
-        && c.after > log.head()
-        && let Err(e) = manager.refresh_log(&log).await
-    {
-        warn!("could not catch up with the shared log: {e}");
-    }
     crate::metrics::connection_attempt("ok");
-    let _open = crate::metrics::OpenConnection::new();
-    let _attached = log.attach();
     let mut heartbeat = tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut conn = Connection {
         socket,
-        head_rx: log.watch(),
-        log,
-        cursor: 0,
+        session,
         params,
         heartbeat,
         unanswered_pings: 0,
-        shutdown,
         rate: crate::limits::MessageRate::per_second(params.max_client_msgs_per_s),
         delivery: crate::metrics::Delivery::new(),
         upstream: upstream.map(UpstreamLink::new),
         connection_id: connection_id.clone(),
         user: user.clone(),
-        expiry: Box::pin(tokio::time::sleep(deadline(params.expires_at))),
-        kicked: slot.kicked(),
         refresher,
     };
     conn.presence("connected");
@@ -198,11 +199,11 @@ async fn serve_in_span(
         }
         close(&mut conn.socket, code, reason).await;
     }
-    if let End::Kicked(reason) = &end {
+    if let End::Disconnected(reason) = &end {
         close(&mut conn.socket, CloseCode::DISCONNECTED, reason.as_ref()).await;
     }
     conn.presence("disconnected");
-    info!(?end, seq = conn.cursor, "connection closed");
+    info!(?end, seq = conn.session.cursor(), "connection closed");
 }
 
 impl Connection {
@@ -213,14 +214,12 @@ impl Connection {
         user: &herald_protocol::UserId,
         cursor: Option<Cursor>,
     ) -> Result<(), End> {
-        self.head_rx.borrow_and_update();
-        let opening = self.log.open(cursor.as_ref().map(|c| (c.after, c.epoch.as_str())));
-        crate::metrics::recovery(opening.recovery);
+        let opening = self.session.open(cursor.as_ref());
         let welcome = ServerFrame::Welcome {
             v: PROTOCOL_VERSION,
             connection_id: connection_id.to_owned(),
             user_id: user.to_string(),
-            epoch: self.log.epoch().to_owned(),
+            epoch: self.session.log().epoch().to_owned(),
             seq: opening.head,
             heartbeat_ms: self.params.heartbeat.as_millis() as u64,
             recovery: opening.recovery,
@@ -233,7 +232,6 @@ impl Connection {
             self.socket.flush().await.map_err(|_| End::Gone)?;
         }
         crate::metrics::delivered(opening.backlog.len());
-        self.cursor = opening.head;
         let synced = ServerFrame::Synced { seq: opening.head };
         self.socket.send(Message::Text(synced.to_json().into())).await.map_err(|_| End::Gone)
     }
@@ -241,34 +239,26 @@ impl Connection {
     /// Live phase: write new events, answer the client, keep the heartbeat.
     async fn run(&mut self) -> End {
         loop {
-            self.head_rx.borrow_and_update();
-            if self.log.is_closed() {
-                return End::Close(CloseCode::LOG_RESET, "history was reset: reconnect and resume");
-            }
-            if let Err(end) = self.write_pending().await {
+            let (socket, upstream, heartbeat) = (&mut self.socket, &mut self.upstream, &mut self.heartbeat);
+            let input = async {
+                tokio::select! {
+                    biased;
+                    message = socket.recv() => Input::Message(message),
+                    Some(reply) = next_answer(upstream) => Input::Answer(reply),
+                    _ = heartbeat.tick() => Input::Heartbeat,
+                }
+            };
+            let end = match self.session.next(WRITE_BATCH_BYTES, input).await {
+                Next::Batch(batch) => self.write(&batch).await.err(),
+                Next::Stop(stop) => Some(End::from_stop(&self.session, stop)),
+                Next::Other(Input::Message(message)) => self.on_message(message).await,
+                Next::Other(Input::Answer(reply)) => {
+                    self.socket.send(Message::Text(reply.to_json().into())).await.err().map(|_| End::Gone)
+                }
+                Next::Other(Input::Heartbeat) => self.ping().await,
+            };
+            if let Some(end) = end {
                 return end;
-            }
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return End::Close(CloseCode::GOING_AWAY, "server shutting down"),
-                _ = &mut self.expiry => return End::Close(CloseCode::TOKEN_EXPIRED, "token expired"),
-                Ok(()) = self.kicked.changed() => return End::Kicked(self.kicked.borrow_and_update().clone()),
-                changed = self.head_rx.changed() => if changed.is_err() { return End::Gone },
-                message = self.socket.recv() => {
-                    if let Some(end) = self.on_message(message).await {
-                        return end;
-                    }
-                }
-                Some(reply) = next_answer(&mut self.upstream) => {
-                    if self.socket.send(Message::Text(reply.to_json().into())).await.is_err() {
-                        return End::Gone;
-                    }
-                }
-                _ = self.heartbeat.tick() => {
-                    if let Some(end) = self.ping().await {
-                        return end;
-                    }
-                }
             }
         }
     }
@@ -331,50 +321,36 @@ impl Connection {
         });
     }
 
-    /// Writes every event after the cursor, batch by batch; watches the lag while blocked.
-    async fn write_pending(&mut self) -> Result<(), End> {
+    /// Writes one batch and flushes it; while the socket does not take the bytes, the session
+    /// watches the lag and the heartbeat counts how long the peer has not read.
+    async fn write(&mut self, batch: &[Arc<LogEntry>]) -> Result<(), End> {
+        let socket = &mut self.socket;
+        let write = async {
+            for entry in batch {
+                socket.feed(Message::Text(entry.frame.clone())).await?;
+            }
+            socket.flush().await
+        };
+        tokio::pin!(write);
         loop {
-            let batch = self.log.read_after(self.cursor, WRITE_BATCH_BYTES).map_err(|Trimmed| slow())?;
-            let Some(last) = batch.last().map(|e| e.seq) else {
-                return Ok(());
-            };
-            let socket = &mut self.socket;
-            let write = async {
-                for entry in &batch {
-                    socket.feed(Message::Text(entry.frame.clone())).await?;
+            tokio::select! {
+                result = &mut write => {
+                    result.map_err(|_| End::Gone)?;
+                    break;
                 }
-                socket.flush().await
-            };
-            tokio::pin!(write);
-            loop {
-                tokio::select! {
-                    result = &mut write => {
-                        result.map_err(|_| End::Gone)?;
-                        break;
-                    }
-                    _ = self.shutdown.cancelled() => return Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
-                    changed = self.head_rx.changed() => {
-                        // The socket is not taking bytes and the log keeps growing: how far behind?
-                        if changed.is_err() {
-                            return Err(End::Gone);
-                        }
-                        let pending = self.log.pending_bytes(self.cursor).map_err(|Trimmed| slow())?;
-                        if pending > self.params.max_pending_bytes {
-                            return Err(slow());
-                        }
-                    }
-                    _ = self.heartbeat.tick() => {
-                        // A write blocked for two heartbeats: the peer is not reading at all.
-                        self.unanswered_pings += 1;
-                        if self.unanswered_pings > 2 {
-                            return Err(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "not reading"));
-                        }
+                stop = self.session.stalled() => return Err(End::from_stop(&self.session, stop)),
+                _ = self.heartbeat.tick() => {
+                    // A write blocked for two heartbeats: the peer is not reading at all.
+                    self.unanswered_pings += 1;
+                    if self.unanswered_pings > 2 {
+                        return Err(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "not reading"));
                     }
                 }
             }
-            self.delivery.written(batch.iter().map(|e| e.appended_at), std::time::Instant::now());
-            self.cursor = last;
         }
+        self.delivery.written(batch.iter().map(|e| e.appended_at), std::time::Instant::now());
+        self.session.advance(batch);
+        Ok(())
     }
 
     async fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Option<End> {
@@ -429,7 +405,7 @@ impl Connection {
     async fn refresh(&mut self, token: &str) -> ServerFrame {
         match self.refresher.check(&self.user, token).await {
             Ok(expires_at) => {
-                self.expiry.as_mut().reset(Instant::now() + deadline(Some(expires_at)));
+                self.session.extend(expires_at);
                 let exp = expires_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
                 info!(exp, "token refreshed");
                 ServerFrame::Refreshed { exp }
@@ -453,17 +429,6 @@ async fn next_answer(link: &mut Option<UpstreamLink>) -> Option<Box<ServerFrame>
         Some(link) => link.answers.recv().await,
         None => std::future::pending().await,
     }
-}
-
-fn slow() -> End {
-    End::Close(CloseCode::SLOW_CONSUMER, "too far behind: resume from your last seq")
-}
-
-fn deadline(at: Option<SystemTime>) -> Duration {
-    // Tickets carry no expiry; a year stands in for "never" without overflowing the timer.
-    at.map_or(Duration::from_secs(365 * 24 * 3600), |at| {
-        at.duration_since(SystemTime::now()).unwrap_or_default()
-    })
 }
 
 /// A frame over `max_message_bytes`: tungstenite's capacity error, under axum's wrapper.

@@ -9,15 +9,16 @@ pub mod echo;
 pub mod refresh;
 
 use crate::AppState;
-use crate::api::ApiFailure;
+use crate::api::{Accepting, ApiFailure};
 use crate::limits::PeerAddr;
 use crate::registry::UserContext;
+use crate::stream::Cursor;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use connection::{Cursor, Params};
+use connection::Params;
 use herald_protocol::SUBPROTOCOL;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -42,11 +43,9 @@ pub async fn upgrade(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     PeerAddr(peer): PeerAddr,
+    _: Accepting,
     upgrade: MaybeUpgrade,
 ) -> Result<Response, ApiFailure> {
-    if state.is_draining() {
-        return Err(ApiFailure::not_ready("server is draining: connect to another node"));
-    }
     // Held for the connection's life (moved into the upgrade task); freed on any refusal below.
     let ip_slot = state
         .limits
@@ -133,7 +132,7 @@ fn parse_cursor(query: &HashMap<String, String>) -> Result<Option<Cursor>, ApiFa
                     format!("after={after:?} must be a non-negative integer seq"),
                 )
             })?;
-            Ok(Some(Cursor { after, epoch: epoch.unwrap_or_default() }))
+            Ok(Some(Cursor { after, epoch: Some(epoch.unwrap_or_default()) }))
         }
         (None, Some(_)) => Err(ApiFailure::bad_request(
             "invalid_cursor",

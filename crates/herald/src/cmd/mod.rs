@@ -51,6 +51,33 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
 }
 
+/// Parses the command line; on a usage error, prints clap's message (plus a hint for flags people
+/// bring from other servers) and exits with clap's code.
+pub fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| {
+        let hint = unknown_flag_hint(&e);
+        let _ = e.print();
+        if let Some(hint) = hint {
+            eprintln!("{hint}");
+        }
+        std::process::exit(e.exit_code());
+    })
+}
+
+/// `--port 7400` / `--host 0.0.0.0` do not exist: Herald takes one address. Say how to write it.
+fn unknown_flag_hint(e: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else { return None };
+    let flag = arg.split('=').next().unwrap_or(arg);
+    matches!(flag, "--port" | "-p" | "--host" | "--bind" | "--addr" | "--address").then_some(
+        "hint: herald serve takes host and port together: --listen 127.0.0.1:7400 \
+         (or HERALD_LISTEN); use --listen 0.0.0.0:7400 to accept connections from other machines",
+    )
+}
+
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

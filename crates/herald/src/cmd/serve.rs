@@ -34,12 +34,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
         format!("cannot listen on {}: set another address with --listen or HERALD_LISTEN", config.listen)
     })?;
+    // Connect the engine before printing anything a user would act on: a dev banner followed by
+    // "Redis unreachable" would hand out a token for a server that never starts.
+    let engine = herald_server::build_engine(&config).await?;
     if config.dev {
         print_dev_banner(&config, listener.local_addr()?);
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
-    herald_server::run(config, listener, shutdown).await?;
+    herald_server::run_with_engine(config, engine, listener, shutdown).await?;
     Ok(())
 }
 
@@ -56,12 +59,27 @@ async fn signal(shutdown: CancellationToken) {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log reader that goes away (a closed pipe, a dead collector) must not take the server with
+    // it: tracing-subscriber would report the failed write with `eprintln!`, which panics on a
+    // closed stderr, in whichever connection task was logging.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(use_colour())
+        .log_internal_errors(false);
     if json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
+}
+
+/// Colour only for a person at a terminal: never in a file or a pipe, and never with `NO_COLOR`
+/// set (to anything non-empty, as no-color.org asks).
+fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
 
 fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
@@ -88,6 +106,12 @@ or with websocat:
 Publish an event to {user}:
   curl -s http://{addr}/v1/events -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
     -d '{{\"user_id\":\"{user}\",\"run_id\":\"run-1\",\"event\":\"agent_started\",\"data\":{{}}}}'
+
+Watch it in the browser (connects as {user} with one click, can publish a sample run):
+  http://{addr}/console
+
+Validate this server end to end (isolation, resume, auth, run rules):
+  herald check --url http://{addr} --api-key {key} --jwt-secret {secret}
 ",
         secret = secret.expose(),
     );

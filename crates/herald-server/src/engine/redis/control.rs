@@ -41,8 +41,8 @@ impl RedisEngine {
     }
 
     /// An order arrived on the control channel: hand it to this node's [`crate::node`] task.
-    pub(super) fn on_control(&self, payload: &str) {
-        match serde_json::from_str::<Control>(payload) {
+    pub(super) fn on_control(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Control>(payload) {
             Ok(order) => {
                 let _ = self.control_tx.send(order);
             }

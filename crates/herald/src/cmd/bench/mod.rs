@@ -1,12 +1,28 @@
 //! `herald bench`: load a Herald (or any server speaking the same contract) and report.
 //!
-//! The workload lives in `herald_client::bench`; this file parses arguments, starts a server
-//! with `--spawn`, shows progress and prints the report or the JSON document. Exit codes: 0 when
-//! every event reached every socket exactly once and in order with no error, 1 otherwise, 2 for
-//! usage errors and an unreachable server.
+//! Works against any server that speaks Herald's contract (JWT in the `Authorization` header,
+//! `welcome` … `synced` on connect, `POST /v1/events` with one event or `{"events":[…]}`), not
+//! only Herald, so the same workload can be run against the peers in `bench/peers/`. One module
+//! per mode ([`load`], [`idle`], [`replay`]); server CPU and memory come from [`stats`] when the
+//! bench knows the server's pid ([`SpawnedServer`] or `--server-pid`).
+//!
+//! This file parses arguments, starts a server with `--spawn`, shows progress and prints the
+//! report or the JSON document. Exit codes: 0 when every event reached every socket exactly once
+//! and in order with no error, 1 otherwise, 2 for usage errors and an unreachable server.
+
+mod events;
+mod idle;
+mod load;
+mod replay;
+mod socket;
+mod spawn;
+mod stats;
 
 use anyhow::Context;
-use herald_client::bench::{self, Counters, IdleConfig, LoadConfig, LoadReport, ReplayConfig, SpawnedServer};
+use idle::IdleConfig;
+use load::{Counters, LoadConfig, LoadReport};
+use replay::ReplayConfig;
+use spawn::SpawnedServer;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -113,7 +129,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(idle) = args.idle {
         // Before the server is spawned, so that it inherits the limit too.
-        bench::raise_fd_limit(u64::from(idle) + 1024);
+        stats::raise_fd_limit(u64::from(idle) + 1024);
     }
     let spawned = if args.spawn {
         let exe = std::env::current_exe().context("locating the herald binary")?;
@@ -164,7 +180,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             hold: args.hold,
             server_pid,
         };
-        let report = runtime.block_on(bench::run_idle(&config)).map_err(anyhow::Error::msg)?;
+        let report = runtime.block_on(idle::run_idle(&config)).map_err(anyhow::Error::msg)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -202,7 +218,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rounds: args.replay_rounds as usize,
             server_pid,
         };
-        let report = runtime.block_on(bench::run_replay(&config)).map_err(anyhow::Error::msg)?;
+        let report = runtime.block_on(replay::run_replay(&config)).map_err(anyhow::Error::msg)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -244,7 +260,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let counters = Arc::new(Counters::default());
     let progress = (!args.json).then(|| progress(counters.clone(), &config));
-    let result = runtime.block_on(bench::run_load(&config, counters));
+    let result = runtime.block_on(load::run_load(&config, counters));
     if let Some((bar, stop)) = progress {
         stop.store(true, Ordering::Relaxed);
         bar.finish_and_clear();

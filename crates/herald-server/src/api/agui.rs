@@ -1,9 +1,9 @@
-//! The AG-UI bridge's HTTP side (DESIGN §10): `GET /v1/agui/stream` and `POST /v1/agui/events`.
+//! The AG-UI bridge's HTTP side (docs/agui.md): `GET /v1/agui/stream` and `POST /v1/agui/events`.
 //!
-//! The translation itself is [`herald_protocol::agui`]; this module only moves bytes. The stream
-//! is a cursor into the user's log, like a WebSocket connection ([`crate::ws::connection`]): it
-//! reads batches from the shared [`UserLog`] when hyper asks for the next chunk, so a client that
-//! stops reading costs nothing but the retained log, and it holds no events of its own.
+//! The translation itself is [`herald_protocol::agui`]; this module only encodes. The stream is a
+//! [`Session`], like a WebSocket connection ([`crate::ws::connection`]): it reads batches from the
+//! shared log when hyper asks for the next chunk, so a client that stops reading costs nothing but
+//! the retained log, and it holds no events of its own.
 //!
 //! Resume: every Herald event ends with one SSE message whose `id:` is `<epoch>:<seq>` (earlier
 //! AG-UI events of the same Herald event carry no id, so a stream cut inside a group replays the
@@ -12,11 +12,12 @@
 //! `CUSTOM herald.reset` first, then the active runs' events, as a WebSocket gets `reset`.
 
 use crate::AppState;
-use crate::api::{ApiFailure, Body, Publisher};
+use crate::api::{Accepting, ApiFailure, Body, Publisher};
 use crate::engine::AppendError;
 use crate::limits::PeerAddr;
-use crate::log::{LogEntry, Trimmed, UserLog};
+use crate::log::LogEntry;
 use crate::registry::UserContext;
+use crate::stream::{Cursor, Next, Refused, Session, Stop};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -27,12 +28,9 @@ use herald_protocol::{Receipts, Recovery, ServerFrame, UserId};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
-use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info};
 
 /// A comment line is sent when the stream was idle this long, so proxies keep it open.
@@ -77,45 +75,34 @@ pub async fn stream(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     PeerAddr(peer): PeerAddr,
+    _: Accepting,
 ) -> Result<Response, ApiFailure> {
-    if state.is_draining() {
-        return Err(ApiFailure::not_ready("server is draining: connect to another node"));
-    }
     let ip_slot = state.limits.connect_ip(peer.map(|p| p.ip()))?;
     state.auth.origin(&headers)?;
     let identity = crate::ws::authenticate(&state, &headers, &query).await?;
     let cursor = parse_cursor(&headers, &query)?;
     let manager = state.registry.manager(&UserContext::from_user(identity.user.clone()));
-    let slot = manager.connect().map_err(|e| {
-        ApiFailure::new(
+    let max_pending = state.config.max_pending_bytes as u64;
+    let shutdown = state.shutdown.clone();
+    let started = Session::start(&manager, cursor.as_ref(), max_pending, identity.expires_at, shutdown).await;
+    let mut session = started.map_err(|e| match e {
+        Refused::TooManyConnections(e) => ApiFailure::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_connections",
             format!("{e}: close another tab"),
-        )
+        ),
+        Refused::Engine(e) => e.into(),
     })?;
-    let log = manager.open_log().await?;
-    if let Some((after, epoch)) = &cursor
-        && epoch.as_deref().is_none_or(|e| e == log.epoch())
-        && *after > log.head()
-        && let Err(e) = manager.refresh_log(&log).await
-    {
-        tracing::warn!(user = %identity.user, "could not catch up with the shared log: {e}");
-    }
-
-    let mut head_rx = log.watch();
-    head_rx.borrow_and_update();
-    let retained = log.oldest(usize::MAX);
-    let epoch = log.epoch().to_owned();
-    let opening =
-        log.open(cursor.as_ref().map(|(after, e)| (*after, e.as_deref().unwrap_or(epoch.as_str()))));
-    crate::metrics::recovery(opening.recovery);
+    let retained = session.log().oldest(usize::MAX);
+    let epoch = session.log().epoch().to_owned();
+    let opening = session.open(cursor.as_ref());
     let mut mapper = Outbound::new(query.get("thread_id").cloned());
     let mut preamble = String::new();
     match opening.recovery {
         // Rebuild the open-message state the client had at its cursor, so the stream continues
         // exactly where the previous one stopped.
         Recovery::Replayed => {
-            let after = cursor.as_ref().map_or(0, |c| c.0);
+            let after = cursor.as_ref().map_or(0, |c| c.after);
             for entry in retained.iter().take_while(|e| e.seq <= after) {
                 if let Some(frame) = event_frame(entry) {
                     mapper.prime(&frame);
@@ -131,26 +118,17 @@ pub async fn stream(
     drop(retained);
     info!(user = %identity.user, recovery = ?opening.recovery, "agui stream opened");
 
-    let expires_in = identity.expires_at.map_or(Duration::from_secs(365 * 24 * 3600), |at| {
-        at.duration_since(SystemTime::now()).unwrap_or_default()
-    });
     let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let reader = Reader {
-        guards: Box::new((ip_slot, slot, log.attach(), crate::metrics::OpenConnection::new())),
-        head_rx,
-        cursor: opening.head,
+        _ip_slot: ip_slot,
+        session,
         backlog: opening.backlog.into(),
         preamble,
         mapper,
         epoch,
         keep_alive,
-        expiry: Box::pin(tokio::time::sleep(expires_in)),
-        shutdown: state.shutdown.clone(),
-        max_pending: state.config.max_pending_bytes as u64,
-        synced: false,
         done: false,
-        log,
     };
     let body = futures_util::stream::unfold(reader, |mut r| async move {
         let chunk = r.next_chunk().await?;
@@ -204,10 +182,7 @@ fn cors(request: &HeaderMap, response: &mut HeaderMap) {
 
 /// `Last-Event-ID` (preferred: EventSource sends the newest one on reconnect) or `?after=`, as
 /// `<epoch>:<seq>` or a bare `<seq>` (with `?epoch=` if given).
-fn parse_cursor(
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Option<(u64, Option<String>)>, ApiFailure> {
+fn parse_cursor(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Option<Cursor>, ApiFailure> {
     let header = headers.get(LAST_EVENT_ID).and_then(|v| v.to_str().ok()).map(str::trim);
     let Some(raw) = header.filter(|v| !v.is_empty()).or(query.get("after").map(String::as_str)) else {
         return Ok(None);
@@ -222,7 +197,7 @@ fn parse_cursor(
             format!("cursor {raw:?} must be <epoch>:<seq> or <seq> (a non-negative integer)"),
         )
     })?;
-    Ok(Some((seq, epoch)))
+    Ok(Some(Cursor { after: seq, epoch }))
 }
 
 /// The Herald event inside a log entry's frame.
@@ -245,30 +220,16 @@ fn push_message(buf: &mut String, event: &Value, id: Option<&str>) {
     buf.push_str("\n\n");
 }
 
-type Guards = (
-    crate::limits::IpSlot,
-    crate::registry::ConnectionSlot,
-    crate::log::Attached,
-    crate::metrics::OpenConnection,
-);
-
-/// One stream's cursor and mapping state; polled for the next chunk of SSE text.
+/// One stream's session and mapping state; polled for the next chunk of SSE text.
 struct Reader {
-    /// Slots and gauges held for the stream's life.
-    #[allow(dead_code)]
-    guards: Box<Guards>,
-    log: Arc<UserLog>,
-    head_rx: watch::Receiver<u64>,
-    cursor: u64,
+    /// The per-IP slot, held for the stream's life.
+    _ip_slot: crate::limits::IpSlot,
+    session: Session,
     backlog: VecDeque<Arc<LogEntry>>,
     preamble: String,
     mapper: Outbound,
     epoch: String,
     keep_alive: Interval,
-    expiry: Pin<Box<Sleep>>,
-    shutdown: CancellationToken,
-    max_pending: u64,
-    synced: bool,
     done: bool,
 }
 
@@ -293,36 +254,23 @@ impl Reader {
         if !buf.is_empty() {
             return Some(buf);
         }
-        loop {
-            self.head_rx.borrow_and_update();
-            if self.log.is_closed() {
-                return self.end(": history was reset: reconnect with Last-Event-ID\n\n");
-            }
-            let batch = match self.log.read_after(self.cursor, CHUNK_BYTES) {
-                Ok(batch) => batch,
-                Err(Trimmed) => return self.end(": too far behind: reconnect with Last-Event-ID\n\n"),
-            };
-            if let Some(last) = batch.last().map(|e| e.seq) {
+        match self.session.next(CHUNK_BYTES, self.keep_alive.tick()).await {
+            Next::Batch(batch) => {
                 // Once live, a reader this far behind is cut off, like a WebSocket with 4008.
-                if self.synced && self.log.pending_bytes(self.cursor).unwrap_or(u64::MAX) > self.max_pending {
+                if self.session.is_live() && self.session.is_too_far_behind() {
                     crate::metrics::slow_consumer_closed();
-                    return self.end(": too far behind: reconnect with Last-Event-ID\n\n");
+                    return self.end(Stop::SlowConsumer);
                 }
                 for entry in &batch {
                     self.write(&mut buf, entry);
                 }
                 crate::metrics::delivered(batch.len());
-                self.cursor = last;
-                return Some(buf);
+                self.session.advance(&batch);
+                Some(buf)
             }
-            self.synced = true;
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return self.end(": server shutting down\n\n"),
-                _ = &mut self.expiry => return self.end(": token expired: reconnect with a fresh token\n\n"),
-                changed = self.head_rx.changed() => if changed.is_err() { return None },
-                _ = self.keep_alive.tick() => return Some(": keep-alive\n\n".to_owned()),
-            }
+            Next::Stop(Stop::Gone) => None,
+            Next::Stop(stop) => self.end(stop),
+            Next::Other(_) => Some(": keep-alive\n\n".to_owned()),
         }
     }
 
@@ -339,10 +287,19 @@ impl Reader {
         }
     }
 
-    fn end(&mut self, why: &str) -> Option<String> {
-        debug!(cursor = self.cursor, "agui stream ends: {}", why.trim());
+    /// The stream's last chunk: an SSE comment saying why it ends.
+    fn end(&mut self, stop: Stop) -> Option<String> {
+        let why = match stop {
+            Stop::Reset => "history was reset: reconnect with Last-Event-ID",
+            Stop::SlowConsumer => "too far behind: reconnect with Last-Event-ID",
+            Stop::Shutdown => "server shutting down",
+            Stop::TokenExpired => "token expired: reconnect with a fresh token",
+            Stop::Disconnected => "disconnected by an operator: do not reconnect on your own",
+            Stop::Gone => "the log is gone",
+        };
+        debug!(cursor = self.session.cursor(), "agui stream ends: {why}");
         self.done = true;
-        Some(why.to_owned())
+        Some(format!(": {why}\n\n"))
     }
 }
 
@@ -377,11 +334,9 @@ impl Reader {
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     _: Publisher,
+    _: Accepting,
     Body(body): Body,
 ) -> Result<Response, ApiFailure> {
-    if state.is_draining() {
-        return Err(ApiFailure::not_ready("server is draining: publish to another node"));
-    }
     let parsed = InboundBody::parse(&body, state.config.max_batch).map_err(inbound_failure)?;
     let context =
         if parsed.needs_context() { thread_context(&state, &parsed).await? } else { Context::default() };

@@ -1,0 +1,230 @@
+//! One client stream session, whatever the transport: the WebSocket ([`crate::ws::connection`])
+//! and the AG-UI Server-Sent Events stream ([`crate::api::agui`]) both read a user's log through
+//! a [`Session`], and only encode what it hands them.
+//!
+//! A session owns the guards a stream holds for its life (the user's connection slot, the log's
+//! reader count, the open-connection gauge), opens the log (catching up first when the client's
+//! cursor is ahead of this node), and then answers one question, [`Session::next`]: the next batch
+//! of events, or why the stream stops (history reset, too far behind, server draining, token
+//! expired). How far behind a reader may fall is checked in one place, [`Session::is_too_far_behind`].
+
+use crate::engine::EngineError;
+use crate::log::{Attached, LogEntry, Opening, Trimmed, UserLog};
+use crate::registry::{ConnectionSlot, TooManyConnections, UserManager};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Where a resuming client says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Last seq the client has.
+    pub after: u64,
+    /// Epoch of that seq; `None` trusts the cursor to be of the log's current epoch.
+    pub epoch: Option<String>,
+}
+
+/// Why a session could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The user's connection limit is reached.
+    #[error(transparent)]
+    TooManyConnections(#[from] TooManyConnections),
+    /// The engine could not open the log.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Why a session stops: each transport tells its client in its own way (a close code, an SSE
+/// comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The log's history was lost (new epoch): reconnect and resume.
+    Reset,
+    /// The reader fell out of the retained window or too far behind.
+    SlowConsumer,
+    /// The server drains.
+    Shutdown,
+    /// The client's token expired.
+    TokenExpired,
+    /// An operator disconnected the user ([`Session::disconnect_reason`] says why).
+    Disconnected,
+    /// The log is gone (the engine dropped it).
+    Gone,
+}
+
+/// What [`Session::next`] found.
+#[derive(Debug)]
+pub enum Next<T> {
+    /// Events after the cursor, oldest first; [`Session::advance`] once they are written.
+    Batch(Vec<Arc<LogEntry>>),
+    /// The stream ends.
+    Stop(Stop),
+    /// The transport's own future (client input, heartbeat, keep-alive) finished first.
+    Other(T),
+}
+
+/// Held for a session's life; dropping it frees the user's slot and the gauges.
+#[derive(Debug)]
+struct Guards {
+    _slot: ConnectionSlot,
+    _attached: Attached,
+    _open: crate::metrics::OpenConnection,
+}
+
+/// One stream's cursor into its user's log. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    _guards: Guards,
+    log: Arc<UserLog>,
+    head_rx: watch::Receiver<u64>,
+    cursor: u64,
+    max_pending_bytes: u64,
+    expiry: Pin<Box<Sleep>>,
+    /// Changes when an operator disconnects the user (the value is the reason).
+    kicked: watch::Receiver<Arc<str>>,
+    shutdown: CancellationToken,
+    live: bool,
+}
+
+impl Session {
+    /// Claims a connection slot of `manager`'s user and opens its log. A cursor ahead of this
+    /// node's view in the same epoch means the client saw newer events through another node: the
+    /// log catches up first, so the cursor is replayed rather than reset.
+    pub async fn start(
+        manager: &Arc<UserManager>,
+        cursor: Option<&Cursor>,
+        max_pending_bytes: u64,
+        expires_at: Option<SystemTime>,
+        shutdown: CancellationToken,
+    ) -> Result<Session, Refused> {
+        let slot = manager.connect()?;
+        let log = manager.open_log().await?;
+        if let Some(c) = cursor
+            && c.epoch.as_deref().is_none_or(|e| e == log.epoch())
+            && c.after > log.head()
+            && let Err(e) = manager.refresh_log(&log).await
+        {
+            warn!("could not catch up with the shared log: {e}");
+        }
+        let kicked = slot.kicked();
+        let guards =
+            Guards { _slot: slot, _attached: log.attach(), _open: crate::metrics::OpenConnection::new() };
+        Ok(Session {
+            _guards: guards,
+            head_rx: log.watch(),
+            log,
+            cursor: 0,
+            max_pending_bytes,
+            expiry: Box::pin(tokio::time::sleep(until(expires_at))),
+            kicked,
+            shutdown,
+            live: false,
+        })
+    }
+
+    /// Decides how the stream starts from `cursor` (replay, reset or none) and puts the session's
+    /// cursor at the head: the backlog is written first, then [`Session::next`] continues.
+    pub fn open(&mut self, cursor: Option<&Cursor>) -> Opening {
+        self.head_rx.borrow_and_update();
+        let epoch = self.log.epoch();
+        let opening = self.log.open(cursor.map(|c| (c.after, c.epoch.as_deref().unwrap_or(epoch))));
+        crate::metrics::recovery(opening.recovery);
+        self.cursor = opening.head;
+        opening
+    }
+
+    /// The log this session reads.
+    pub fn log(&self) -> &Arc<UserLog> {
+        &self.log
+    }
+
+    /// The seq of the last event handed out and advanced past.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Moves the expiry to `expires_at` (a refreshed token).
+    pub fn extend(&mut self, expires_at: SystemTime) {
+        self.expiry.as_mut().reset(tokio::time::Instant::now() + until(Some(expires_at)));
+    }
+
+    /// The operator's reason, once the session stopped with [`Stop::Disconnected`].
+    pub fn disconnect_reason(&self) -> Arc<str> {
+        self.kicked.borrow().clone()
+    }
+
+    /// True once a read found nothing new: the backlog is behind the stream.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// The next batch (up to `max_bytes`, at least one event) after the cursor, or why the stream
+    /// stops, or `other`'s output if it finishes first while the session waits for events.
+    pub async fn next<T>(&mut self, max_bytes: usize, other: impl Future<Output = T>) -> Next<T> {
+        tokio::pin!(other);
+        loop {
+            self.head_rx.borrow_and_update();
+            if self.log.is_closed() {
+                return Next::Stop(Stop::Reset);
+            }
+            match self.log.read_after(self.cursor, max_bytes) {
+                Err(Trimmed) => return Next::Stop(Stop::SlowConsumer),
+                Ok(batch) if !batch.is_empty() => return Next::Batch(batch),
+                Ok(_) => self.live = true,
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Next::Stop(Stop::Shutdown),
+                _ = &mut self.expiry => return Next::Stop(Stop::TokenExpired),
+                Ok(()) = self.kicked.changed() => return Next::Stop(Stop::Disconnected),
+                changed = self.head_rx.changed() => if changed.is_err() { return Next::Stop(Stop::Gone) },
+                out = &mut other => return Next::Other(out),
+            }
+        }
+    }
+
+    /// Moves the cursor past `batch`, once its frames are written.
+    pub fn advance(&mut self, batch: &[Arc<LogEntry>]) {
+        if let Some(last) = batch.last() {
+            self.cursor = last.seq;
+        }
+    }
+
+    /// The slow-consumer check: more than `max_pending_bytes` behind, or out of the retained window.
+    pub fn is_too_far_behind(&self) -> bool {
+        self.log.pending_bytes(self.cursor).map_or(true, |pending| pending > self.max_pending_bytes)
+    }
+
+    /// Waits, while a write is blocked, until the stream must stop: the reader fell too far
+    /// behind as the log kept growing, or the server drains.
+    pub async fn stalled(&mut self) -> Stop {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                Ok(()) = self.kicked.changed() => return Stop::Disconnected,
+                changed = self.head_rx.changed() => {
+                    if changed.is_err() {
+                        return Stop::Gone;
+                    }
+                    if self.is_too_far_behind() {
+                        return Stop::SlowConsumer;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Time left until `at`. Tickets carry no expiry; a year stands in for "never" without
+/// overflowing the timer.
+fn until(at: Option<SystemTime>) -> Duration {
+    at.map_or(Duration::from_secs(365 * 24 * 3600), |at| {
+        at.duration_since(SystemTime::now()).unwrap_or_default()
+    })
+}
