@@ -655,13 +655,10 @@ function end(run, state, ts) {
   run.endedAt = ts;
 }
 
-// ../../console/src/main.ts
-var DROP_OFFLINE_MS = 2e3;
-var MAX_RAW_FRAMES = 300;
-var MAX_LOG_LINES = 200;
+// ../../console/src/dom.ts
 var $ = (sel) => {
   const el = document.querySelector(sel);
-  if (!el) throw new Error(`console markup lacks ${sel}`);
+  if (!el) throw new Error(`page markup lacks ${sel}`);
   return el;
 };
 function h(tag, attrs = {}, ...children) {
@@ -670,6 +667,11 @@ function h(tag, attrs = {}, ...children) {
   for (const c of children) if (c != null) el.append(c);
   return el;
 }
+
+// ../../console/src/main.ts
+var DROP_OFFLINE_MS = 2e3;
+var MAX_RAW_FRAMES = 300;
+var MAX_LOG_LINES = 200;
 var ui = {
   url: $("#url"),
   token: $("#token"),

@@ -12,6 +12,7 @@
 //! (HTTP routes, the AG-UI bridge and the OpenAPI document), [`console`] (the embedded web
 //! console), [`serve`] (the accept loop), [`metrics`].
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -133,6 +134,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(move || std::future::ready(prometheus.render())))
         .route("/openapi.json", get(api::openapi::serve))
         .merge(console::routes())
+        .merge(admin::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .merge(autobahn_routes())
