@@ -10,7 +10,9 @@
 //! connection loop), [`stream`] (one stream session shared by the WebSocket and the AG-UI SSE
 //! stream), [`upstream`] (client frames to the backend), [`runs`] (stalled-run detection), [`api`]
 //! (HTTP routes, the AG-UI bridge and the OpenAPI document), [`console`] (the embedded web
-//! console), [`serve`] (the accept loop), [`metrics`].
+//! console), [`admin`] (the embedded admin page), [`node`] (this node among the others: its report,
+//! its users' presence, disconnect orders), [`rates`] (recent rates for operators), [`serve`] (the
+//! accept loop), [`metrics`].
 
 pub mod admin;
 pub mod api;
