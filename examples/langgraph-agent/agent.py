@@ -75,10 +75,14 @@ class DemoChatModel(BaseChatModel):
             tool_calls=[{"name": "search", "args": {"query": question}, "id": f"call-{new_id()[:8]}"}],
         )
 
-    def _generate(self, messages: List[BaseMessage], stop: Optional[List[str]] = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: List[BaseMessage], stop: Optional[List[str]] = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
 
-    def _stream(self, messages: List[BaseMessage], stop: Optional[List[str]] = None, run_manager: Any = None, **kw: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self, messages: List[BaseMessage], stop: Optional[List[str]] = None, run_manager: Any = None, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
         reply = self._reply(messages)
         if reply.additional_kwargs:
             yield ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs=reply.additional_kwargs))
@@ -99,7 +103,9 @@ def build_agent(model: Optional[BaseChatModel] = None) -> Any:
         return create_react_agent(model or DemoChatModel(), [search])
 
 
-async def answer(agent: Any, pub: AsyncPublisher, user_id: str, question: str, thread_id: Optional[str], run_id: str) -> str:
+async def answer(
+    agent: Any, pub: AsyncPublisher, user_id: str, question: str, thread_id: Optional[str], run_id: str
+) -> str:
     """Runs the agent on one question; Herald gets the run through the callback handler."""
     handler = HeraldCallbackHandler(pub, user_id=user_id, thread_id=thread_id, run_id=run_id, agent="langgraph-demo")
     try:
@@ -133,7 +139,9 @@ def make_model(openai_model: Optional[str]) -> Optional[BaseChatModel]:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("question", nargs="?", help="ask once (without --serve)")
-    parser.add_argument("--user", default="dev-user", help="the user whose sockets get the run (default: dev-user, --dev's token)")
+    parser.add_argument(
+        "--user", default="dev-user", help="the user whose sockets get the run (default: dev-user, --dev's token)"
+    )
     parser.add_argument("--thread", default=None, help="thread_id of the run")
     parser.add_argument("--serve", action="store_true", help="be Herald's upstream backend instead")
     parser.add_argument("--host", default="127.0.0.1")
@@ -154,14 +162,7 @@ async def main() -> int:
             return 0
         if not args.secret:
             parser.error("set --secret or HERALD_UPSTREAM_SECRET (the same as herald serve --upstream-secret)")
-        backend = LangGraphBackend(pub, args.secret, agent)
-        server = await upstream.serve(backend, args.host, args.port)
-        print(f"langgraph upstream on http://{args.host}:{server.port}/herald (pass it to --upstream-url)", file=sys.stderr)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.close()
-            await backend.aclose()
+        await upstream.serve_until_stopped(LangGraphBackend(pub, args.secret, agent), args.host, args.port)
     return 0
 
 

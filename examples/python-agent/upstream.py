@@ -172,15 +172,19 @@ async def main() -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per published event otherwise
 
     async with AsyncPublisher(args.url, args.api_key) as pub:
-        backend = Backend(pub, args.secret)
-        server = await serve(backend, args.host, args.port)
-        print(f"upstream listening on http://{args.host}:{server.port}/ (pass it to --upstream-url)", file=sys.stderr)
-        try:
-            await asyncio.Event().wait()  # until Ctrl-C
-        finally:
-            await server.close()
-            await backend.aclose()
+        await serve_until_stopped(Backend(pub, args.secret), args.host, args.port)
     return 0
+
+
+async def serve_until_stopped(backend: Any, host: str, port: int) -> None:
+    """Serves ``backend`` until Ctrl-C, then closes the server and cancels the runs still going."""
+    server = await serve(backend, host, port)
+    print(f"upstream listening on http://{host}:{server.port}/herald (pass it to --upstream-url)", file=sys.stderr)
+    try:
+        await asyncio.Event().wait()  # until Ctrl-C
+    finally:
+        await server.close()
+        await backend.aclose()
 
 
 if __name__ == "__main__":

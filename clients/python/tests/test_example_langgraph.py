@@ -9,9 +9,8 @@ import importlib.util
 
 import pytest
 
-from conftest import API_KEY, REPO
-from helpers import Collector
-from herald_client import AsyncPublisher, Client
+from conftest import REPO
+from helpers import UpstreamLoops, connected
 from run_rules import assert_valid_run
 
 SECRET = "langgraph-example-secret"
@@ -20,7 +19,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:create_react_agent has been move
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("example_langgraph", REPO / "examples" / "langgraph-agent" / "agent.py")
+    spec = importlib.util.spec_from_file_location(
+        "example_langgraph", REPO / "examples" / "langgraph-agent" / "agent.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,28 +31,20 @@ def load_example():
 async def loop(herald):
     """(herald server, backend): Herald forwarding to the example's backend (demo model, ``pace``)."""
     example = load_example()
-    started = []
+    loops = UpstreamLoops(herald, SECRET)
 
     async def start(pace: float = 0.0):
         backend = example.LangGraphBackend(None, SECRET, example.build_agent(example.DemoChatModel(pace=pace)))
-        http = await example.upstream.serve(backend, "127.0.0.1", 0)
-        server = herald("--upstream-url", f"http://127.0.0.1:{http.port}/herald", "--upstream-secret", SECRET)
-        backend.pub = AsyncPublisher(server.url, API_KEY)
-        started.append((backend, http))
-        return server, backend
+        return await loops.start(backend, example.upstream.serve), backend
 
     yield start
-    for backend, http in started:
-        await backend.aclose()
-        await http.close()
-        await backend.pub.aclose()
+    await loops.close()
 
 
 async def test_a_message_runs_the_langgraph_agent_and_streams_one_valid_run(loop, user, token):
     server, _ = await loop()
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
+    seen = await connected(server, token)
+    client = seen.client
     ack = await client.send("t-1", {"text": "What is Herald?"})
     await seen.wait_event("agent_completed")
     await seen.stop()
@@ -70,9 +63,8 @@ async def test_a_message_runs_the_langgraph_agent_and_streams_one_valid_run(loop
 
 async def test_cancel_ends_the_run_with_agent_cancelled(loop, user, token):
     server, _ = await loop(pace=0.2)
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
+    seen = await connected(server, token)
+    client = seen.client
     ack = await client.send("t-2", {"text": "What is LangGraph?"})
     await seen.wait(lambda c: any(e.event == "agent_text" for e in c.events))
     cancelled = await client.cancel(ack.body["run_id"])

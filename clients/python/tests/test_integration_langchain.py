@@ -15,8 +15,8 @@ from langgraph.prebuilt import ToolNode, create_react_agent
 from pydantic import PrivateAttr
 
 from conftest import API_KEY
-from helpers import Collector
-from herald_client import AsyncPublisher, Client, Publisher
+from helpers import connected
+from herald_client import AsyncPublisher, Publisher
 from herald_client.integrations.langchain import AsyncHeraldCallbackHandler, HeraldCallbackHandler
 from run_rules import assert_valid_run
 
@@ -83,13 +83,13 @@ def assert_weather_run(events: List[Any], run_id: str) -> None:
 
 
 async def test_langgraph_react_agent_becomes_one_valid_run(server, user, token):
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
+    seen = await connected(server, token)
     async with AsyncPublisher(server.url, API_KEY) as pub:
         handler = HeraldCallbackHandler(pub, user_id=user, thread_id="t-lg", raise_error=True)
         assert isinstance(handler, AsyncHeraldCallbackHandler)
-        result = await weather_agent().ainvoke({"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler]})
+        result = await weather_agent().ainvoke(
+            {"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler]}
+        )
     assert result["messages"][-1].content == ANSWER
     await seen.wait_event("agent_completed")
     await seen.stop()
@@ -98,9 +98,7 @@ async def test_langgraph_react_agent_becomes_one_valid_run(server, user, token):
 
 
 async def test_sync_handler_with_invoke(server, user, token):
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
+    seen = await connected(server, token)
     with Publisher(server.url, API_KEY) as pub:
         handler = HeraldCallbackHandler(pub, user_id=user, run_id="run-sync", raise_error=True)
         assert type(handler) is HeraldCallbackHandler
@@ -120,9 +118,7 @@ async def test_a_failing_agent_ends_the_run_with_agent_error(server, user, token
         messages=iter([AIMessage(content="", tool_calls=[{"name": "broken", "args": {"city": "Oslo"}, "id": "c9"}])])
     )
     agent = create_react_agent(model, ToolNode([broken], handle_tool_errors=False))
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
+    seen = await connected(server, token)
     async with AsyncPublisher(server.url, API_KEY) as pub:
         handler = HeraldCallbackHandler(pub, user_id=user, raise_error=True)
         try:
@@ -137,3 +133,24 @@ async def test_a_failing_agent_ends_the_run_with_agent_error(server, user, token
     done = next(e for e in seen.events if e.event == "tool_completed")
     assert done.data["status"] == "error" and "weather service down" in done.data["error"]
     assert "weather service down" in seen.events[-1].data["message"]
+
+
+async def test_parallel_tool_calls_are_each_paired(server, user, token):
+    calls = [
+        {"name": "get_weather", "args": {"city": "Paris"}, "id": "p1"},
+        {"name": "get_weather", "args": {"city": "Oslo"}, "id": "p2"},
+    ]
+    model = ToolCallingFakeChatModel(
+        messages=iter([AIMessage(content="", tool_calls=calls), AIMessage(content="Both sunny.")])
+    )
+    seen = await connected(server, token)
+    with Publisher(server.url, API_KEY) as pub:  # sync: the tool node runs the two calls in worker threads
+        handler = HeraldCallbackHandler(pub, user_id=user, raise_error=True)
+        create_react_agent(model, [get_weather]).invoke(
+            {"messages": [("user", "Paris and Oslo?")]}, {"callbacks": [handler]}
+        )
+    await seen.wait_event("agent_completed")
+    await seen.stop()
+    assert_valid_run(seen.events)
+    done = {e.data["tool_call_id"]: e.data["result"] for e in seen.events if e.event == "tool_completed"}
+    assert done == {"p1": "sunny in Paris", "p2": "sunny in Oslo"}

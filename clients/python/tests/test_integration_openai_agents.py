@@ -11,8 +11,8 @@ from openai.types.responses import ResponseOutputMessage, ResponseOutputText, Re
 from openai.types.responses.response_reasoning_item import Summary
 
 from conftest import API_KEY
-from helpers import Collector
-from herald_client import AsyncPublisher, Client
+from helpers import connected
+from herald_client import AsyncPublisher
 from herald_client.integrations.openai_agents import run_streamed
 from run_rules import assert_valid_run
 
@@ -38,18 +38,13 @@ def answer(tokens: list) -> ResponseOutputMessage:
     return ResponseOutputMessage(id="msg-1", type="message", role="assistant", status="completed", content=parts)
 
 
-async def connected(server, token) -> Collector:
-    client = Client(server.url, token)
-    seen = Collector(client)
-    await client.wait_synced(timeout=10)
-    return seen
-
-
 async def test_streamed_agent_run_becomes_one_valid_run(server, user, token):
     model = ScriptedModel(
         [
             [
-                ResponseReasoningItem(id="rs-1", type="reasoning", summary=[Summary(text="Need the weather.", type="summary_text")]),
+                ResponseReasoningItem(
+                    id="rs-1", type="reasoning", summary=[Summary(text="Need the weather.", type="summary_text")]
+                ),
                 function_call("get_weather", {"city": "Paris"}, call_id="call-1"),
             ],
             [answer(TOKENS)],
@@ -58,7 +53,9 @@ async def test_streamed_agent_run_becomes_one_valid_run(server, user, token):
     agent = Agent(name="weather", model=model, tools=[get_weather])
     seen = await connected(server, token)
     async with AsyncPublisher(server.url, API_KEY) as pub:
-        result = await run_streamed(pub, agent, "Weather in Paris?", user_id=user, thread_id="t-oa", run_id="run-oa", run_config=NO_TRACING)
+        result = await run_streamed(
+            pub, agent, "Weather in Paris?", user_id=user, thread_id="t-oa", run_id="run-oa", run_config=NO_TRACING
+        )
     assert result.final_output == "".join(TOKENS)
     await seen.wait_event("agent_completed")
     await seen.stop()
@@ -80,7 +77,9 @@ async def test_streamed_agent_run_becomes_one_valid_run(server, user, token):
 
 
 async def test_a_failing_run_ends_with_agent_error_and_reraises(server, user, token):
-    model = ScriptedModel([[function_call("get_weather", {"city": "Oslo"}, call_id="c1")], RuntimeError("model overloaded")])
+    model = ScriptedModel(
+        [[function_call("get_weather", {"city": "Oslo"}, call_id="c1")], RuntimeError("model overloaded")]
+    )
     agent = Agent(name="weather", model=model, tools=[get_weather])
     seen = await connected(server, token)
     async with AsyncPublisher(server.url, API_KEY) as pub:

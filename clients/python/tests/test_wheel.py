@@ -11,8 +11,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-CHECK = textwrap.dedent(
-    """
+CHECK = textwrap.dedent("""
     import sys
     import herald_client
     from herald_client import AsyncPublisher, Client, Publisher, verify_signature
@@ -28,19 +27,34 @@ CHECK = textwrap.dedent(
     from herald_client.integrations import openai_agents  # its framework is imported only when run
     assert "agents" not in sys.modules
     print("ok", herald_client.__version__)
-    """
-)
+    """)
 
 
 def test_wheel_installs_into_a_fresh_venv_and_imports(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(dist), str(PROJECT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(dist),
+            str(PROJECT),
+        ],
         check=True,
     )
     (wheel,) = dist.glob("herald_client-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for f in ("herald_client/__init__.py", "herald_client/py.typed", "herald_client/integrations/langchain.py", "herald_client/integrations/openai_agents.py"):
+    for f in (
+        "herald_client/__init__.py",
+        "herald_client/py.typed",
+        "herald_client/integrations/langchain.py",
+        "herald_client/integrations/openai_agents.py",
+    ):
         assert f in names, f"{f} missing from {wheel.name}"
     assert not any(n.startswith("tests/") for n in names)
 

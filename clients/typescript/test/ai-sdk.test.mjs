@@ -181,6 +181,35 @@ describe("HeraldChatTransport with the AI SDK", () => {
     assertWeatherMessage(last, body.run_id);
   });
 
+  test("stop() ends the stream and sends cancel for the run upstream", async () => {
+    const user = uniqueUser("ai");
+    const runId = `run-${randomBytes(4).toString("hex")}`;
+    backend.reply = () => ({ run_id: runId });
+    const { transport } = transportFor(user);
+    const chat = new TestChat({ id: "chat-6", transport });
+    const sent = chat.sendMessage({ text: "long one" });
+    await waitUntil(() => backend.requests.length === 1, "the message upstream");
+    const e = (event, data) => ({ user_id: user, run_id: runId, thread_id: "chat-6", event, data });
+    await publishAll(server, [e("agent_started", {}), e("agent_text", { delta: "Once upon" })]);
+    await waitUntil(() => chat.messages[1]?.parts.some((p) => p.type === "text"), "the first text");
+    await chat.stop();
+    await sent;
+    await waitUntil(() => backend.requests.length === 2, "the cancel upstream");
+    assert.equal(backend.requests[1].body.type, "cancel");
+    assert.equal(backend.requests[1].body.run_id, runId);
+    assert.equal(chat.status, "ready");
+  });
+
+  test("a refused connection fails the chat with an error instead of hanging", async () => {
+    const client = new HeraldClient({ url: server.ws, WebSocket, token: "not-a-jwt", reconnect: false });
+    const transport = new HeraldChatTransport({ client });
+    cleanup.push(() => (transport.close(), client.close()));
+    const chat = new TestChat({ id: "chat-7", transport });
+    await chat.sendMessage({ text: "hello?" });
+    assert.equal(chat.status, "error");
+    assert.equal(backend.requests.length, 0);
+  });
+
   test("agent_error ends the stream with an error and fails the open tool call", async () => {
     const user = uniqueUser("ai");
     const runId = `run-${randomBytes(4).toString("hex")}`;

@@ -19,8 +19,9 @@ mkdir "$work/consumer"
 cp test/pack/consumer.ts test/pack/check.mjs test/pack/tsconfig.json "$work/consumer/"
 cd "$work/consumer"
 echo '{"name":"consumer","private":true,"type":"module"}' >package.json
-npm install --silent --prefer-offline --no-audit --no-fund --ignore-scripts \
-  "$tarball" "ai@$ai_version" "zod@$zod_version"
+# First alone: both entry points must load without `ai` (herald-ws/ai-sdk imports only its types).
+npm install --silent --prefer-offline --no-audit --no-fund --ignore-scripts "$tarball"
 node check.mjs
+npm install --silent --prefer-offline --no-audit --no-fund --ignore-scripts "ai@$ai_version" "zod@$zod_version"
 node "$here/node_modules/typescript/bin/tsc" -p tsconfig.json
 echo "herald-ws type-checks in a consumer (tsc --strict): ok"

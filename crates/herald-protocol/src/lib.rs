@@ -9,6 +9,7 @@
 //! input, which is what makes it cheap to test and to fuzz.
 
 pub mod agui;
+pub mod compact;
 pub mod event;
 pub mod frame;
 pub mod publish;

@@ -208,6 +208,25 @@ async fn redis_disconnect_on_one_node_closes_sockets_on_both() {
 }
 
 #[tokio::test]
+async fn redis_cluster_disconnect_revocation_and_presence_work_across_nodes() {
+    let cluster = common::cluster::Cluster::start(3, 0);
+    let prefix = unique_prefix("operator-cluster");
+    let node = || {
+        TestServer::redis_at(Settings {
+            engine: Some("redis".into()),
+            redis_url: Some(cluster.url()),
+            redis_prefix: Some(prefix.clone()),
+            redis_cluster: true,
+            ..Settings::default()
+        })
+    };
+    let (a, b) = (node().await, node().await);
+    disconnect_closes_every_socket(&a, &b).await;
+    revocation_refuses_older_tokens_everywhere(&a, &b).await;
+    presence_counts_per_node(&a, &b, 2).await;
+}
+
+#[tokio::test]
 async fn redis_revocation_on_one_node_is_enforced_by_the_other() {
     let (a, b) = two_redis_nodes("revoke", Settings::default()).await;
     revocation_refuses_older_tokens_everywhere(&a, &b).await;

@@ -120,19 +120,24 @@ export class HeraldChatTransport<UI_MESSAGE extends UIMessage = UIMessage> imple
     return this.options.threadId ? this.options.threadId(chatId) : chatId;
   }
 
-  /** Connects the client if nobody did, and waits until it is live (its backlog applied). */
+  /** Connects the client if nobody did, and waits until it is live (its backlog applied);
+   * rejects if the connection fails or the client closes for good first. */
   private async ready(): Promise<void> {
     if (this.client.status === "live") return;
-    const live = new Promise<void>((resolve) => {
-      const off = this.client.on("status", (s) => {
-        if (s === "live") {
-          off();
-          resolve();
-        }
+    let off = (): void => {};
+    const live = new Promise<void>((resolve, reject) => {
+      off = this.client.on("status", (s) => {
+        if (s === "live") resolve();
+        if (s === "closed") reject(new Error("the Herald connection closed before it was live"));
       });
     });
-    if (this.client.status === "idle" || this.client.status === "closed") await this.client.connect();
-    await live;
+    live.catch(() => {}); // when connect() fails first, its error is the one reported
+    try {
+      if (this.client.status === "idle" || this.client.status === "closed") await this.client.connect();
+      await live;
+    } finally {
+      off();
+    }
   }
 
   /** Hands the message to the backend; resolves with its answer's body. */

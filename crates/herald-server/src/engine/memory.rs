@@ -66,6 +66,13 @@ impl MemoryEngine {
         books.iter().map(|b| b.lock().log.retained()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
+    /// Compacted active runs and their bytes summed over all users (bounded per user by
+    /// [`herald_protocol::compact::Limits`]).
+    pub fn compacted(&self) -> (usize, usize) {
+        let books: Vec<_> = self.users.lock().values().cloned().collect();
+        books.iter().map(|b| b.lock().log.compacted()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
     fn book(&self, user: &UserId) -> Arc<Mutex<UserBook>> {
         self.book_locked(&mut self.users.lock(), user)
     }

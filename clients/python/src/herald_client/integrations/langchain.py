@@ -30,14 +30,16 @@ handler per invocation: it is one Herald run. Needs ``langchain-core`` (the ``la
 from __future__ import annotations
 
 import asyncio
-import logging
+import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 from uuid import UUID
 
 try:
     from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 except ImportError as e:  # pragma: no cover - exercised by the wheel test in a bare venv
-    raise ImportError('herald_client.integrations.langchain needs langchain-core: pip install "herald-client[langchain]"') from e
+    raise ImportError(
+        'herald_client.integrations.langchain needs langchain-core: pip install "herald-client[langchain]"'
+    ) from e
 
 from ..publisher import AsyncPublisher, Publisher
 from ..run import Run, SyncRun
@@ -46,7 +48,6 @@ from ._json import jsonable
 
 __all__ = ["HeraldCallbackHandler", "AsyncHeraldCallbackHandler", "LangChainEvents"]
 
-log = logging.getLogger("herald_client")
 T = TypeVar("T")
 Emit = Tuple[str, Dict[str, Any]]
 
@@ -92,9 +93,7 @@ class LangChainEvents:
             return []
         out: List[Emit] = []
         if run_id not in self._streamed:
-            text = "".join(
-                getattr(g, "text", "") or "" for gens in getattr(response, "generations", []) for g in gens
-            )
+            text = "".join(getattr(g, "text", "") or "" for gens in getattr(response, "generations", []) for g in gens)
             if text:
                 out.append(("agent_text", {"delta": text}))
         self._streamed.discard(run_id)
@@ -119,6 +118,22 @@ class LangChainEvents:
         else:
             data.update(status="error", error=str(error) or type(error).__name__, error_type=type(error).__name__)
         return [("tool_completed", data)]
+
+    def tool_callback(self, serialized: Any, input_str: str, kw: Dict[str, Any]) -> List[Emit]:
+        """``on_tool_start`` (its keyword arguments in ``kw``): the run's start if the tool is the
+        outermost runnable, then the call."""
+        name = _name(serialized) or kw.get("name") or "tool"
+        run_id: UUID = kw["run_id"]
+        emits = self.begin(run_id, kw.get("parent_run_id"), name)
+        inputs = kw.get("inputs")
+        parameters = inputs if inputs is not None else {"input": input_str}
+        return emits + self.tool_start(name, run_id, kw.get("tool_call_id"), parameters)
+
+    def tool_done(self, output: Any, error: Optional[BaseException], run_id: UUID) -> List[Emit]:
+        """``on_tool_end`` / ``on_tool_error``: the call's end, and the run's if the tool was it."""
+        if error is None:
+            return self.tool_end(output, run_id) + self.end(output, run_id)
+        return self.tool_end(None, run_id, error) + self.error(error, run_id)
 
     def end(self, outputs: Any, run_id: UUID) -> List[Emit]:
         """A run ended: the outermost one completes the Herald run."""
@@ -149,25 +164,16 @@ class _StreamingTap:
         return output
 
 
-class HeraldCallbackHandler(_StreamingTap, BaseCallbackHandler):
-    """Publishes one LangChain/LangGraph invocation as one Herald run.
+class _HandlerBase(_StreamingTap):
+    """What the sync and async handlers share: the Herald run, the mapping, the options."""
 
-    ``HeraldCallbackHandler(publisher, user_id=…, run_id=…, thread_id=…)``: with an
-    :class:`AsyncPublisher` this returns an :class:`AsyncHeraldCallbackHandler`.
-    """
-
-    raise_error = False
     #: Called in the caller's thread (not an executor), so events keep their order.
     run_inline = True
-
-    def __new__(cls, publisher: Union[Publisher, AsyncPublisher], *args: Any, **kwargs: Any) -> Any:
-        if cls is HeraldCallbackHandler and isinstance(publisher, AsyncPublisher):
-            return AsyncHeraldCallbackHandler(publisher, *args, **kwargs)
-        return super().__new__(cls)
+    raise_error = False
 
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: Union[Publisher, AsyncPublisher],
         *,
         user_id: str,
         thread_id: Optional[str] = None,
@@ -178,25 +184,52 @@ class HeraldCallbackHandler(_StreamingTap, BaseCallbackHandler):
         super().__init__()
         #: Re-raise a failed publish into the agent (default: LangChain logs it and the agent goes on).
         self.raise_error = raise_error
-        self.run: SyncRun = publisher.run(user_id, thread_id, run_id=run_id or new_id())
+        self.run: Any = publisher.run(user_id, thread_id, run_id=run_id or new_id())
         self.events = LangChainEvents(agent)
 
     @property
     def run_id(self) -> str:
         """The Herald run id."""
-        return self.run.run_id
+        return str(self.run.run_id)
+
+
+class HeraldCallbackHandler(_HandlerBase, BaseCallbackHandler):
+    """Publishes one LangChain/LangGraph invocation as one Herald run.
+
+    ``HeraldCallbackHandler(publisher, user_id=…, run_id=…, thread_id=…, agent=…, raise_error=…)``:
+    with an :class:`AsyncPublisher` this returns an :class:`AsyncHeraldCallbackHandler`.
+    """
+
+    run: SyncRun
+
+    def __new__(cls, publisher: Union[Publisher, AsyncPublisher], *args: Any, **kwargs: Any) -> Any:
+        if cls is HeraldCallbackHandler and isinstance(publisher, AsyncPublisher):
+            return AsyncHeraldCallbackHandler(publisher, *args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, publisher: Publisher, **kwargs: Any) -> None:
+        super().__init__(publisher, **kwargs)
+        # Tool nodes run parallel tool calls in worker threads: publish one event at a time.
+        self._lock = threading.Lock()
 
     def _publish(self, emits: Sequence[Emit]) -> None:
-        for event, data in emits:
-            self.run.emit(event, data)
+        with self._lock:
+            for event, data in emits:
+                self.run.emit(event, data)
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
@@ -208,16 +241,14 @@ class HeraldCallbackHandler(_StreamingTap, BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         self._publish(self.events.error(error, run_id))
 
-    def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: Optional[UUID] = None, inputs: Any = None, **kw: Any) -> None:
-        emits = self.events.begin(run_id, parent_run_id, _name(serialized))
-        emits += self.events.tool_start(_name(serialized) or kw.get("name") or "tool", run_id, kw.get("tool_call_id"), inputs if inputs is not None else {"input": input_str})
-        self._publish(emits)
+    def on_tool_start(self, serialized: Any, input_str: str, **kw: Any) -> None:
+        self._publish(self.events.tool_callback(serialized, input_str, kw))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
-        self._publish(self.events.tool_end(output, run_id) + self.events.end(output, run_id))
+        self._publish(self.events.tool_done(output, None, run_id))
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        self._publish(self.events.tool_end(None, run_id, error) + self.events.error(error, run_id))
+        self._publish(self.events.tool_done(None, error, run_id))
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kw: Any) -> None:
         self._publish(self.events.end(outputs, run_id))
@@ -226,29 +257,15 @@ class HeraldCallbackHandler(_StreamingTap, BaseCallbackHandler):
         self._publish(self.events.error(error, run_id))
 
 
-class AsyncHeraldCallbackHandler(_StreamingTap, AsyncCallbackHandler):
+class AsyncHeraldCallbackHandler(_HandlerBase, AsyncCallbackHandler):
     """The async form of :class:`HeraldCallbackHandler`, for an :class:`AsyncPublisher`
     (``ainvoke``, ``astream``, LangGraph's async runs). Each callback is awaited before the next,
     so events keep their order."""
 
-    raise_error = False
-    run_inline = True
+    run: Run
 
-    def __init__(
-        self,
-        publisher: AsyncPublisher,
-        *,
-        user_id: str,
-        thread_id: Optional[str] = None,
-        run_id: Optional[str] = None,
-        agent: Optional[str] = None,
-        raise_error: bool = False,
-    ) -> None:
-        super().__init__()
-        #: Re-raise a failed publish into the agent (default: LangChain logs it and the agent goes on).
-        self.raise_error = raise_error
-        self.run: Run = publisher.run(user_id, thread_id, run_id=run_id or new_id())
-        self.events = LangChainEvents(agent)
+    def __init__(self, publisher: AsyncPublisher, **kwargs: Any) -> None:
+        super().__init__(publisher, **kwargs)
         # Parallel tool nodes call back concurrently: publish one event at a time, in call order.
         self._lock: Optional[asyncio.Lock] = None
         #: The loop the publisher lives on. LangChain runs sync tools in worker threads and calls
@@ -258,11 +275,6 @@ class AsyncHeraldCallbackHandler(_StreamingTap, AsyncCallbackHandler):
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             pass
-
-    @property
-    def run_id(self) -> str:
-        """The Herald run id."""
-        return self.run.run_id
 
     async def _publish(self, emits: Sequence[Emit]) -> None:
         if not emits:
@@ -282,13 +294,19 @@ class AsyncHeraldCallbackHandler(_StreamingTap, AsyncCallbackHandler):
             for event, data in emits:
                 await self.run.emit(event, data)
 
-    async def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    async def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
-    async def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
+    async def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any
+    ) -> None:
         await self._publish(self.events.begin(run_id, parent_run_id, kw.get("name") or _name(serialized)))
 
     async def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kw: Any) -> None:
@@ -300,16 +318,14 @@ class AsyncHeraldCallbackHandler(_StreamingTap, AsyncCallbackHandler):
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         await self._publish(self.events.error(error, run_id))
 
-    async def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: Optional[UUID] = None, inputs: Any = None, **kw: Any) -> None:
-        emits = self.events.begin(run_id, parent_run_id, _name(serialized))
-        emits += self.events.tool_start(_name(serialized) or kw.get("name") or "tool", run_id, kw.get("tool_call_id"), inputs if inputs is not None else {"input": input_str})
-        await self._publish(emits)
+    async def on_tool_start(self, serialized: Any, input_str: str, **kw: Any) -> None:
+        await self._publish(self.events.tool_callback(serialized, input_str, kw))
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
-        await self._publish(self.events.tool_end(output, run_id) + self.events.end(output, run_id))
+        await self._publish(self.events.tool_done(output, None, run_id))
 
     async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        await self._publish(self.events.tool_end(None, run_id, error) + self.events.error(error, run_id))
+        await self._publish(self.events.tool_done(None, error, run_id))
 
     async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kw: Any) -> None:
         await self._publish(self.events.end(outputs, run_id))
@@ -351,7 +367,9 @@ def _text_of_blocks(content: Any) -> str:
     """The text blocks of a list content (``[{"type": "text", "text": …}, …]``), joined."""
     if not isinstance(content, list):
         return ""
-    return "".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+    return "".join(
+        b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
 
 
 def _final_response(outputs: Any) -> Any:

@@ -83,7 +83,16 @@ class AgentsEvents:
         if not call_id:
             return []
         self._tool_names[call_id] = name
-        return [("tool_executing", {"tool_name": name, "tool_call_id": call_id, "parameters": parse_arguments(_field(raw, "arguments") or {})})]
+        return [
+            (
+                "tool_executing",
+                {
+                    "tool_name": name,
+                    "tool_call_id": call_id,
+                    "parameters": parse_arguments(_field(raw, "arguments") or {}),
+                },
+            )
+        ]
 
     def _tool_output(self, item: Any) -> List[Emit]:
         call_id = _field(item.raw_item, "call_id")

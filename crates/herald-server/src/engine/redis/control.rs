@@ -5,7 +5,8 @@
 //! stops reporting), and per user, under the user's hash tag so Redis Cluster keeps them in the
 //! user's slot: `{prefix}:{user}:presence` (node id → `connections since_ms`) and
 //! `{prefix}:{user}:revoked` (unix seconds; expires with the revocation). Disconnect orders go to
-//! every node on the one channel `{prefix}:control` (rare messages, so one channel is plenty).
+//! every node on the one channel `{prefix}:control` (rare messages, so one channel is plenty;
+//! sharded pub/sub on a cluster, like the users' channels).
 
 use super::{RedisEngine, engine_error};
 use crate::engine::{ActiveRun, Control, EngineError, NodePresence, NodeReport};
@@ -50,10 +51,28 @@ impl RedisEngine {
         }
     }
 
+    /// Subscribes to the control channel again, until it works (a cluster dropped the sharded
+    /// subscription: its slot moved, or its master failed).
+    pub(super) fn resubscribe_control(&self) {
+        let Some(engine) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            while let Err(e) = engine.subscriber.subscribe(&engine.control_channel()).await {
+                warn!("control channel: subscribing again failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+
     pub(super) async fn broadcast_control(&self, control: &Control) -> Result<(), EngineError> {
         let payload = serde_json::to_string(control).expect("orders serialize");
         let mut con = self.commands.clone();
-        con.publish::<_, _, ()>(self.control_channel(), payload).await.map_err(engine_error)
+        // Sharded on a cluster, like the users' channels: the channel's shard carries it.
+        redis::cmd(con.publish_command())
+            .arg(self.control_channel())
+            .arg(payload)
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(engine_error)
     }
 
     pub(super) async fn store_report(&self, report: &NodeReport, ttl: Duration) -> Result<(), EngineError> {
