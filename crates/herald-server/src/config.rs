@@ -754,6 +754,22 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_and_revocation_ttl_are_checked() {
+        let c = base().validate().unwrap();
+        assert!(c.admin_token.is_none());
+        assert_eq!(c.revocation_ttl, Duration::from_secs(86_400));
+        let short = Settings { admin_token: Some(Secret::new("short")), ..base() }.validate().unwrap_err();
+        assert!(short.to_string().contains("admin_token"), "{short}");
+        let zero = Settings { revocation_ttl_s: Some(0), ..base() }.validate().unwrap_err();
+        assert!(zero.to_string().contains("revocation_ttl_s"), "{zero}");
+        let file: Settings =
+            toml::from_str("admin_token = \"0123456789abcdef-admin\"\nrevocation_ttl_s = 600").unwrap();
+        let c = file.or(base()).validate().unwrap();
+        assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("0123456789abcdef-admin"));
+        assert_eq!(c.revocation_ttl, Duration::from_secs(600));
+    }
+
+    #[test]
     fn defaults_follow_the_design() {
         let c = base().validate().unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7400");

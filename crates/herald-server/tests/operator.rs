@@ -534,3 +534,26 @@ async fn malformed_operator_requests_get_400_with_a_reason() {
         call(&server, reqwest::Method::GET, "/v1/users/u/disconnect", Some(API_KEY), None).await;
     assert_eq!((status, reply["error"]["code"].as_str()), (405, Some("method_not_allowed")));
 }
+
+#[tokio::test]
+async fn disconnect_also_ends_the_users_agui_stream() {
+    let server = memory().await;
+    let mut response = server
+        .http()
+        .get(format!("{}/v1/agui/stream", server.url))
+        .bearer_auth(server.token("sse-user"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    presence_is(&server, "sse-user", 1).await;
+    let (status, body) = disconnect(&server, "sse-user", json!({"reason": "logged out"})).await;
+    assert_eq!((status, body["disconnected"].as_u64()), (200, Some(1)), "{body}");
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(T, response.chunk()).await.expect("the stream ends").unwrap()
+    {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(text.ends_with(": disconnected by an operator: do not reconnect on your own\n\n"), "{text}");
+    presence_is(&server, "sse-user", 0).await;
+}
