@@ -10,19 +10,8 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import WebSocket from "ws";
-import { publish, signJwt, startHerald } from "./helpers.mjs";
+import { CHROMIUM, CHROMIUM_ARGS, publish, signJwt, startHerald } from "./helpers.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const SCREENSHOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../../target/admin.png");
 const ADMIN_TOKEN = "admin-token-for-the-browser-test";
 
@@ -34,7 +23,7 @@ const pageErrors = [];
 
 before(async () => {
   server = await startHerald({ args: ["--admin-token", ADMIN_TOKEN, "--run-stall-s", "1"] });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   page.on("pageerror", (e) => pageErrors.push(e.message));
 });
