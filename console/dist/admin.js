@@ -287,6 +287,10 @@ var HeraldClient = class {
         this.onWelcome(frame);
         break;
       case "event":
+        if (frame.snapshot) {
+          this.emit("event", frame);
+          break;
+        }
         if (frame.seq <= this.lastSeq) {
           this.duplicatesDropped++;
           return;

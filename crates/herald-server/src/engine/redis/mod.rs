@@ -12,8 +12,11 @@
 //! - [`fanout`]: each node keeps, for the users it serves, a local [`UserLog`] fed by the users'
 //!   channels; its connections read from it exactly as with the memory engine.
 //! - [`wire`]: the one codec for the script's arguments and reply, stream entries and messages.
+//! - [`compact`]: each active run's frames (`:runs:<run_id>`, written by the append script),
+//!   from which a node rebuilds the runs' compacted state when it loads a user.
 
 mod append;
+mod compact;
 mod conn;
 mod control;
 mod fanout;
@@ -67,6 +70,8 @@ pub struct RedisEngine {
     subscriptions: tokio::sync::Mutex<()>,
     /// Orders from the control channel, for this node's [`crate::node`] task.
     control_tx: tokio::sync::broadcast::Sender<Control>,
+    /// Events appended through this node per active run, to compact the runs' lists now and then.
+    appended: compact::Appended,
     me: Weak<RedisEngine>,
 }
 
@@ -115,6 +120,7 @@ impl RedisEngine {
             locals: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
             control_tx: tokio::sync::broadcast::channel(64).0,
+            appended: compact::Appended::default(),
             me: me.clone(),
         });
         // Loaded up front (on every master of a cluster); a server that lost them (restart,
