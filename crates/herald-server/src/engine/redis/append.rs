@@ -309,7 +309,7 @@ impl RedisEngine {
         Ok(())
     }
 
-    fn active_runs_key(&self) -> String {
+    pub(super) fn active_runs_key(&self) -> String {
         format!("{}:active-runs", self.prefix)
     }
 
