@@ -65,6 +65,8 @@ pub struct RedisEngine {
     /// Redis Cluster: each append script touches one user's slot only.
     one_user_per_script: bool,
     locals: Mutex<HashMap<UserId, Arc<fanout::Local>>>,
+    /// When this node last wrote each active run's activity to the index (ms).
+    indexed: Mutex<HashMap<String, u64>>,
     /// Serializes SUBSCRIBE/UNSUBSCRIBE so an unsubscribe of a user going idle cannot undo the
     /// subscribe of a connection arriving at the same moment.
     subscriptions: tokio::sync::Mutex<()>,
@@ -118,6 +120,7 @@ impl RedisEngine {
             epoch_script: redis::Script::new(EPOCH_SCRIPT),
             one_user_per_script: options.cluster,
             locals: Mutex::new(HashMap::new()),
+            indexed: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
             control_tx: tokio::sync::broadcast::channel(64).0,
             appended: compact::Appended::default(),
@@ -275,6 +278,7 @@ impl Engine for RedisEngine {
 
     fn sweep(&self) {
         self.forget_idle();
+        self.prune_index_marks();
     }
 
     async fn active_runs(
