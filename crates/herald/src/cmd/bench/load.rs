@@ -7,7 +7,7 @@
 
 use super::events::{PublisherState, random_hex};
 use super::socket::{BenchFrame, CONNECT_CONCURRENCY, Ws, open_socket};
-use super::stats::{process_cpu_s, process_rss_bytes};
+use super::stats::{process_cpu_s, process_cpu_split_s, process_rss_bytes};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -100,6 +100,12 @@ pub struct LoadReport {
     /// CPU time of the server during the run (with `--spawn` or `--server-pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_s: Option<f64>,
+    /// The user-space part of `server_cpu_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_user_s: Option<f64>,
+    /// The kernel part of `server_cpu_s` (syscalls, and on loopback the receiver's TCP work).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_sys_s: Option<f64>,
     /// The server's RSS at the end of the run (with `--spawn` or `--server-pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_bytes: Option<u64>,
@@ -320,7 +326,7 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
     let error_samples = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_client_0 = process_cpu_s(None);
-    let cpu_server_0 = config.server_pid.and_then(|p| process_cpu_s(Some(p)));
+    let cpu_server_0 = config.server_pid.and_then(|p| process_cpu_split_s(Some(p)));
     let publish_start = Instant::now();
     let publish_end = publish_start + config.duration;
     let mut publishing = tokio::task::JoinSet::new();
@@ -453,8 +459,9 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
         (Some(a), Some(b)) => b - a,
         _ => 0.0,
     };
-    let server_cpu_s = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_s(Some(p)))) {
-        (Some(a), Some(b)) => Some(b - a),
+    let server_cpu_split = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_split_s(Some(p))))
+    {
+        (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
         _ => None,
     };
     let ms = |v: u64| v as f64 / 1000.0;
@@ -479,7 +486,9 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
         reordered,
         errors: counters.errors.load(Ordering::Relaxed),
         client_cpu_s,
-        server_cpu_s,
+        server_cpu_s: server_cpu_split.map(|(user, sys)| user + sys),
+        server_user_s: server_cpu_split.map(|(user, _)| user),
+        server_sys_s: server_cpu_split.map(|(_, sys)| sys),
         server_rss_bytes: config.server_pid.and_then(process_rss_bytes),
         published,
         connections,
