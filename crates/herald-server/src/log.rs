@@ -9,9 +9,10 @@
 //! when to read.
 
 use axum::extract::ws::Utf8Bytes;
+use foldhash::{HashSet, HashSetExt};
 use herald_protocol::{EventKind, Recovery};
 use parking_lot::Mutex;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -248,12 +249,25 @@ impl UserLog {
 
     /// Up to `max_bytes` (at least one event) of the events after `after`.
     pub fn read_after(&self, after: u64, max_bytes: usize) -> Result<Vec<Arc<LogEntry>>, Trimmed> {
+        let mut out = Vec::new();
+        self.read_after_into(after, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`UserLog::read_after`] into `out` (cleared first), so a reader reuses one buffer for
+    /// every batch instead of allocating one per write.
+    pub fn read_after_into(
+        &self,
+        after: u64,
+        max_bytes: usize,
+        out: &mut Vec<Arc<LogEntry>>,
+    ) -> Result<(), Trimmed> {
+        out.clear();
         let inner = self.inner.lock();
         let Some(start) = position_after(&inner, after)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let mut bytes = 0;
-        let mut out = Vec::new();
         for entry in inner.entries.range(start..) {
             if !out.is_empty() && bytes + entry.frame.as_str().len() > max_bytes {
                 break;
@@ -261,7 +275,7 @@ impl UserLog {
             bytes += entry.frame.as_str().len();
             out.push(entry.clone());
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Retained events after `after` (up to `limit`), for the history API; `Trimmed` when some

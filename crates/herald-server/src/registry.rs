@@ -31,10 +31,10 @@
 
 use crate::engine::{AppendError, Engine, EngineError};
 use crate::log::UserLog;
+use foldhash::{HashMap, HashMapExt};
 use herald_protocol::{EventInput, EventKind, FieldError, Receipt, UserId, UserIdError};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
