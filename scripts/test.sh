@@ -4,10 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== Rust: formatting and lints (a warning fails the suite)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "== Rust: unit, integration and doc tests"
 cargo build --workspace --all-targets
 cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc
+
+echo "== Autobahn WebSocket conformance (docs/conformance.md)"
+./scripts/autobahn.sh
 
 export HERALD_BIN="$PWD/target/debug/herald"
 for suite in clients/*/test.sh; do

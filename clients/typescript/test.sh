@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds herald-client and the console, checks the committed console/dist is up to date, then runs
+# Builds herald-ws (the npm package) and the console, packs and installs herald-ws into a fresh
+# project (test/pack.sh), checks the committed console/dist is up to date, then runs
 # the client tests and the browser test against the Herald binary ($HERALD_BIN, default
 # ../../target/debug/herald). Exits non-zero on any failure.
 set -euo pipefail
@@ -20,7 +21,7 @@ if [ ! -d node_modules ]; then
   exit 1
 fi
 
-echo "== build herald-client (tsc)"
+echo "== build herald-ws (tsc)"
 npx tsc -p tsconfig.json
 
 echo "== typecheck and build the console; compare with the committed console/dist"
@@ -35,8 +36,14 @@ for f in app.js; do
   fi
 done
 
-echo "== client tests (node:test, herald at $HERALD_BIN)"
-node --test test/client.test.mjs test/upstream.test.mjs
+echo "== pack herald-ws, install the tarball in a fresh project, import it, tsc --strict a consumer"
+test/pack.sh
 
-echo "== browser test (playwright-core + chromium)"
-node --test test/browser.test.mjs
+echo "== client tests (node:test, herald at $HERALD_BIN)"
+node --test test/client.test.mjs test/upstream.test.mjs test/ai-sdk.test.mjs
+
+echo "== typecheck the AI SDK example page (examples/ai-sdk-chat)"
+npx tsc -p ../../examples/ai-sdk-chat/tsconfig.json
+
+echo "== browser tests (playwright-core + chromium): the console, the AI SDK example page"
+node --test test/browser.test.mjs test/example.test.mjs

@@ -103,6 +103,7 @@ function connect(token: string): void {
     replayedSinceWelcome = 0;
     inReplay = true;
     log(`welcome: ${w.recovery}, log at seq ${w.seq}, connection ${w.connection_id}`, "good");
+    if (w.recovery !== "replayed" && w.seq > 0) void loadRecentRuns(token, w.epoch, w.seq);
   });
   c.on("event", (e) => {
     if (inReplay) replayedSinceWelcome++;
@@ -128,6 +129,34 @@ function connect(token: string): void {
   runs.onChange((run) => renderRun(run));
   log(`connecting to ${ui.url.value.trim()}`);
   c.connect().catch((e: Error) => log(`gave up: ${e.message}`, "bad"));
+}
+
+/**
+ * The user's recent runs, finished ones included: a fresh connection only gets the active runs, so
+ * a second, short-lived socket replays the retained log from its start (up to the welcome's seq)
+ * and the runs the page does not show yet are added. Older than retention is simply not shown.
+ */
+async function loadRecentRuns(token: string, epoch: string, upTo: number): Promise<void> {
+  const known = new Set(runs.list().map((r) => r.id));
+  const history = new HeraldClient({ url: ui.url.value.trim(), token, reconnect: false, cursor: { seq: 0, epoch } });
+  const events: HeraldEvent[] = [];
+  history.on("event", (e) => {
+    if (e.seq <= upTo && e.run_id && !known.has(e.run_id)) events.push(e);
+  });
+  try {
+    const synced = new Promise<boolean>((resolve) => {
+      history.on("synced", (s) => resolve(s.recovery === "replayed"));
+      history.on("close", () => resolve(false));
+    });
+    await history.connect();
+    const complete = await synced;
+    for (const e of events) runs.apply(e);
+    log(`history: ${events.length} events of earlier runs${complete ? "" : " (older ones are no longer retained)"}`);
+  } catch (e) {
+    log(`history unavailable: ${(e as Error).message}`, "bad");
+  } finally {
+    history.close();
+  }
 }
 
 ui.connect.addEventListener("click", () => {
@@ -316,17 +345,23 @@ function eventRow(e: HeraldEvent, start: number): HTMLElement {
   return h(
     "li",
     { class: "event", "data-event": e.event, "data-seq": String(e.seq), title: e.ts },
-    h("span", { class: "seq" }, `#${e.seq}`),
+    h("span", { class: "seq" }, seqLabel(e)),
     h("span", { class: "at" }, at),
     h("span", { class: "name" }, e.event),
     h("span", { class: "detail" }, summary(e)),
   );
 }
 
+/** `#seq`, or `#first–last` for a snapshot frame that merges several events. */
+function seqLabel(e: HeraldEvent): string {
+  if (e.snapshot && e.first_seq != null && e.first_seq !== e.seq) return `#${e.first_seq}–${e.seq} (merged)`;
+  return `#${e.seq}`;
+}
+
 function summary(e: HeraldEvent): string {
   switch (e.event) {
     case "agent_started":
-      return String(e.data.input ?? e.data.agent ?? "");
+      return (e.truncated ? "(earlier output not shown) " : "") + String(e.data.input ?? e.data.agent ?? "");
     case "agent_thinking":
       return e.data.text ?? "";
     case "agent_text":

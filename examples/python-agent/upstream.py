@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Awaitable, Dict, Optional, Tuple
 
 from herald_client import SIGNATURE_HEADER, AsyncPublisher, new_id, verify_signature
 
@@ -78,7 +78,7 @@ class Backend:
 
     def start(self, user_id: str, question: str, thread_id: Optional[str]) -> str:
         run_id = new_id()
-        task = asyncio.create_task(answer(self.pub, user_id, question, thread_id, run_id=run_id, pace=self.pace))
+        task = asyncio.create_task(self.agent_run(user_id, question, thread_id, run_id))
         self.runs[run_id] = (user_id, task)
 
         def done(t: "asyncio.Task[str]") -> None:
@@ -88,6 +88,11 @@ class Backend:
 
         task.add_done_callback(done)
         return run_id
+
+    def agent_run(self, user_id: str, question: str, thread_id: Optional[str], run_id: str) -> "Awaitable[str]":
+        """The run that answers one message: the fake agent of agent.py (another backend, such as
+        examples/langgraph-agent, overrides this and keeps the rest)."""
+        return answer(self.pub, user_id, question, thread_id, run_id=run_id, pace=self.pace)
 
     async def aclose(self) -> None:
         """Cancels the runs still going (each ends with agent_cancelled)."""
@@ -167,15 +172,19 @@ async def main() -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per published event otherwise
 
     async with AsyncPublisher(args.url, args.api_key) as pub:
-        backend = Backend(pub, args.secret)
-        server = await serve(backend, args.host, args.port)
-        print(f"upstream listening on http://{args.host}:{server.port}/ (pass it to --upstream-url)", file=sys.stderr)
-        try:
-            await asyncio.Event().wait()  # until Ctrl-C
-        finally:
-            await server.close()
-            await backend.aclose()
+        await serve_until_stopped(Backend(pub, args.secret), args.host, args.port)
     return 0
+
+
+async def serve_until_stopped(backend: Any, host: str, port: int) -> None:
+    """Serves ``backend`` until Ctrl-C, then closes the server and cancels the runs still going."""
+    server = await serve(backend, host, port)
+    print(f"upstream listening on http://{host}:{server.port}/herald (pass it to --upstream-url)", file=sys.stderr)
+    try:
+        await asyncio.Event().wait()  # until Ctrl-C
+    finally:
+        await server.close()
+        await backend.aclose()
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
-from herald_client import Client, Event, Welcome
+from herald_client import AsyncPublisher, Client, Event, Welcome
 
 WAIT_S = 15.0
 
@@ -69,3 +69,36 @@ class Collector:
     async def stop(self) -> None:
         await self.client.close()
         await asyncio.wait_for(self.task, WAIT_S)
+
+
+async def connected(server, token: str) -> Collector:
+    """A collected Client of ``token``'s user on ``server``, past its first ``synced``."""
+    client = Client(server.url, token)
+    collector = Collector(client)
+    await client.wait_synced(timeout=10)
+    return collector
+
+
+class UpstreamLoops:
+    """Example backends behind Herald's upstream: ``start`` serves a backend (its ``pub`` set once
+    Herald's URL is known) and starts Herald forwarding to it; ``close`` stops them all."""
+
+    def __init__(self, herald: Callable[..., Any], secret: str) -> None:
+        self.herald = herald
+        self.secret = secret
+        self.started: List[Tuple[Any, Any]] = []
+
+    async def start(self, backend: Any, serve: Callable[..., Any], herald_secret: Optional[str] = None) -> Any:
+        from conftest import API_KEY
+
+        http = await serve(backend, "127.0.0.1", 0)
+        server = self.herald("--upstream-url", f"http://127.0.0.1:{http.port}/herald", "--upstream-secret", herald_secret or self.secret)
+        backend.pub = AsyncPublisher(server.url, API_KEY)
+        self.started.append((backend, http))
+        return server
+
+    async def close(self) -> None:
+        for backend, http in self.started:
+            await backend.aclose()
+            await http.close()
+            await backend.pub.aclose()

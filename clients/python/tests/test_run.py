@@ -7,15 +7,8 @@ import asyncio
 import pytest
 
 from conftest import API_KEY
-from helpers import Collector
-from herald_client import AsyncPublisher, Client, Publisher
-
-
-async def connected(server, token) -> Collector:
-    client = Client(server.url, token)
-    collector = Collector(client)
-    await client.wait_synced(timeout=10)
-    return collector
+from helpers import connected
+from herald_client import AsyncPublisher, Publisher
 
 
 async def test_run_success_emits_the_run_in_order(server, user, token):

@@ -8,9 +8,9 @@ import importlib.util
 
 import pytest
 
-from conftest import API_KEY, REPO, make_token
-from helpers import Collector
-from herald_client import AsyncPublisher, Client, UpstreamError
+from conftest import REPO, make_token
+from helpers import Collector, UpstreamLoops
+from herald_client import Client, UpstreamError
 
 SECRET = "upstream-secret-for-tests"
 EXAMPLE = REPO / "examples" / "python-agent"
@@ -28,22 +28,15 @@ def load_upstream():
 async def start_loop(herald):
     """Factory: starts the example backend (agent pauses scaled by ``pace``), then Herald pointing
     at it and signing with ``herald_secret``; returns (herald server, backend)."""
-    started = []
+    loops = UpstreamLoops(herald, SECRET)
 
     async def start(pace: float = 0.0, herald_secret: str = SECRET):
         upstream = load_upstream()
         backend = upstream.Backend(None, SECRET, pace=pace)
-        http = await upstream.serve(backend, "127.0.0.1", 0)
-        server = herald("--upstream-url", f"http://127.0.0.1:{http.port}/herald", "--upstream-secret", herald_secret)
-        backend.pub = AsyncPublisher(server.url, API_KEY)  # Herald's URL is known only now
-        started.append((backend, http))
-        return server, backend
+        return await loops.start(backend, upstream.serve, herald_secret), backend
 
     yield start
-    for backend, http in started:
-        await backend.aclose()
-        await http.close()
-        await backend.pub.aclose()
+    await loops.close()
 
 
 async def test_message_is_acked_with_a_run_id_then_the_run_streams_in_order(start_loop, user, token):

@@ -1,4 +1,4 @@
-// herald-client: the browser (and Node) client of Herald.
+// herald-ws: the browser (and Node) client of Herald.
 
 export {
   HeraldClient,

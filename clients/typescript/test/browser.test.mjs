@@ -109,3 +109,23 @@ test("console: dev connect, a published run renders in order and completes, then
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
   assert.deepEqual(pageErrors, [], "no uncaught errors in the page");
 });
+
+test("console: a page opened after runs finished shows them from the user's recent history", async () => {
+  // The first test left two finished runs in dev-user's log; a fresh page gets no active runs.
+  const fresh = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  const errors = [];
+  fresh.on("pageerror", (e) => errors.push(e.message));
+  await fresh.goto(`${server.http}/console`);
+  await fresh.getByTestId("dev-connect").click();
+  await fresh.locator('[data-testid=status][data-status="live"]').waitFor();
+  for (const runId of ["run-1", "run-2"]) {
+    await fresh.locator(`[data-run-id="${runId}"] [data-testid=run-state][data-state="completed"]`).waitFor({ timeout: 10_000 });
+  }
+  const seqs = await fresh
+    .locator('[data-run-id="run-2"] li.event')
+    .evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
+  assert.deepEqual(seqs, [6, 7, 8, 9, 10], "each earlier event once, in order");
+  assert.equal(await fresh.locator("[data-testid=run-card]").count(), 2);
+  assert.deepEqual(errors, []);
+  await fresh.close();
+});

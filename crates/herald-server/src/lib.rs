@@ -15,14 +15,15 @@
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod console;
+pub(crate) mod console;
 pub mod engine;
-pub mod limits;
+pub(crate) mod limits;
 pub mod log;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod registry;
-pub mod runs;
-pub mod serve;
+pub(crate) mod runs;
+pub mod secret;
+pub(crate) mod serve;
 pub mod stream;
 pub mod upstream;
 pub mod ws;
@@ -60,6 +61,9 @@ pub enum ServerError {
     /// The configured engine cannot be used.
     #[error("engine: {0}")]
     Engine(String),
+    /// The JWT public key file (`jwt_public_key`) cannot be used.
+    #[error("invalid jwt_public_key")]
+    Key(#[from] auth::jwt::KeyError),
 }
 
 /// Shared state of one server: what every handler and connection needs.
@@ -96,8 +100,14 @@ pub async fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerErro
     let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
     match &config.engine {
         EngineConfig::Memory => Ok(Arc::new(MemoryEngine::new(retention))),
-        EngineConfig::Redis { url, prefix, cluster } => {
-            let engine = RedisEngine::connect(url, prefix, retention, *cluster).await.map_err(|e| {
+        EngineConfig::Redis { url, prefix, cluster, wait_replicas } => {
+            let options = engine::redis::RedisOptions {
+                url: url.clone(),
+                prefix: prefix.clone(),
+                cluster: *cluster,
+                wait_replicas: *wait_replicas,
+            };
+            let engine = RedisEngine::connect_with(&options, retention).await.map_err(|e| {
                 ServerError::Engine(format!(
                     "{e}; check --redis-url (HERALD_REDIS_URL) and that Redis is running"
                 ))
@@ -127,17 +137,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(console::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .merge(autobahn_routes())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
-}
-
-/// `/__echo` for the Autobahn suite, only in builds with the `autobahn` feature.
-fn autobahn_routes() -> Router<Arc<AppState>> {
-    let routes = Router::new();
-    #[cfg(feature = "autobahn")]
-    let routes = routes.route("/__echo", get(ws::echo::upgrade));
-    routes
 }
 
 /// Serves `config` on `listener` until `shutdown` is cancelled, then drains and returns.
@@ -158,7 +159,7 @@ pub async fn run_with_engine(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let state = Arc::new(AppState {
-        auth: Authenticator::new(&config),
+        auth: Authenticator::new(&config)?,
         limits: limits::Limits::new(&config),
         upstream: config.upstream.clone().map(upstream::Upstream::new),
         registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user),
@@ -177,7 +178,9 @@ pub async fn run_with_engine(
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();
-    serve::serve(listener, app, state.config.handshake_timeout, async move {
+    let limits = state.clone();
+    let admit = move |peer: std::net::SocketAddr| limits.limits.accept_ip(peer.ip());
+    serve::serve(listener, app, state.config.handshake_timeout, admit, async move {
         shutdown.cancelled().await;
         drain_state.draining.store(true, Ordering::Release);
         info!("draining: refusing new connections, closing open ones with 1001");

@@ -5,11 +5,16 @@
 //! connection is behind is a subtraction of two byte offsets, so a slow reader costs no memory
 //! beyond the retained log, which is bounded by `history_size` and `history_ttl_s`.
 //!
+//! Beside the retained events, the log folds every event of an active run into its compacted
+//! state ([`herald_protocol::compact`]), which outlives retention: a connection with no usable
+//! cursor starts from that snapshot, so a tab opened in the middle of a long answer draws the
+//! whole run, not only its retained tail.
+//!
 //! This module owns no I/O and no run rules: engines decide what is appended, connections decide
 //! when to read.
 
 use axum::extract::ws::Utf8Bytes;
-use foldhash::{HashSet, HashSetExt};
+use herald_protocol::compact::{Compactor, Limits, SnapshotFrame};
 use herald_protocol::{EventKind, Recovery};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -80,8 +85,12 @@ pub struct Opening {
     pub recovery: Recovery,
     /// The log's head when the connection opened; the connection continues after it.
     pub head: u64,
-    /// The events to send before `synced`: the replay, or the active runs' events.
+    /// The events to send before `synced`: the replay, or the snapshot of the active runs.
     pub backlog: Vec<Arc<LogEntry>>,
+    /// True when `backlog` is the snapshot (recovery `none` or `reset`): compacted frames marked
+    /// `"snapshot":true`, each with the seq of the last event it covers. A transport must not
+    /// offer them as resume points: only the head after them is one.
+    pub snapshot: bool,
 }
 
 /// A connection's read past the retained window: it cannot continue without a gap.
@@ -97,6 +106,8 @@ pub struct UserLog {
     head_tx: watch::Sender<u64>,
     connections: AtomicUsize,
     closed: AtomicBool,
+    /// The zero of the compactor's clock.
+    created: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -105,13 +116,16 @@ struct Inner {
     head: u64,
     end_offset: u64,
     retained_bytes: usize,
+    runs: Compactor,
 }
 
 impl UserLog {
     /// A log in `epoch` whose last appended seq is `head` (0 for a new log).
     pub fn new(epoch: String, head: u64, retention: Retention) -> Self {
         let (head_tx, _) = watch::channel(head);
-        let inner = Inner { head, ..Inner::default() };
+        let mut runs = Compactor::new(Limits::default());
+        runs.set_through(head);
+        let inner = Inner { head, runs, ..Inner::default() };
         Self {
             epoch,
             retention,
@@ -119,7 +133,39 @@ impl UserLog {
             head_tx,
             connections: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            created: Instant::now(),
         }
+    }
+
+    /// Rebuilds the compacted runs from a shared store read at seq `through` (the frames of each
+    /// active run, oldest first: compacted or as published). Events up to `through` that reach
+    /// this log afterwards are already counted and are not folded again. Frames that are not
+    /// event frames of a run are skipped and counted in the result.
+    pub fn seed_runs<'a>(&self, frames: impl IntoIterator<Item = &'a str>, through: u64) -> usize {
+        let now = self.clock(Instant::now());
+        let mut inner = self.inner.lock();
+        let mut runs = Compactor::new(Limits::default());
+        let skipped = frames.into_iter().filter(|f| runs.seed(f, now).is_err()).count();
+        runs.set_through(through.max(inner.runs.through()));
+        inner.runs = runs;
+        skipped
+    }
+
+    /// Compacted runs and their bytes, for memory accounting.
+    pub fn compacted(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.runs.runs(), inner.runs.bytes())
+    }
+
+    /// The log's head and the snapshot of its active runs (or of `run` only), for the history API.
+    pub fn snapshot(&self, run: Option<&str>) -> (u64, Vec<SnapshotFrame>) {
+        let inner = self.inner.lock();
+        (inner.head, inner.runs.snapshot(run))
+    }
+
+    /// Milliseconds since the log was created: the compactor's clock.
+    fn clock(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.created).as_millis() as u64
     }
 
     /// The log's epoch: it changes whenever history is lost, so cursors of another epoch reset.
@@ -163,6 +209,7 @@ impl UserLog {
     pub fn append(&self, event: NewEntry) -> Result<Vec<Arc<LogEntry>>, NotNext> {
         let NewEntry { seq, id, run_id, kind, frame, age } = event;
         let now = Instant::now();
+        let clock = self.clock(now);
         let mut inner = self.inner.lock();
         if seq <= inner.head {
             return Err(NotNext::AlreadyHave);
@@ -170,6 +217,9 @@ impl UserLog {
         if seq > inner.head + 1 {
             return Err(NotNext::Gap);
         }
+        let lost_before = (inner.runs.truncated_runs(), inner.runs.dropped_runs());
+        inner.runs.apply(seq, &id, run_id.as_deref(), kind, frame.as_str(), clock);
+        let lost = (inner.runs.truncated_runs() - lost_before.0, inner.runs.dropped_runs() - lost_before.1);
         inner.end_offset += frame.as_str().len() as u64;
         inner.retained_bytes += frame.as_str().len();
         let entry = LogEntry {
@@ -186,6 +236,7 @@ impl UserLog {
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
         self.head_tx.send_replace(seq);
+        crate::metrics::snapshot_losses(lost.0, lost.1);
         Ok(trimmed)
     }
 
@@ -201,9 +252,14 @@ impl UserLog {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Drops entries older than the TTL; returns them.
+    /// Drops entries older than the TTL, and compacted runs silent for as long (the engines
+    /// forget such runs too); returns the entries.
     pub fn expire(&self, now: Instant) -> Vec<Arc<LogEntry>> {
+        let cutoff = self.clock(now).saturating_sub(self.retention.ttl.as_millis() as u64);
         let mut inner = self.inner.lock();
+        if self.clock(now) > self.retention.ttl.as_millis() as u64 {
+            inner.runs.expire(cutoff);
+        }
         self.trim_locked(&mut inner, now)
     }
 
@@ -222,10 +278,13 @@ impl UserLog {
         trimmed
     }
 
-    /// Decides how a connection with an optional `(after, epoch)` cursor starts (docs/protocol.md, "Resume, step by step").
+    /// Decides how a connection with an optional `(after, epoch)` cursor starts (docs/protocol.md,
+    /// "Resume, step by step"): the retained events after a cursor it can replay, else the
+    /// snapshot of the active runs ("The active-run snapshot").
     ///
     /// Taken under one lock with the head, so nothing can fall between the backlog and live events:
-    /// the connection continues from `head` whatever is appended meanwhile.
+    /// the connection continues from `head` whatever is appended meanwhile (a run that ends after
+    /// this is in the snapshot, and its terminal event follows live).
     pub fn open(&self, cursor: Option<(u64, &str)>) -> Opening {
         let inner = self.inner.lock();
         let head = inner.head;
@@ -242,9 +301,12 @@ impl UserLog {
                 let after = cursor.map_or(0, |c| c.0);
                 inner.entries.iter().filter(|e| e.seq > after).cloned().collect()
             }
-            Recovery::None | Recovery::Reset => active_runs(&inner.entries),
+            Recovery::None | Recovery::Reset => {
+                let now = Instant::now();
+                inner.runs.snapshot(None).into_iter().map(|f| Arc::new(snapshot_entry(f, now))).collect()
+            }
         };
-        Opening { recovery, head, backlog }
+        Opening { recovery, head, backlog, snapshot: recovery != Recovery::Replayed }
     }
 
     /// Up to `max_bytes` (at least one event) of the events after `after`.
@@ -320,24 +382,17 @@ fn position_after(inner: &Inner, after: u64) -> Result<Option<usize>, Trimmed> {
     Ok(Some((after + 1 - first.seq) as usize))
 }
 
-/// The retained events of runs that started within retention and have not ended.
-fn active_runs(entries: &VecDeque<Arc<LogEntry>>) -> Vec<Arc<LogEntry>> {
-    let mut started = HashSet::new();
-    let mut ended = HashSet::new();
-    for e in entries {
-        if let Some(run) = &e.run_id {
-            if e.kind == EventKind::AgentStarted {
-                started.insert(run.as_str());
-            } else if e.kind.is_terminal() {
-                ended.insert(run.as_str());
-            }
-        }
+/// A snapshot frame as a log entry, so transports write it like any other.
+fn snapshot_entry(f: SnapshotFrame, now: Instant) -> LogEntry {
+    LogEntry {
+        seq: f.seq,
+        id: f.id,
+        run_id: Some(f.run_id),
+        kind: f.kind,
+        frame: f.frame.into(),
+        end_offset: 0,
+        appended_at: now,
     }
-    entries
-        .iter()
-        .filter(|e| e.run_id.as_deref().is_some_and(|r| started.contains(r) && !ended.contains(r)))
-        .cloned()
-        .collect()
 }
 
 /// Keeps a connection counted on its log until dropped.
@@ -391,6 +446,67 @@ mod tests {
         assert_eq!(l.read_after(1, 1 << 20).unwrap_err(), Trimmed);
         assert_eq!(l.read_after(3, 1).unwrap().len(), 1);
         assert_eq!(l.read_after(3, 1 << 20).unwrap().len(), 2);
+    }
+
+    fn push_text(log: &UserLog, run: &str, delta: &str) -> u64 {
+        let seq = log.head() + 1;
+        let frame = serde_json::json!({"type": "event", "seq": seq, "id": format!("id{seq}"), "user_id": "u",
+            "thread_id": null, "run_id": run, "event": "agent_text", "data": {"delta": delta}, "ts": "t"});
+        let entry = NewEntry {
+            seq,
+            id: format!("id{seq}"),
+            run_id: Some(run.into()),
+            kind: EventKind::AgentText,
+            frame: frame.to_string().into(),
+            age: Duration::ZERO,
+        };
+        log.append(entry).expect("next seq");
+        seq
+    }
+
+    fn text_of(entry: &LogEntry) -> String {
+        let frame: serde_json::Value = serde_json::from_str(entry.frame.as_str()).unwrap();
+        frame["data"]["delta"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn the_snapshot_outlives_retention() {
+        let l = log(1000);
+        push(&l, EventKind::AgentStarted, "long");
+        for i in 0..1500 {
+            push_text(&l, "long", &format!("{i} "));
+        }
+        assert_eq!(l.retained().0, 1000, "the run's start is trimmed");
+        let expected: String = (0..1500).map(|i| format!("{i} ")).collect();
+        for opening in [l.open(None), l.open(Some((3, "e1"))), l.open(Some((9, "old")))] {
+            assert_ne!(opening.recovery, Recovery::Replayed);
+            assert!(opening.snapshot);
+            let seqs: Vec<u64> = opening.backlog.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, vec![1, 1501]);
+            assert_eq!(text_of(&opening.backlog[1]), expected);
+            assert_eq!(opening.head, 1501);
+        }
+        // A cursor within retention replays the retained events as they are.
+        let replay = l.open(Some((1400, "e1")));
+        assert!(!replay.snapshot);
+        assert_eq!(replay.backlog.len(), 101);
+        // The run ends: nothing of it is left to snapshot.
+        push(&l, EventKind::AgentCompleted, "long");
+        assert!(l.open(None).backlog.is_empty());
+        assert_eq!(l.compacted(), (0, 0));
+    }
+
+    #[test]
+    fn seeded_runs_are_not_folded_twice() {
+        let l = UserLog::new("e1".into(), 10, Retention { max_events: 100, ttl: Duration::from_secs(60) });
+        let started = r#"{"type":"event","seq":9,"id":"a","user_id":"u","thread_id":null,"run_id":"r","event":"agent_started","data":{},"ts":"t"}"#;
+        let text = r#"{"type":"event","seq":10,"id":"b","user_id":"u","thread_id":null,"run_id":"r","event":"agent_text","data":{"delta":"x"},"ts":"t","first_seq":10,"snapshot":true}"#;
+        assert_eq!(l.seed_runs([started, text, "junk"], 10), 1);
+        push_text(&l, "r", "y");
+        let (head, snap) = l.snapshot(Some("r"));
+        assert_eq!(head, 11);
+        assert_eq!(snap.len(), 2);
+        assert!(snap[1].frame.contains(r#""delta":"xy""#), "{}", snap[1].frame);
     }
 
     #[test]

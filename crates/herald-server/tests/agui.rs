@@ -205,11 +205,19 @@ async fn stale_or_foreign_cursor_yields_herald_reset_then_the_active_run() {
         let e = json!({"user_id": "u", "event": "custom", "data": {"name": "tick", "i": i}});
         server.publisher.post(&e).await.unwrap();
     }
-    // Retained: 3..=6; the active run's start is gone, so the snapshot is empty.
+    // Retained: 3..=6; the active run's start is trimmed, yet its compacted state is whole.
     let epoch = {
         let mut s = Sse::open(&server, "u", "", None).await;
         publish_all(&server, &[json!({"user_id": "u", "run_id": "r2", "event": "agent_started"})]).await;
-        s.next().await.id.unwrap().split_once(':').unwrap().0.to_owned()
+        // The snapshot (r1, no ids) comes first, then r2's start live, with its id.
+        let live = loop {
+            let m = s.next().await;
+            if m.data["runId"] == "r2" {
+                break m;
+            }
+            assert_eq!(m.id, None);
+        };
+        live.id.unwrap().split_once(':').unwrap().0.to_owned()
     };
     for cursor in [format!("{epoch}:1"), "other-epoch:5".to_owned(), format!("{epoch}:99")] {
         let mut sse = Sse::open(&server, "u", "", Some(&cursor)).await;
@@ -218,11 +226,16 @@ async fn stale_or_foreign_cursor_yields_herald_reset_then_the_active_run() {
         assert_eq!(reset.data["name"], "herald.reset");
         assert_eq!(reset.data["value"]["epoch"], epoch.as_str());
         assert_eq!(reset.id, None, "the reset itself moves no cursor");
-        // Then the active run r2 (its start is retained).
-        let next = sse.next().await;
-        assert_eq!(next.data["type"], "RUN_STARTED");
-        assert_eq!(next.data["runId"], "r2");
-        assert_eq!(next.id, Some(format!("{epoch}:7")));
+        // Then the snapshot of the active runs: r1 from its start, then r2. Snapshot messages
+        // carry no id (a resume point inside a snapshot would skip the rest of it).
+        let snapshot = sse.until("RUN_STARTED").await;
+        assert_eq!(snapshot.len(), 1);
+        assert_eq!(snapshot[0].data["runId"], "r1");
+        let r1 = sse.until("RUN_STARTED").await;
+        let types: Vec<&str> = r1.iter().map(|m| m.data["type"].as_str().unwrap()).collect();
+        assert_eq!(types[..2], ["REASONING_START", "REASONING_MESSAGE_START"]);
+        assert_eq!(r1.last().unwrap().data["runId"], "r2");
+        assert!(r1.iter().chain(&snapshot).all(|m| m.id.is_none()), "{r1:?}");
     }
 }
 
@@ -434,4 +447,39 @@ async fn stream_auth_tickets_and_refusals() {
         .unwrap();
     assert_eq!(preflight.status(), 204);
     assert_eq!(preflight.headers()["access-control-allow-origin"], "http://app.example");
+}
+
+/// A stream opened in the middle of a 1,500-delta answer (its start trimmed by `history_size`)
+/// gets the run as one valid AG-UI sequence — RUN_STARTED, TEXT_MESSAGE_START, one CONTENT with
+/// the text so far — then the rest live, in the same message.
+#[tokio::test]
+async fn a_stream_opened_mid_answer_gets_the_whole_message_then_the_rest() {
+    let server = TestServer::with(Settings { history_size: Some(1000), ..Default::default() }).await;
+    publish_all(&server, &[json!({"user_id": "u", "run_id": "r", "event": "agent_started"})]).await;
+    for batch in 0..15 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| json!({"user_id": "u", "run_id": "r", "event": "agent_text", "data": {"delta": format!("{} ", batch * 100 + i)}}))
+            .collect();
+        publish_all(&server, &events).await;
+    }
+    let mut sse = Sse::open(&server, "u", "", None).await;
+    let snapshot = sse.until("TEXT_MESSAGE_CONTENT").await;
+    assert_eq!(types(&snapshot), ["RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"]);
+    let text: String = (0..1500).map(|i| format!("{i} ")).collect();
+    assert_eq!(snapshot[2].data["delta"].as_str().unwrap(), text);
+    assert!(snapshot.iter().all(|m| m.id.is_none()), "snapshot messages are no resume points");
+    let message = snapshot[1].data["messageId"].clone();
+    publish_all(
+        &server,
+        &[
+            json!({"user_id": "u", "run_id": "r", "event": "agent_text", "data": {"delta": "end"}}),
+            json!({"user_id": "u", "run_id": "r", "event": "agent_completed"}),
+        ],
+    )
+    .await;
+    let live = sse.until("RUN_FINISHED").await;
+    assert_eq!(types(&live), ["TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"]);
+    assert_eq!(live[0].data["messageId"], message, "the live delta continues the same message");
+    assert_eq!(live[0].data["delta"], "end");
+    assert!(live[0].id.as_deref().unwrap().ends_with(":1502"));
 }

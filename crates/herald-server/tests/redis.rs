@@ -248,3 +248,53 @@ async fn idempotency_keys_live_as_long_as_their_events() {
     let node = TestServer::redis(&prefix, Settings { history_size: Some(2), ..Settings::default() }).await;
     common::idempotency_follows_retention(&node).await;
 }
+
+/// Log lines captured by a test's tracing subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn events_outside_runs_leave_the_run_index_alone_without_warnings() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The current-thread test runtime runs the engine's futures on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let retention = herald_server::log::Retention { max_events: 10, ttl: Duration::from_secs(60) };
+    let engine = herald_server::engine::RedisEngine::connect(
+        &common::redis_url(),
+        &unique_prefix("outside"),
+        retention,
+        false,
+    )
+    .await
+    .unwrap();
+    let post = |body: serde_json::Value| {
+        let engine = engine.clone();
+        async move {
+            let body = serde_json::to_vec(&body).unwrap();
+            let events = herald_protocol::PublishBody::parse(&body, 10).unwrap().into_events();
+            herald_server::engine::Engine::append(&*engine, events).await.unwrap()
+        }
+    };
+    post(json!({"user_id": "u", "event": "custom", "data": {"name": "outside"}})).await;
+    post(json!({"user_id": "u", "event": "custom", "run_id": "unknown", "data": {"name": "n"}})).await;
+    post(json!({"user_id": "u", "event": "agent_started", "run_id": "r"})).await;
+    let scan = herald_server::engine::Engine::scan_runs(&*engine, Duration::ZERO).await.unwrap();
+    assert_eq!(scan.active, 1, "the started run is indexed");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.is_empty(), "warnings logged: {text}");
+}

@@ -1,6 +1,8 @@
 //! `herald check` as an operator runs it: the real binary against a real Herald (exit 0, every
 //! scenario passes), against deliberately broken servers (the right scenario fails, exit non-zero),
-//! and against nothing (exit 2 with a message saying the URL is unreachable).
+//! and against nothing (exit 2 with a message saying the URL is unreachable). With `--url` given
+//! twice: two real nodes on one Redis pass the cross-node scenarios; two nodes that share nothing
+//! fail them, naming the nodes.
 //!
 //! The broken servers are a tiny in-test implementation of the contract (health, publish with run
 //! rules and idempotency, `/ws` with JWT, resume, ping) with one fault switched on.
@@ -33,15 +35,24 @@ const SCENARIOS: [&str; 9] = [
     "run_rules",
     "heartbeat",
 ];
+/// The scenarios added when `--url` is given more than once.
+const CROSS_NODE: [&str; 2] = ["cross_node_delivery", "cross_node_resume"];
 
 /// `herald check` against `url`, with keys from the environment; returns (exit code, stdout, stderr).
 async fn check(url: &str, extra: &[&str]) -> (i32, String, String) {
+    check_nodes(&[url], "20s", extra).await
+}
+
+/// `herald check` with one `--url` per node and this `--timeout`.
+async fn check_nodes(urls: &[&str], timeout: &str, extra: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HERALD_API_KEY", API_KEY)
         .env("HERALD_JWT_SECRET", SECRET)
-        .args(["check", "--url", url, "--timeout", "20s"])
+        .arg("check")
+        .args(urls.iter().flat_map(|u| ["--url", u]))
+        .args(["--timeout", timeout])
         .args(extra)
         .output()
         .await
@@ -87,6 +98,53 @@ async fn every_scenario_passes_against_a_real_herald() {
     }
     assert!(scenario(&report, "golden_path")["p50_ms"].as_f64().is_some());
     assert!(scenario(&report, "golden_path")["p99_ms"].as_f64().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_pass_the_cross_node_scenarios() {
+    let prefix = common::unique_prefix("check-nodes");
+    let a = Serve::redis_node(SECRET, API_KEY, &prefix);
+    let b = Serve::redis_node(SECRET, API_KEY, &prefix);
+    let (code, stdout, stderr) =
+        check_nodes(&[&a.url, &b.url], "20s", &["--json", "--users", "3", "--runs", "2"]).await;
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("--json prints one JSON document");
+    assert_eq!((report["passed"].as_u64(), report["total"].as_u64()), (Some(11), Some(11)), "{report:#}");
+    for name in SCENARIOS.iter().chain(&CROSS_NODE) {
+        assert_eq!(scenario(&report, name)["passed"], true, "{report:#}");
+    }
+    for name in CROSS_NODE {
+        let detail = scenario(&report, name)["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains(&a.url) && detail.contains(&b.url), "names both nodes: {detail}");
+    }
+    // 2 nodes × 2 runs × 5 events, each received on the node it was not published on.
+    let delivery = scenario(&report, "cross_node_delivery")["detail"].as_str().unwrap().to_owned();
+    assert!(delivery.contains("20 events received"), "{delivery}");
+    assert!(scenario(&report, "cross_node_delivery")["p50_ms"].as_f64().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_share_no_log_fail_the_cross_node_scenarios_naming_the_nodes() {
+    // Two memory-engine nodes: each passes alone, but an event published on one never reaches
+    // the other, and the other does not know the first one's epoch.
+    let a = Serve::start(SECRET, API_KEY);
+    let b = Serve::start(SECRET, API_KEY);
+    let (code, stdout, stderr) =
+        check_nodes(&[&a.url, &b.url], "2s", &["--json", "--users", "2", "--runs", "1"]).await;
+    assert_eq!(code, 1, "9 of 11 is below the default 90%\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["passed"], 9, "{report:#}");
+    assert_eq!(report["isolation_failure"], false, "{report:#}");
+    for name in CROSS_NODE {
+        let s = scenario(&report, name);
+        assert_eq!(s["passed"], false, "{s}");
+        let detail = s["detail"].as_str().unwrap();
+        assert!(detail.starts_with(&format!("{} -> {}: ", a.url, b.url)), "names the nodes: {detail}");
+    }
+    let resume = scenario(&report, "cross_node_resume")["detail"].as_str().unwrap().to_owned();
+    assert!(resume.contains("expected replayed"), "{resume}");
+    let delivery = scenario(&report, "cross_node_delivery")["detail"].as_str().unwrap().to_owned();
+    assert!(delivery.contains("no event"), "{delivery}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,6 +221,12 @@ async fn usage_errors_exit_2_saying_which() {
     let (code, _, stderr) = check("https://127.0.0.1:1", &[]).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("usage error") && stderr.contains("TLS"), "{stderr}");
+    let (code, _, stderr) = check_nodes(&["http://127.0.0.1:1", "http://127.0.0.1:1/"], "1s", &[]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("given twice"), "{stderr}");
+    let (code, _, stderr) = check_nodes(&["http://127.0.0.1:1", "https://127.0.0.1:2"], "1s", &[]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("https://127.0.0.1:2") && stderr.contains("TLS"), "{stderr}");
     let (code, _, stderr) = check("http://127.0.0.1:1", &["--min-pass-rate", "1.5"]).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("--min-pass-rate"), "{stderr}");

@@ -124,6 +124,7 @@ pub async fn stream(
         _ip_slot: ip_slot,
         session,
         backlog: opening.backlog.into(),
+        snapshot: opening.snapshot,
         preamble,
         mapper,
         epoch,
@@ -226,6 +227,9 @@ struct Reader {
     _ip_slot: crate::limits::IpSlot,
     session: Session,
     backlog: VecDeque<Arc<LogEntry>>,
+    /// The backlog is the active runs' snapshot: its messages carry no `id:` (a resume point
+    /// inside a snapshot would skip the rest of it); the first live event carries the next one.
+    snapshot: bool,
     preamble: String,
     mapper: Outbound,
     epoch: String,
@@ -245,7 +249,7 @@ impl Reader {
             while buf.len() < CHUNK_BYTES
                 && let Some(entry) = self.backlog.pop_front()
             {
-                self.write(&mut buf, &entry);
+                self.write(&mut buf, &entry, !self.snapshot);
                 sent += 1;
             }
             crate::metrics::delivered(sent);
@@ -262,7 +266,7 @@ impl Reader {
                     return self.end(Stop::SlowConsumer);
                 }
                 for entry in &batch {
-                    self.write(&mut buf, entry);
+                    self.write(&mut buf, entry, true);
                 }
                 crate::metrics::delivered(batch.len());
                 self.session.advance(batch);
@@ -274,8 +278,8 @@ impl Reader {
         }
     }
 
-    /// The AG-UI events of one Herald event; the last one carries the resume id.
-    fn write(&mut self, buf: &mut String, entry: &LogEntry) {
+    /// The AG-UI events of one Herald event; the last one carries the resume id (`with_id`).
+    fn write(&mut self, buf: &mut String, entry: &LogEntry, with_id: bool) {
         let Some(frame) = event_frame(entry) else {
             return;
         };
@@ -283,7 +287,7 @@ impl Reader {
         let id = format!("{}:{}", self.epoch, entry.seq);
         let last = events.len().saturating_sub(1);
         for (i, event) in events.iter().enumerate() {
-            push_message(buf, event, (i == last).then_some(id.as_str()));
+            push_message(buf, event, (with_id && i == last).then_some(id.as_str()));
         }
     }
 

@@ -1,4 +1,6 @@
-//! `GET /v1/users/{user_id}/events?after=N&limit=M[&epoch=E]`: a user's retained events.
+//! `GET /v1/users/{user_id}/events?after=N&limit=M[&epoch=E]`: a user's retained events; with
+//! `snapshot=true[&run_id=R]`, the compacted state of the active runs instead (what a socket
+//! with no cursor starts from).
 
 use super::{ApiFailure, Publisher};
 use crate::AppState;
@@ -33,6 +35,10 @@ pub struct HistoryPage<'a> {
 ///
 /// `reset: true` says events after `after` are no longer retained (or `epoch` is not the log's),
 /// and `events` then starts at the oldest retained one.
+///
+/// With `snapshot=true`: the snapshot of the user's active runs (or of `run_id` only) — whole
+/// runs however long, merged text frames marked `"snapshot": true` — and `seq` is the head it was
+/// taken at; `after`, `limit` and `epoch` do not apply then.
 #[utoipa::path(
     get,
     path = "/v1/users/{user_id}/events",
@@ -44,6 +50,8 @@ pub struct HistoryPage<'a> {
         ("after" = Option<u64>, Query, description = "Return events with a seq above this (default 0)."),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most events returned (default 100)."),
         ("epoch" = Option<String>, Query, description = "The epoch `after` belongs to; another epoch gives `reset: true`."),
+        ("snapshot" = Option<bool>, Query, description = "`true`: return the compacted state of the active runs (every run whole, merged `agent_text`/`agent_thinking` frames marked `\"snapshot\": true`) instead of retained events. Not combined with `after`, `limit` or `epoch`."),
+        ("run_id" = Option<String>, Query, description = "With `snapshot=true`: that run only (no events when it is not active)."),
     ),
     responses(
         (status = 200, description = "The page of events.", body = HistoryPage,
@@ -62,6 +70,12 @@ pub async fn list(
 ) -> Result<Response, ApiFailure> {
     let user =
         UserId::parse(&user_id).map_err(|e| ApiFailure::bad_request("invalid_request", e.to_string()))?;
+    if flag(&query, "snapshot")? {
+        return snapshot(&state, &user, &query).await;
+    }
+    if query.contains_key("run_id") {
+        return Err(ApiFailure::bad_request("invalid_request", "run_id is only for snapshot=true"));
+    }
     let after = number(&query, "after", 0)?;
     let limit = number(&query, "limit", 100)?;
     if limit == 0 || limit > MAX_LIMIT as u64 {
@@ -76,6 +90,37 @@ pub async fn list(
         .collect();
     Ok(Json(HistoryPage { epoch: history.epoch.clone(), seq: history.seq, reset: history.reset, events })
         .into_response())
+}
+
+/// The snapshot of the active runs, as a page: the frames a socket with no cursor starts from.
+async fn snapshot(
+    state: &AppState,
+    user: &UserId,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiFailure> {
+    if let Some(key) = ["after", "limit", "epoch"].into_iter().find(|k| query.contains_key(*k)) {
+        return Err(ApiFailure::bad_request(
+            "invalid_request",
+            format!("{key} does not apply to snapshot=true (the snapshot is every active run, whole)"),
+        ));
+    }
+    let log = state.engine.open_log(user).await?;
+    let (seq, frames) = log.snapshot(query.get("run_id").map(String::as_str));
+    let events: Vec<&RawValue> = frames
+        .iter()
+        .map(|f| serde_json::from_str::<&RawValue>(&f.frame).expect("frames are JSON"))
+        .collect();
+    Ok(Json(HistoryPage { epoch: log.epoch().to_owned(), seq, reset: false, events }).into_response())
+}
+
+fn flag(query: &HashMap<String, String>, key: &str) -> Result<bool, ApiFailure> {
+    match query.get(key).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => {
+            Err(ApiFailure::bad_request("invalid_request", format!("{key}={v:?} must be true or false")))
+        }
+    }
 }
 
 fn number(query: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, ApiFailure> {

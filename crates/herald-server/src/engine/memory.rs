@@ -6,9 +6,8 @@
 //! batches cannot deadlock), validates the whole batch against staged run states, and only then
 //! writes — which is what makes a batch all-or-nothing.
 
-use super::{
-    AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch, new_event_id,
-};
+use super::plan::{self, Written};
+use super::{AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch};
 use crate::log::{NewEntry, Retention, UserLog};
 use async_trait::async_trait;
 use herald_protocol::{EventInput, Receipt, RunState, UserId};
@@ -16,7 +15,6 @@ use parking_lot::{Mutex, MutexGuard};
 // foldhash: these maps are hit for every published event; SipHash's flood resistance is not
 // needed for keys that are already authenticated (user ids, publisher event ids), seeded per process.
 use foldhash::{HashMap, HashMapExt};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +30,10 @@ pub struct MemoryEngine {
 struct UserBook {
     log: Arc<UserLog>,
     runs: HashMap<String, RunSlot>,
+    /// Publisher ids of retained events → their seq (generated ids are never duplicates).
     ids: HashMap<String, u64>,
+    /// When the user last appended: run states are forgotten a TTL after it, as on Redis.
+    last_append: Instant,
 }
 
 #[derive(Debug)]
@@ -58,6 +59,13 @@ impl MemoryEngine {
         books.iter().map(|b| b.lock().log.retained()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
+    /// Compacted active runs and their bytes summed over all users (bounded per user by
+    /// [`herald_protocol::compact::Limits`]).
+    pub fn compacted(&self) -> (usize, usize) {
+        let books: Vec<_> = self.users.lock().values().cloned().collect();
+        books.iter().map(|b| b.lock().log.compacted()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
     fn book(&self, user: &UserId) -> Arc<Mutex<UserBook>> {
         self.book_locked(&mut self.users.lock(), user)
     }
@@ -77,27 +85,11 @@ impl MemoryEngine {
                     log: Arc::new(UserLog::new(new_epoch(), 0, self.retention)),
                     runs: HashMap::new(),
                     ids: HashMap::new(),
+                    last_append: Instant::now(),
                 }))
             })
             .clone()
     }
-
-    fn receipt(book: &UserBook, id: &str, seq: u64, duplicate: bool) -> Receipt {
-        Receipt {
-            id: id.to_owned(),
-            seq,
-            epoch: book.log.epoch().to_owned(),
-            connections: book.log.connections(),
-            duplicate,
-        }
-    }
-}
-
-/// Where a batch event lands: appended, or a duplicate of an earlier id.
-enum Plan {
-    Append,
-    DuplicateOfLog(u64),
-    DuplicateInBatch(usize),
 }
 
 #[async_trait]
@@ -107,87 +99,76 @@ impl Engine for MemoryEngine {
     }
 
     async fn append(&self, events: Vec<EventInput>) -> Result<Vec<Receipt>, AppendError> {
-        let mut users: Vec<&UserId> = events.iter().map(|e| &e.user_id).collect();
-        users.sort_unstable();
-        users.dedup();
-        let arcs: Vec<(&UserId, Arc<Mutex<UserBook>>)> = {
+        let parts = plan::split(&events);
+        let arcs: Vec<Arc<Mutex<UserBook>>> = {
             let mut map = self.users.lock();
-            users.into_iter().map(|u| (u, self.book_locked(&mut map, u))).collect()
+            parts.iter().map(|p| self.book_locked(&mut map, p.user)).collect()
         };
-        // Locked in user-id order, so concurrent batches cannot deadlock.
-        let mut books: BTreeMap<&UserId, MutexGuard<'_, UserBook>> =
-            arcs.iter().map(|(u, b)| (*u, b.lock())).collect();
+        // Parts come in user-id order, so concurrent batches lock in one order: no deadlock.
+        let mut books: Vec<MutexGuard<'_, UserBook>> = arcs.iter().map(|b| b.lock()).collect();
 
-        // Validate the whole batch against staged run states before writing anything.
-        let mut staged: HashMap<(&UserId, &str), Option<RunState>> = HashMap::new();
-        let mut batch_ids: HashMap<(&UserId, &str), usize> = HashMap::new();
-        let mut plans = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            let book = &books[&event.user_id];
-            if let Some(id) = event.id.as_deref() {
-                if let Some(seq) = book.ids.get(id) {
-                    plans.push(Plan::DuplicateOfLog(*seq));
-                    continue;
-                }
-                if let Some(first) = batch_ids.get(&(&event.user_id, id)) {
-                    plans.push(Plan::DuplicateInBatch(*first));
-                    continue;
-                }
-                batch_ids.insert((&event.user_id, id), i);
+        // Plan the whole batch before writing anything.
+        let numbered = events.len() > 1;
+        let mut planned = Vec::with_capacity(parts.len());
+        let mut errors = Vec::new();
+        for (part, book) in parts.iter().zip(&books) {
+            let known: Vec<Option<u64>> = (0..part.events.len())
+                .map(|k| part.keyed(k).then(|| book.ids.get(&part.ids[k]).copied()).flatten())
+                .collect();
+            let before: Vec<Option<RunState>> =
+                part.runs.iter().map(|run| book.runs.get(*run).map(|r| r.state.clone())).collect();
+            match part.plan(&known, &before, numbered) {
+                Ok(p) => planned.push(p),
+                Err(e) => errors.push(e),
             }
-            if let Some(run_id) = event.run_id.as_deref() {
-                let slot = staged
-                    .entry((&event.user_id, run_id))
-                    .or_insert_with(|| book.runs.get(run_id).map(|r| r.state.clone()));
-                RunState::apply(slot, run_id, event.kind, &event.data).map_err(|source| {
-                    AppendError::RunRule { index: (events.len() > 1).then_some(i), source }
-                })?;
-            }
-            plans.push(Plan::Append);
+        }
+        if let Some(error) = plan::first_error(errors) {
+            return Err(error);
         }
 
         // Commit.
         let now = Instant::now();
         let wall = SystemTime::now();
-        let mut receipts: Vec<Receipt> = Vec::with_capacity(events.len());
-        for (event, plan) in events.iter().zip(plans) {
-            let book = books.get_mut(&event.user_id).expect("locked above");
-            let receipt = match plan {
-                Plan::DuplicateOfLog(seq) => {
-                    Self::receipt(book, event.id.as_deref().unwrap_or_default(), seq, true)
+        let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
+        for ((part, planned), book) in parts.iter().zip(&planned).zip(books.iter_mut()) {
+            let first_seq = book.log.head() + 1;
+            for k in part.fresh(planned) {
+                let (id, event) = (&part.ids[k], part.events[k].1);
+                let seq = book.log.head() + 1;
+                let trimmed = book
+                    .log
+                    .append(NewEntry {
+                        seq,
+                        id: id.clone(),
+                        run_id: event.run_id.clone(),
+                        kind: event.kind,
+                        frame: encode_frame(seq, id, event, wall),
+                        age: Duration::ZERO,
+                    })
+                    .expect("the book's lock makes this the next seq");
+                for old in trimmed {
+                    book.ids.remove(&old.id);
                 }
-                Plan::DuplicateInBatch(first) => Receipt { duplicate: true, ..receipts[first].clone() },
-                Plan::Append => {
-                    let id = event.id.clone().unwrap_or_else(new_event_id);
-                    let seq = book.log.head() + 1;
-                    let frame = encode_frame(seq, &id, event, wall);
-                    let trimmed = book
-                        .log
-                        .append(NewEntry {
-                            seq,
-                            id: id.clone(),
-                            run_id: event.run_id.clone(),
-                            kind: event.kind,
-                            frame,
-                            age: Duration::ZERO,
-                        })
-                        .expect("the book's lock makes this the next seq");
-                    for old in trimmed {
-                        book.ids.remove(&old.id);
-                    }
+                if part.keyed(k) {
                     book.ids.insert(id.clone(), seq);
-                    Self::receipt(book, &id, seq, false)
                 }
+            }
+            for (run, state) in part.runs.iter().zip(&planned.after) {
+                if let Some(state) = state {
+                    book.runs.insert((*run).to_owned(), RunSlot { state: state.clone(), last_event: now });
+                }
+            }
+            book.last_append = now;
+            let written = Written {
+                epoch: book.log.epoch().to_owned(),
+                connections: book.log.connections(),
+                first_seq,
             };
-            receipts.push(receipt);
-        }
-        for ((user, run_id), state) in staged {
-            if let Some(state) = state {
-                let book = books.get_mut(user).expect("locked above");
-                book.runs.insert(run_id.to_owned(), RunSlot { state, last_event: now });
+            for ((index, _), receipt) in part.events.iter().zip(part.receipts(planned, &written)) {
+                receipts[*index] = Some(receipt);
             }
         }
-        Ok(receipts)
+        Ok(receipts.into_iter().map(|r| r.expect("every event is in one part")).collect())
     }
 
     async fn open_log(&self, user: &UserId) -> Result<Arc<UserLog>, EngineError> {
@@ -266,8 +247,11 @@ impl Engine for MemoryEngine {
             for old in guard.log.expire(now) {
                 guard.ids.remove(&old.id);
             }
-            let ttl = self.retention.ttl;
-            guard.runs.retain(|_, run| now.saturating_duration_since(run.last_event) <= ttl);
+            // Run states live as long as the user's log is active, like the Redis keys: a TTL
+            // after the user's last event, whatever each run's own last event.
+            if now.saturating_duration_since(guard.last_append) > self.retention.ttl {
+                guard.runs.clear();
+            }
             let (events, _) = guard.log.retained();
             // Forget the user only when nothing refers to the book or its log: an appender that
             // fetched the book, or a connection holding the log, keeps it alive.
@@ -289,7 +273,7 @@ mod tests {
             kind,
             run_id: Some("r".into()),
             thread_id: None,
-            data: serde_json::Map::new(),
+            data: Default::default(),
             id: None,
         }
     }

@@ -6,6 +6,7 @@
 //! two publishers racing on one user can neither reuse a seq nor both break a run rule.
 
 pub mod memory;
+pub mod plan;
 pub mod redis;
 
 use crate::log::{LogEntry, UserLog};
@@ -20,8 +21,29 @@ pub use redis::RedisEngine;
 
 /// The engine cannot serve the request now (e.g. Redis is unreachable). Nothing was stored.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("engine unavailable: {0}")]
-pub struct EngineError(pub String);
+#[error("engine unavailable: {message}")]
+pub struct EngineError {
+    message: String,
+    /// What failed underneath (a Redis error, a malformed reply), kept for logs.
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl EngineError {
+    /// An error with no underlying cause.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), source: None }
+    }
+
+    /// An error caused by `source`; the message says what was being done.
+    pub fn caused(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        let message = format!("{}: {source}", message.into());
+        Self { message, source: Some(Arc::new(source)) }
+    }
+}
 
 /// Why an append was refused. Nothing of the batch was stored.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -122,31 +144,39 @@ pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
     fn sweep(&self) {}
 }
 
+/// The start of every event frame, up to its seq. Frames are this, the seq, then the tail that
+/// [`encode_frame_tail`] writes — so the Redis script can put the seq in without parsing JSON.
+pub const FRAME_HEAD: &str = r#"{"type":"event","seq":"#;
+
 /// Encodes an event's frame once, at append, with its seq and timestamp.
 ///
 /// Serialized from borrowed fields (no copy of `data`); the output is exactly the
 /// `ServerFrame::Event` encoding clients parse, which a test below holds it to.
 pub fn encode_frame(seq: u64, id: &str, event: &EventInput, at: SystemTime) -> Utf8Bytes {
+    let mut out = Vec::with_capacity(128 + event.data.len() * 32);
+    out.extend_from_slice(FRAME_HEAD.as_bytes());
+    out.extend_from_slice(seq.to_string().as_bytes());
+    encode_frame_tail(&mut out, id, event, at);
+    String::from_utf8(out).expect("serde_json writes UTF-8").into()
+}
+
+/// Appends the part of an event's frame after its seq: `,"id":…,"ts":…}`.
+pub fn encode_frame_tail(out: &mut Vec<u8>, id: &str, event: &EventInput, at: SystemTime) {
     #[derive(serde::Serialize)]
-    struct Frame<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        seq: u64,
+    struct Tail<'a> {
         id: &'a str,
         user_id: &'a str,
         thread_id: Option<&'a str>,
         run_id: Option<&'a str>,
         event: &'static str,
-        data: &'a serde_json::Map<String, serde_json::Value>,
+        data: &'a herald_protocol::EventData,
         #[serde(serialize_with = "as_display")]
         ts: humantime::Rfc3339Timestamp,
     }
     fn as_display<S: serde::Serializer>(v: &humantime::Rfc3339Timestamp, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(v)
     }
-    let frame = Frame {
-        kind: "event",
-        seq,
+    let tail = Tail {
         id,
         user_id: event.user_id.as_str(),
         thread_id: event.thread_id.as_deref(),
@@ -155,7 +185,10 @@ pub fn encode_frame(seq: u64, id: &str, event: &EventInput, at: SystemTime) -> U
         data: &event.data,
         ts: humantime::format_rfc3339_millis(at),
     };
-    serde_json::to_string(&frame).expect("frames serialize").into()
+    let start = out.len();
+    serde_json::to_writer(&mut *out, &tail).expect("frames serialize");
+    // The object's `{` becomes the `,` after the seq.
+    out[start] = b',';
 }
 
 /// A fresh epoch: random, so a log recreated after history was lost never matches an old cursor.
@@ -189,9 +222,12 @@ mod tests {
             thread_id: Some("t".into()),
             run_id: Some("r".into()),
             event: "tool_executing".into(),
-            data: Value::Object(event.data.clone()),
+            data: Value::Object(event.data.fields().clone()),
             ts: "2023-11-14T22:13:20.123Z".into(),
         });
         assert_eq!(frame.as_str(), expected.to_json());
+        let mut tail = Vec::new();
+        encode_frame_tail(&mut tail, "id-1", &event, at);
+        assert_eq!(frame.as_str(), format!("{FRAME_HEAD}7{}", String::from_utf8(tail).unwrap()));
     }
 }

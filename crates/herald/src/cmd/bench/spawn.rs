@@ -95,6 +95,7 @@ impl Drop for SpawnedServer {
 /// Asks the kernel to kill the server when this process dies, so an interrupted bench never
 /// leaves a server behind (Linux; elsewhere the server is only stopped on a normal exit).
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code, reason = "pre_exec is unsafe; the workspace denies unsafe code elsewhere")]
 fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of this process.

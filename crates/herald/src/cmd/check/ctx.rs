@@ -11,15 +11,23 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Everything one scenario needs.
+/// Everything one scenario needs to talk to one node.
 pub(super) struct Ctx<'a> {
     pub(super) cfg: &'a CheckConfig,
+    /// The node's base URL.
+    pub(super) url: &'a str,
     pub(super) publisher: Publisher,
 }
 
 impl<'a> Ctx<'a> {
+    /// The first node, which the single-node scenarios check.
     pub(super) fn new(cfg: &'a CheckConfig) -> Self {
-        Ctx { cfg, publisher: Publisher::new(&cfg.url, &cfg.api_key) }
+        Self::at(cfg, &cfg.urls[0])
+    }
+
+    /// The node at `url`.
+    pub(super) fn at(cfg: &'a CheckConfig, url: &'a str) -> Self {
+        Ctx { cfg, url, publisher: Publisher::new(url, &cfg.api_key) }
     }
 
     pub(super) fn token(&self, user: &str) -> String {
@@ -33,7 +41,7 @@ impl<'a> Ctx<'a> {
         cursor: Option<(u64, &str)>,
     ) -> Result<(Connection, Opened), Failure> {
         let token = self.token(user);
-        let open = Connection::open(&self.cfg.url, &token, cursor, self.cfg.timeout);
+        let open = Connection::open(self.url, &token, cursor, self.cfg.timeout);
         match tokio::time::timeout(self.cfg.timeout, open).await {
             Err(_) => {
                 Err(Failure::Other(format!("{user}: socket did not open within {:?}", self.cfg.timeout)))
@@ -126,6 +134,17 @@ impl<'a> Ctx<'a> {
         tabs: usize,
         lat: &mut Latency,
     ) -> Result<usize, Failure> {
+        self.deliver_via(self, users, tabs, lat).await
+    }
+
+    /// [`Ctx::deliver`] with the sockets on this node and the publishing on `via`.
+    pub(super) async fn deliver_via(
+        &self,
+        via: &Ctx<'_>,
+        users: &[String],
+        tabs: usize,
+        lat: &mut Latency,
+    ) -> Result<usize, Failure> {
         let opens = users
             .iter()
             .flat_map(|u| (0..tabs).map(move |_| u))
@@ -145,7 +164,7 @@ impl<'a> Ctx<'a> {
             })
             .collect();
         let published =
-            futures_util::future::join_all(users.iter().map(|u| self.publish_all(&plans[u]))).await;
+            futures_util::future::join_all(users.iter().map(|u| via.publish_all(&plans[u]))).await;
         let mut publish_error = None;
         for (sent, result) in published {
             lat.sent.extend(sent.sent);
@@ -157,7 +176,7 @@ impl<'a> Ctx<'a> {
             let sentinels: Vec<Planned> = users.iter().map(|u| sentinel(u)).collect();
             let published = futures_util::future::join_all(sentinels.iter().map(|p| async move {
                 let mut one = Latency::default();
-                let r = self.publish(p, &mut one).await;
+                let r = via.publish(p, &mut one).await;
                 (one, r)
             }))
             .await;
@@ -199,7 +218,7 @@ impl<'a> Ctx<'a> {
 
     /// Connecting with `token` must be refused with 401 before the upgrade.
     pub(super) async fn socket_refused(&self, what: &str, token: &str) -> Result<(), Failure> {
-        let connect = Connection::connect(&self.cfg.url, token, None, AuthMode::Header);
+        let connect = Connection::connect(self.url, token, None, AuthMode::Header);
         match tokio::time::timeout(self.cfg.timeout, connect).await {
             Err(_) => Err(Failure::Other(format!("{what}: no answer within {:?}", self.cfg.timeout))),
             Ok(Ok(conn)) => {

@@ -21,9 +21,11 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Base URL of the Herald to check, e.g. http://127.0.0.1:7400 (any engine, any number of
-    /// nodes behind it; plain http).
-    #[arg(long, value_name = "URL")]
-    url: String,
+    /// nodes behind it; plain http). Give it once per node (--url http://a:7400 --url
+    /// http://b:7400) to also check that the nodes share their logs: events published on one node
+    /// reach sockets on another, and a socket resumes on another node.
+    #[arg(long, value_name = "URL", required = true)]
+    url: Vec<String>,
     /// API key the server accepts for POST /v1/events (the first one, when comma-separated).
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
     api_key: String,
@@ -47,6 +49,21 @@ pub struct CheckArgs {
     json: bool,
 }
 
+/// A node's base URL without its trailing slash, or why it cannot be checked.
+fn parse_url(given: &str) -> Result<String, String> {
+    let url = given.trim_end_matches('/').to_owned();
+    if url.starts_with("https://") {
+        return Err(format!(
+            "--url {url}: this build speaks plain http and ws only (no TLS); check a node directly at \
+             http://HOST:PORT"
+        ));
+    }
+    if !url.starts_with("http://") || url.len() <= "http://".len() {
+        return Err(format!("--url must be http://HOST:PORT, got {given:?}"));
+    }
+    Ok(url)
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     let rate: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if (0.0..=1.0).contains(&rate) { Ok(rate) } else { Err(format!("{rate} is not between 0.0 and 1.0")) }
@@ -57,17 +74,19 @@ const USAGE: u8 = 2;
 
 /// Runs the check; see the module docs for exit codes.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let url = args.url.trim_end_matches('/').to_owned();
-    if url.starts_with("https://") {
-        eprintln!(
-            "herald check: usage error: --url {url}: this build speaks plain http and ws only (no TLS); \
-             check a node directly at http://HOST:PORT"
-        );
-        return Ok(ExitCode::from(USAGE));
-    }
-    if !url.starts_with("http://") || url.len() <= "http://".len() {
-        eprintln!("herald check: usage error: --url must be http://HOST:PORT, got {:?}", args.url);
-        return Ok(ExitCode::from(USAGE));
+    let mut urls: Vec<String> = Vec::with_capacity(args.url.len());
+    for given in &args.url {
+        match parse_url(given) {
+            Ok(url) if urls.contains(&url) => {
+                eprintln!("herald check: usage error: --url {url} is given twice; give each node once");
+                return Ok(ExitCode::from(USAGE));
+            }
+            Ok(url) => urls.push(url),
+            Err(message) => {
+                eprintln!("herald check: usage error: {message}");
+                return Ok(ExitCode::from(USAGE));
+            }
+        }
     }
     let Some(api_key) = args.api_key.split(',').map(str::trim).find(|k| !k.is_empty()) else {
         eprintln!("herald check: usage error: --api-key (or HERALD_API_KEY) is empty");
@@ -82,7 +101,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(USAGE));
     }
     let config = CheckConfig {
-        url,
+        urls,
         api_key: api_key.to_owned(),
         jwt_secret: args.jwt_secret.clone(),
         users: args.users as usize,
@@ -118,8 +137,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_with_progress(config: &CheckConfig, show: bool) -> Report {
+    let scenarios = Scenario::for_nodes(config.urls.len());
     let bar = if show {
-        let bar = indicatif::ProgressBar::new(Scenario::ALL.len() as u64);
+        let bar = indicatif::ProgressBar::new(scenarios.len() as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})")
                 .expect("valid template"),
@@ -129,8 +149,8 @@ async fn run_with_progress(config: &CheckConfig, show: bool) -> Report {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut results = Vec::with_capacity(Scenario::ALL.len());
-    for scenario in Scenario::ALL {
+    let mut results = Vec::with_capacity(scenarios.len());
+    for scenario in scenarios {
         bar.set_message(scenario.name());
         let result = scenarios::run_scenario(config, scenario).await;
         bar.inc(1);

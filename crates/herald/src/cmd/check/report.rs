@@ -23,6 +23,12 @@ pub enum Scenario {
     RunRules,
     /// `{"type":"ping"}` is answered with `{"type":"pong"}`.
     Heartbeat,
+    /// With several `--url`s: for each node, events published there reach a socket on the next
+    /// node, in order (the nodes share one log per user).
+    CrossNodeDelivery,
+    /// With several `--url`s: for each node, a socket dropped there resumes on the next node with
+    /// exactly the missing events (one epoch and cursor across nodes).
+    CrossNodeResume,
 }
 
 impl Scenario {
@@ -39,6 +45,15 @@ impl Scenario {
         Scenario::Heartbeat,
     ];
 
+    /// The scenarios that need more than one node, run after [`Scenario::ALL`].
+    pub const MULTI_NODE: [Scenario; 2] = [Scenario::CrossNodeDelivery, Scenario::CrossNodeResume];
+
+    /// The scenarios a check of `nodes` nodes runs, in order.
+    pub fn for_nodes(nodes: usize) -> Vec<Scenario> {
+        let multi: &[Scenario] = if nodes > 1 { &Self::MULTI_NODE } else { &[] };
+        Self::ALL.iter().chain(multi).copied().collect()
+    }
+
     /// The scenario's name as printed and in `--json` (`golden_path`, …).
     pub fn name(self) -> &'static str {
         match self {
@@ -51,6 +66,8 @@ impl Scenario {
             Scenario::Idempotent => "idempotent",
             Scenario::RunRules => "run_rules",
             Scenario::Heartbeat => "heartbeat",
+            Scenario::CrossNodeDelivery => "cross_node_delivery",
+            Scenario::CrossNodeResume => "cross_node_resume",
         }
     }
 }

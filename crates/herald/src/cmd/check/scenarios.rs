@@ -21,8 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// What to check and how hard.
 #[derive(Clone, Debug)]
 pub struct CheckConfig {
-    /// Base URL of the Herald to check, `http://host:port`.
-    pub url: String,
+    /// Base URLs of the Herald nodes to check, `http://host:port`: the single-node scenarios run
+    /// against the first; with more than one, the cross-node scenarios use them all.
+    pub urls: Vec<String>,
     /// An API key the server accepts for `POST /v1/events`.
     pub api_key: String,
     /// The HS256 secret the server verifies client JWTs with.
@@ -56,11 +57,18 @@ pub enum PreflightError {
     },
 }
 
-/// Checks that a server answers `GET /health/live` with 200 within the configured timeout.
+/// Checks that every node answers `GET /health/live` with 200 within the configured timeout.
 pub async fn preflight(config: &CheckConfig) -> Result<(), PreflightError> {
-    let url = config.url.trim_end_matches('/').to_owned();
+    for url in &config.urls {
+        preflight_one(url, config.timeout).await?;
+    }
+    Ok(())
+}
+
+async fn preflight_one(url: &str, timeout: Duration) -> Result<(), PreflightError> {
+    let url = url.trim_end_matches('/').to_owned();
     let http = reqwest::Client::builder()
-        .timeout(config.timeout)
+        .timeout(timeout)
         .build()
         .map_err(|e| PreflightError::Unreachable { url: url.clone(), reason: error_chain(&e) })?;
     match http.get(format!("{url}/health/live")).send().await {
@@ -86,6 +94,8 @@ pub async fn run_scenario(config: &CheckConfig, scenario: Scenario) -> ScenarioR
         Scenario::Idempotent => ctx.idempotent(&mut lat).await,
         Scenario::RunRules => ctx.run_rules(&mut lat).await,
         Scenario::Heartbeat => ctx.heartbeat().await,
+        Scenario::CrossNodeDelivery => cross_node_delivery(config, &mut lat).await,
+        Scenario::CrossNodeResume => cross_node_resume(config, &mut lat).await,
     };
     let (p50_ms, p99_ms) = lat.percentiles();
     let (passed, detail, isolation_failure) = match outcome {
@@ -94,6 +104,44 @@ pub async fn run_scenario(config: &CheckConfig, scenario: Scenario) -> ScenarioR
         Err(Failure::Other(d)) => (false, d, false),
     };
     ScenarioResult { name: scenario.name().to_owned(), passed, detail, p50_ms, p99_ms, isolation_failure }
+}
+
+/// For each node, a user on the next node receives the runs published on this one.
+async fn cross_node_delivery(config: &CheckConfig, lat: &mut Latency) -> Outcome {
+    let mut delivered = 0;
+    for (from, to) in node_pairs(config) {
+        let user = random_user();
+        delivered +=
+            to.deliver_via(&from, &[user], 1, lat).await.map_err(|f| f.on_nodes(from.url, to.url))?;
+    }
+    Ok(format!(
+        "{} nodes ({}), each publishing {} runs to a user connected to the next: {delivered} events \
+         received in order across nodes",
+        config.urls.len(),
+        config.urls.join(", "),
+        config.runs
+    ))
+}
+
+/// For each node, a socket dropped there resumes on the next node.
+async fn cross_node_resume(config: &CheckConfig, lat: &mut Latency) -> Outcome {
+    let mut replayed = 0;
+    for (from, to) in node_pairs(config) {
+        let (_, missing) = from.resume_on(&to, lat).await.map_err(|f| f.on_nodes(from.url, to.url))?;
+        replayed += missing;
+    }
+    Ok(format!(
+        "{} nodes ({}), each dropping a socket mid-run and resuming on the next: {replayed} missing \
+         events replayed exactly, then live",
+        config.urls.len(),
+        config.urls.join(", ")
+    ))
+}
+
+/// Every node paired with the next one (the last with the first).
+fn node_pairs(config: &CheckConfig) -> Vec<(Ctx<'_>, Ctx<'_>)> {
+    let n = config.urls.len();
+    (0..n).map(|i| (Ctx::at(config, &config.urls[i]), Ctx::at(config, &config.urls[(i + 1) % n]))).collect()
 }
 
 /// The `:`-joined causes of an error, so "connection refused" is not hidden behind "error
@@ -139,6 +187,16 @@ impl Ctx<'_> {
     }
 
     async fn resume(&self, lat: &mut Latency) -> Outcome {
+        let (cursor, missing) = self.resume_on(self, lat).await?;
+        Ok(format!(
+            "dropped the socket after seq {cursor}; resume replayed exactly the {missing} missing events, then live"
+        ))
+    }
+
+    /// Opens a socket here, receives part of a run, drops it, publishes the rest here, resumes on
+    /// `other` and checks that exactly the missing events are replayed, then one live event.
+    /// Returns the cursor resumed from and the number of events replayed.
+    async fn resume_on(&self, other: &Ctx<'_>, lat: &mut Latency) -> Result<(u64, usize), Failure> {
         let user = random_user();
         let run = planned_run(&user, 0);
         let (before, after) = run.split_at(2);
@@ -153,7 +211,7 @@ impl Ctx<'_> {
         let (sent, published) = self.publish_all(after).await;
         lat.sent.extend(sent.sent);
         published?;
-        let (conn, reopened) = self.open(&user, Some((cursor, &opened.epoch))).await?;
+        let (conn, reopened) = other.open(&user, Some((cursor, &opened.epoch))).await?;
         if reopened.recovery != Recovery::Replayed {
             return Err(Failure::Other(format!(
                 "resume after seq {cursor} in epoch {} answered recovery {:?}, expected replayed",
@@ -177,10 +235,7 @@ impl Ctx<'_> {
         let published = self.publish(&last, lat).await;
         let (_, conn) = collect(receiver, published, lat).await?;
         conn.close().await;
-        Ok(format!(
-            "dropped the socket after seq {cursor}; resume replayed exactly the {} missing events, then live",
-            missing.len()
-        ))
+        Ok((cursor, missing.len()))
     }
 
     async fn offline(&self) -> Outcome {
@@ -231,7 +286,7 @@ impl Ctx<'_> {
                 .timeout(self.cfg.timeout)
                 .build()
                 .map_err(|e| Failure::Other(e.to_string()))?;
-            let url = format!("{}/v1/events", self.cfg.url.trim_end_matches('/'));
+            let url = format!("{}/v1/events", self.url.trim_end_matches('/'));
             let response = http.post(&url).json(&unkeyed.body).send().await.map_err(|e| {
                 Failure::Other(format!("POST /v1/events without API key: {}", error_chain(&e)))
             })?;
@@ -242,8 +297,10 @@ impl Ctx<'_> {
                     "POST /v1/events without an API key answered {status} {body}; expected 401"
                 )));
             }
-            let wrong_key =
-                Ctx { cfg: self.cfg, publisher: Publisher::new(&self.cfg.url, "herald-check-wrong-key") };
+            let wrong_key = Ctx {
+                publisher: Publisher::new(self.url, "herald-check-wrong-key"),
+                ..Ctx::at(self.cfg, self.url)
+            };
             let bad =
                 event(&user, &format!("{user}:r1"), &format!("{user}:badkey"), "agent_started", json!({}));
             wrong_key.refused("POST /v1/events with a wrong API key", &bad, 401, None).await?;

@@ -30,6 +30,17 @@ pub(super) enum Failure {
     Other(String),
 }
 
+impl Failure {
+    /// The same failure, saying which nodes it happened between.
+    pub(super) fn on_nodes(self, from: &str, to: &str) -> Failure {
+        let between = |d: String| format!("{from} -> {to}: {d}");
+        match self {
+            Failure::Isolation(d) => Failure::Isolation(between(d)),
+            Failure::Other(d) => Failure::Other(between(d)),
+        }
+    }
+}
+
 impl From<String> for Failure {
     fn from(s: String) -> Self {
         Failure::Other(s)

@@ -1,0 +1,138 @@
+-- Herald: append a batch of events of one or more users atomically.
+--
+-- Its arguments, reply, stream entries and messages are encoded and decoded on the Rust side by
+-- engine/redis/wire.rs (the tests there mirror ns() and the record below).
+-- KEYS, 4 per user, hash-tagged by the user (one cluster slot; on Redis Cluster the caller sends
+--   one user per call): meta (hash: epoch, seq, x = when the keys' TTLs were last refreshed),
+--   log (stream, entry id "<seq>-0", one field e = the event record), ids (zset publisher id ->
+--   seq; generated ids are not recorded), runs (hash run_id -> RunState JSON). Not declared but
+--   in the same slot: runs:<run_id> (list of an active run's frames, see compact.rs).
+-- ARGV: 1 max events, 2 ttl ms, 3 PUBLISH or SPUBLISH, 4 number of users U, then per user:
+--   epoch to create if the log is gone, channel,
+--   number of runs R, R x (run_id, state validated against or "", new state or ""),
+--   number of events N, N x (id, keyed "1"/"0", run_id or "", kind, frame after its seq).
+--
+-- The caller validated every event against the run states and ids it read. Here those are
+-- compared first, for every user (compare-and-set): if any changed meanwhile, nothing is written
+-- and {"conflict", why} comes back, so the caller reads and validates again.
+-- Returns {"ok", then per user: epoch, receivers, first seq, N}.
+local maxlen, ttl_ms, publish, nusers = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Keys are kept 5/4 of the TTL after a refresh, refreshed once a quarter of the TTL has passed:
+-- always at least a TTL after the user's last append, without an EXPIRE per key per call.
+local keep_ms = ttl_ms + math.floor(ttl_ms / 4)
+
+-- A netstring-like field: "<byte length>:<bytes>".
+local function ns(s)
+  s = tostring(s)
+  return #s .. ':' .. s
+end
+
+-- Parse every user's section and check it before writing anything.
+local users = {}
+local a = 5
+for u = 1, nusers do
+  local k = (u - 1) * 4
+  local user = {meta = KEYS[k + 1], log = KEYS[k + 2], ids = KEYS[k + 3], runs = KEYS[k + 4],
+                epoch = ARGV[a], channel = ARGV[a + 1], updates = {}}
+  local nruns = tonumber(ARGV[a + 2]); a = a + 3
+  for _ = 1, nruns do
+    local run_id, expected, new = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    a = a + 3
+    if (redis.call('HGET', user.runs, run_id) or '') ~= expected then return {'conflict', 'run ' .. run_id} end
+    if new ~= expected then user.updates[#user.updates + 1] = {run_id, new} end
+  end
+  user.nev = tonumber(ARGV[a]); a = a + 1
+  user.first = a
+  for e = 0, user.nev - 1 do
+    local b = a + e * 5
+    if ARGV[b + 1] == '1' and redis.call('ZSCORE', user.ids, ARGV[b]) then return {'conflict', 'id'} end
+  end
+  a = a + user.nev * 5
+  users[u] = user
+end
+
+local out = {'ok'}
+for _, user in ipairs(users) do
+  local meta = redis.call('HMGET', user.meta, 'epoch', 'seq', 'x')
+  local epoch, seq, refreshed = meta[1], tonumber(meta[2]) or 0, tonumber(meta[3]) or 0
+  local set = {}
+  if not epoch then
+    epoch, seq, refreshed = user.epoch, 0, 0
+    redis.call('DEL', user.log, user.ids, user.runs)
+    set = {'epoch', epoch}
+  end
+  local first = seq + 1
+  local run_lists = {}
+  local message, keyed = {ns(epoch), ns(user.nev)}, {}
+  for e = 0, user.nev - 1 do
+    local b = user.first + e * 5
+    seq = seq + 1
+    local frame = '{"type":"event","seq":' .. seq .. ARGV[b + 4]
+    local record = ns(now_ms) .. ns(ARGV[b]) .. ns(ARGV[b + 2]) .. ns(ARGV[b + 3]) .. ns(frame)
+    redis.call('XADD', user.log, seq .. '-0', 'e', record)
+    -- The frames of each active run, for its compacted state (engine/redis/compact.rs): the run's
+    -- list starts with agent_started, takes its later events while it exists, ends with the run.
+    local run_id, kind = ARGV[b + 2], ARGV[b + 3]
+    if run_id ~= '' then
+      local list = user.runs .. ':' .. run_id
+      if kind == 'agent_started' then
+        redis.call('DEL', list)
+        redis.call('RPUSH', list, frame)
+        run_lists[list] = true
+      elseif kind == 'agent_completed' or kind == 'agent_error' or kind == 'agent_cancelled' then
+        redis.call('DEL', list)
+        run_lists[list] = nil
+      elseif redis.call('RPUSHX', list, frame) > 0 then
+        run_lists[list] = true
+      end
+    end
+    if ARGV[b + 1] == '1' then
+      keyed[#keyed + 1] = seq
+      keyed[#keyed + 1] = ARGV[b]
+    end
+    message[#message + 1] = ns(seq) .. record
+  end
+  if #keyed > 0 then redis.call('ZADD', user.ids, unpack(keyed)) end
+  for _, u in ipairs(user.updates) do
+    if u[2] == '' then redis.call('HDEL', user.runs, u[1]) else redis.call('HSET', user.runs, u[1], u[2]) end
+  end
+  local receivers = 0
+  if user.nev > 0 then receivers = redis.call(publish, user.channel, table.concat(message)) end
+
+  -- Retention by count (one trim per call), then by age from the front.
+  local forgotten = seq - maxlen -- seqs at or below this are outside the count window
+  if forgotten > 0 then redis.call('XTRIM', user.log, 'MINID', (forgotten + 1) .. '-0') end
+  local cutoff = now_ms - ttl_ms
+  while true do
+    local head = redis.call('XRANGE', user.log, '-', '+', 'COUNT', 1)
+    if #head == 0 then break end
+    if tonumber(string.match(head[1][2][2], '^%d+:(%d+)')) >= cutoff then break end
+    redis.call('XDEL', user.log, head[1][1])
+    forgotten = math.max(forgotten, tonumber(string.match(head[1][1], '^(%d+)')))
+  end
+  -- Idempotency keys live as long as their events (the stream holds a contiguous range of seqs).
+  if forgotten > 0 then redis.call('ZREMRANGEBYSCORE', user.ids, '-inf', forgotten) end
+
+  set[#set + 1] = 'seq'
+  set[#set + 1] = seq
+  if now_ms - refreshed >= math.floor(ttl_ms / 4) then
+    set[#set + 1] = 'x'
+    set[#set + 1] = now_ms
+    redis.call('HSET', user.meta, unpack(set))
+    for _, key in ipairs({user.meta, user.log, user.ids, user.runs}) do redis.call('PEXPIRE', key, keep_ms) end
+  else
+    redis.call('HSET', user.meta, unpack(set))
+    -- A key created since the last refresh gets its first TTL now.
+    if #keyed > 0 then redis.call('PEXPIRE', user.ids, keep_ms, 'NX') end
+    if #user.updates > 0 then redis.call('PEXPIRE', user.runs, keep_ms, 'NX') end
+  end
+  -- A run's list lives a TTL after the run's last event, like the run state.
+  for list in pairs(run_lists) do redis.call('PEXPIRE', list, keep_ms) end
+  out[#out + 1] = epoch
+  out[#out + 1] = receivers
+  out[#out + 1] = first
+  out[#out + 1] = user.nev
+end
+return out

@@ -1,0 +1,362 @@
+//! Appending: read what a batch's validation depends on, plan it with the shared planner, write
+//! it with the append script (compare-and-set: a concurrent change is read and planned again),
+//! and keep the node-wide index of active runs that stall detection reads.
+
+use super::conn::Commands;
+use super::wire::{self, AppendCall, AppendReply, EventCall, UserCall};
+use super::{RedisEngine, engine_error};
+use crate::engine::plan::{self, Part, Planned, Written};
+use crate::engine::{AppendError, EngineError, RunScan, StalledRun, encode_frame_tail, new_epoch};
+use futures_util::future::{join_all, try_join_all};
+use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::{AsyncCommands, FromRedisValue, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::{debug, warn};
+
+/// Attempts of one user's append when concurrent publishers keep changing its run states.
+const MAX_APPEND_ATTEMPTS: usize = 20;
+
+/// How long an append waits for its replicas (`--redis-wait-replicas`) before it is refused.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a part's validation read from Redis.
+#[derive(Debug, Default)]
+struct Read {
+    epoch: Option<String>,
+    /// Per event of the part: the seq its (publisher's) id already has.
+    known: Vec<Option<u64>>,
+    /// Run states exactly as stored (the script compares these strings), in `Part::runs` order.
+    stored: Vec<Option<String>>,
+    /// The same, parsed.
+    states: Vec<Option<RunState>>,
+}
+
+/// A part planned from what was read.
+struct Prepared {
+    read: Read,
+    planned: Planned,
+}
+
+impl RedisEngine {
+    /// Appends a batch: see [`crate::engine::Engine::append`].
+    pub(super) async fn append_batch(&self, events: &[EventInput]) -> Result<Vec<Receipt>, AppendError> {
+        let numbered = events.len() > 1;
+        let parts = plan::split(events);
+        // Phase 1: every user's part is validated before anything is written, so a batch with
+        // a broken rule anywhere appends nothing.
+        let reads = try_join_all(parts.iter().map(|p| self.read_part(p))).await?;
+        let mut prepared = Vec::with_capacity(parts.len());
+        let mut errors = Vec::new();
+        for (part, read) in parts.iter().zip(reads) {
+            match part.plan(&read.known, &read.states, numbered) {
+                Ok(planned) => prepared.push(Prepared { read, planned }),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(error) = plan::first_error(errors) {
+            return Err(error);
+        }
+        // Phase 2: one script call writes every part, all or nothing — or, on Redis Cluster,
+        // one call per user (a script may only touch one slot), written concurrently over the
+        // multiplexed connection. A group that met a concurrent change is planned and written
+        // again.
+        let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
+        let mut pending: Vec<Vec<usize>> = if self.one_user_per_script {
+            (0..parts.len()).map(|i| vec![i]).collect()
+        } else {
+            vec![(0..parts.len()).collect()]
+        };
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let written = join_all(pending.iter().map(|group| self.commit(group, &parts, &prepared))).await;
+            let mut conflicts = Vec::new();
+            for (group, result) in pending.into_iter().zip(written) {
+                match result? {
+                    Some(per_part) => {
+                        for (&i, part_receipts) in group.iter().zip(per_part) {
+                            for ((index, _), receipt) in parts[i].events.iter().zip(part_receipts) {
+                                receipts[*index] = Some(receipt);
+                            }
+                        }
+                    }
+                    None => conflicts.push(group),
+                }
+            }
+            if conflicts.is_empty() {
+                return Ok(receipts.into_iter().map(|r| r.expect("every event is in one part")).collect());
+            }
+            for &i in conflicts.iter().flatten() {
+                let read = self.read_part(&parts[i]).await?;
+                let planned = parts[i].plan(&read.known, &read.states, numbered)?;
+                prepared[i] = Prepared { read, planned };
+            }
+            pending = conflicts;
+        }
+        Err(EngineError::new("append kept conflicting with concurrent publishers; retry with the same ids")
+            .into())
+    }
+
+    /// Reads what validation of one user's part depends on: its epoch, which of its publisher ids
+    /// the log already has, and the states of the runs it touches. A part with neither ids nor
+    /// runs depends on nothing: no read.
+    async fn read_part(&self, part: &Part<'_>) -> Result<Read, AppendError> {
+        let keyed: Vec<usize> = (0..part.events.len()).filter(|&k| part.keyed(k)).collect();
+        if keyed.is_empty() && part.runs.is_empty() {
+            return Ok(Read::default());
+        }
+        let user = part.user;
+        let mut pipe = redis::pipe();
+        pipe.hget(self.key(user, "meta"), "epoch");
+        for &k in &keyed {
+            pipe.zscore(self.key(user, "ids"), &part.ids[k]);
+        }
+        for run in &part.runs {
+            pipe.hget(self.key(user, "runs"), run);
+        }
+        let mut con = self.commands.clone();
+        let values: Vec<Value> = pipe.query_async(&mut con).await.map_err(engine_error)?;
+        let mut values = values.into_iter();
+        let mut read =
+            Read { epoch: take(&mut values)?, known: vec![None; part.events.len()], ..Read::default() };
+        for k in keyed {
+            read.known[k] = take(&mut values)?;
+        }
+        for run in &part.runs {
+            let stored: Option<String> = take(&mut values)?;
+            let state = stored
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| EngineError::caused(format!("corrupt run state of {run}"), e))?;
+            read.stored.push(stored);
+            read.states.push(state);
+        }
+        Ok(read)
+    }
+
+    /// Writes the prepared parts `group` with one call of the append script (all or nothing);
+    /// `None` when a concurrent publisher changed what they were validated against (plan
+    /// again). Receipts come back per part, in `group` order.
+    async fn commit(
+        &self,
+        group: &[usize],
+        parts: &[Part<'_>],
+        prepared: &[Prepared],
+    ) -> Result<Option<Vec<Vec<Receipt>>>, AppendError> {
+        let writing: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| parts[i].fresh(&prepared[i].planned).next().is_some())
+            .collect();
+        let mut written: Vec<Option<Written>> = vec![None; parts.len()];
+        if !writing.is_empty() {
+            let wall = SystemTime::now();
+            let call = AppendCall {
+                max_events: self.retention.max_events,
+                ttl_ms: self.retention.ttl.as_millis() as u64,
+                publish: self.commands.publish_command(),
+                users: writing.iter().map(|&i| self.user_call(&parts[i], &prepared[i], wall)).collect(),
+            };
+            let (keys, args) = call.encode();
+            let mut invocation = self.script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            let mut con = self.commands.clone();
+            let reply: Value = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
+            match wire::decode_reply(reply, writing.len()).map_err(engine_error)? {
+                AppendReply::Conflict(why) => {
+                    debug!(users = writing.len(), why, "append conflict, validating again");
+                    return Ok(None);
+                }
+                AppendReply::Ok(users) => {
+                    if self.wait_replicas > 0 {
+                        self.wait_for_replicas(&mut con, &call.users[0].keys[0]).await?;
+                    }
+                    for (&i, user) in writing.iter().zip(users) {
+                        written[i] = Some(Written {
+                            epoch: user.epoch,
+                            connections: user.receivers,
+                            first_seq: user.first_seq,
+                        });
+                    }
+                }
+            }
+            self.index_runs(writing.iter().map(|&i| (&parts[i], &prepared[i]))).await;
+            for &i in &writing {
+                self.compact_long_runs(&parts[i], parts[i].fresh(&prepared[i].planned));
+            }
+        }
+        Ok(Some(
+            group
+                .iter()
+                .map(|&i| {
+                    // Nothing written: every event was a duplicate, answered with the epoch read.
+                    let written = written[i].take().unwrap_or_else(|| Written {
+                        epoch: prepared[i].read.epoch.clone().unwrap_or_default(),
+                        connections: 0,
+                        first_seq: 0,
+                    });
+                    parts[i].receipts(&prepared[i].planned, &written)
+                })
+                .collect(),
+        ))
+    }
+
+    /// One user's section of the script call: the runs to compare and set, the events to append.
+    fn user_call(&self, part: &Part<'_>, prepared: &Prepared, wall: SystemTime) -> UserCall {
+        let user = part.user;
+        let text = |s: &Option<String>| s.clone().unwrap_or_default();
+        let runs = part
+            .runs
+            .iter()
+            .zip(&prepared.read.stored)
+            .zip(&prepared.planned.after)
+            .map(|((run, before), after)| {
+                let after = after.as_ref().map(|s| serde_json::to_string(s).expect("run states serialize"));
+                ((*run).to_owned(), text(before), text(&after))
+            })
+            .collect();
+        let events = part
+            .fresh(&prepared.planned)
+            .map(|k| {
+                let event = part.events[k].1;
+                let mut tail = Vec::with_capacity(256);
+                encode_frame_tail(&mut tail, &part.ids[k], event, wall);
+                EventCall {
+                    id: part.ids[k].clone(),
+                    keyed: part.keyed(k),
+                    run_id: event.run_id.clone().unwrap_or_default(),
+                    kind: event.kind.as_str(),
+                    tail: String::from_utf8(tail).expect("serde_json writes UTF-8"),
+                }
+            })
+            .collect();
+        UserCall {
+            keys: ["meta", "log", "ids", "runs"].map(|name| self.key(user, name)),
+            new_epoch: new_epoch(),
+            channel: self.key(user, "ch"),
+            runs,
+            events,
+        }
+    }
+
+    /// Keeps the node-wide index of active runs (score: last activity, ms) that stall detection
+    /// and the active-runs gauge read. Best effort: it is a separate key (not in the users' slots).
+    /// Events outside runs, and runs that never had a state, touch nothing.
+    async fn index_runs<'p>(&self, written: impl Iterator<Item = (&'p Part<'p>, &'p Prepared)>) {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut pipe = redis::pipe();
+        let mut commands = 0;
+        for (part, prepared) in written {
+            for ((run, before), after) in
+                part.runs.iter().zip(&prepared.read.states).zip(&prepared.planned.after)
+            {
+                let member = format!("{}\n{run}", part.user);
+                match after {
+                    Some(state) if !state.is_ended() => {
+                        let activity = part.events.iter().any(|(_, e)| {
+                            e.run_id.as_deref() == Some(*run) && e.kind != EventKind::RunStalled
+                        });
+                        if activity {
+                            pipe.zadd(self.active_runs_key(), &member, now_ms).ignore();
+                            commands += 1;
+                        }
+                    }
+                    _ if before.is_some() => {
+                        pipe.zrem(self.active_runs_key(), &member).ignore();
+                        commands += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if commands == 0 {
+            return;
+        }
+        let mut con = self.commands.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut con).await {
+            warn!("could not update the active-runs index: {e}");
+        }
+    }
+
+    /// Waits until `wait_replicas` replicas of the master that owns `key` confirm every write
+    /// this connection made so far (`WAIT`); an error (503, retry with the same ids) otherwise.
+    async fn wait_for_replicas(&self, con: &mut Commands, key: &str) -> Result<(), EngineError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.wait_replicas).arg(WAIT_TIMEOUT.as_millis() as u64);
+        let confirmed: u64 = match con {
+            Commands::Single(single) => wait.query_async(single).await,
+            Commands::Cluster(cluster) => {
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                cluster
+                    .route_command(wait, routing)
+                    .await
+                    .and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from))
+            }
+        }
+        .map_err(engine_error)?;
+        if confirmed < u64::from(self.wait_replicas) {
+            return Err(EngineError::new(format!(
+                "the append reached {confirmed} of {} replicas in time (--redis-wait-replicas)",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
+    }
+
+    fn active_runs_key(&self) -> String {
+        format!("{}:active-runs", self.prefix)
+    }
+
+    /// Counts active runs and finds those silent for `stall_after`: see
+    /// [`crate::engine::Engine::scan_runs`].
+    pub(super) async fn scan_active_runs(&self, stall_after: Duration) -> Result<RunScan, EngineError> {
+        let mut con = self.commands.clone();
+        let key = self.active_runs_key();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let cutoff = now_ms.saturating_sub(stall_after.as_millis() as u64);
+        let (active, silent): (usize, Vec<(String, u64)>) = redis::pipe()
+            .zcard(&key)
+            .zrangebyscore_withscores(&key, "-inf", cutoff)
+            .query_async(&mut con)
+            .await
+            .map_err(engine_error)?;
+        let mut scan = RunScan { active, stalled: Vec::new() };
+        for (member, last_ms) in silent {
+            let Some((user, run_id)) = member.split_once('\n') else { continue };
+            let Ok(user) = UserId::parse(user) else { continue };
+            let state: Option<String> =
+                con.hget(self.key(&user, "runs"), run_id).await.map_err(engine_error)?;
+            let state: Option<RunState> = state.and_then(|s| serde_json::from_str(&s).ok());
+            match state {
+                Some(s) if !s.is_ended() => {
+                    if !s.is_stalled() {
+                        scan.stalled.push(StalledRun {
+                            user,
+                            run_id: run_id.to_owned(),
+                            silent_for: Duration::from_millis(now_ms.saturating_sub(last_ms)),
+                            marker: last_ms,
+                        });
+                    }
+                }
+                _ => {
+                    // Ended, or forgotten with its user's keys: no longer active.
+                    let _: Result<(), _> = con.zrem(&key, &member).await;
+                    scan.active = scan.active.saturating_sub(1);
+                }
+            }
+        }
+        Ok(scan)
+    }
+}
+
+/// The next value of a pipeline's reply, typed; a short or mistyped reply is an error.
+fn take<T: FromRedisValue>(values: &mut impl Iterator<Item = Value>) -> Result<T, EngineError> {
+    let value = values.next().ok_or_else(|| EngineError::new("redis: a pipeline reply was short"))?;
+    redis::from_redis_value(value).map_err(engine_error)
+}

@@ -1,0 +1,274 @@
+//! The Redis engine: many Herald nodes share one Redis (or Redis Cluster); users and backends
+//! may use any node.
+//!
+//! Per user, four keys hash-tagged by the user so Redis Cluster keeps them on one shard:
+//! `{prefix}:{user}:meta` (epoch, seq), `:log` (a stream whose entry ids are `<seq>-0`), `:ids`
+//! (publisher ids → seq) and `:runs` (run states). The engine is split along its seams:
+//!
+//! - [`append`]: a batch is planned by the shared pure planner ([`crate::engine::plan`]) from
+//!   state read from Redis, then written by one Lua script ([`append.lua`](append.lua)) that
+//!   compares what it was validated against, takes the next seqs, adds the stream entries,
+//!   records the ids and publishes the user's new events in one message — all or nothing.
+//! - [`fanout`]: each node keeps, for the users it serves, a local [`UserLog`] fed by the users'
+//!   channels; its connections read from it exactly as with the memory engine.
+//! - [`wire`]: the one codec for the script's arguments and reply, stream entries and messages.
+//! - [`compact`]: each active run's frames (`:runs:<run_id>`, written by the append script),
+//!   from which a node rebuilds the runs' compacted state when it loads a user.
+
+mod append;
+mod compact;
+mod conn;
+mod fanout;
+pub mod wire;
+
+use super::{Engine, EngineError, History, RunScan, new_epoch};
+use crate::log::{LogEntry, Retention, UserLog};
+use async_trait::async_trait;
+use conn::{Commands, Subscriber};
+use herald_protocol::{EventInput, Receipt, UserId};
+use parking_lot::Mutex;
+use redis::AsyncCommands;
+use redis::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// Renews a log's epoch if it is still the one expected (KEYS: meta; ARGV: old, new).
+const EPOCH_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then \
+     redis.call('HSET', KEYS[1], 'epoch', ARGV[2]) end return 0";
+
+/// How the engine talks to Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Redis URL; with `cluster`, comma-separated seed node URLs.
+    pub url: String,
+    /// Prefix of every key, so deployments (and tests) can share one Redis.
+    pub prefix: String,
+    /// Redis Cluster: a cluster client, sharded pub/sub, one append script per user.
+    pub cluster: bool,
+    /// Replicas that must confirm an append (`WAIT`) before its receipt is sent; 0: none.
+    pub wait_replicas: u32,
+}
+
+/// Engine over a shared Redis. See the module docs.
+pub struct RedisEngine {
+    prefix: String,
+    retention: Retention,
+    commands: Commands,
+    subscriber: Subscriber,
+    wait_replicas: u32,
+    script: redis::Script,
+    read_script: redis::Script,
+    epoch_script: redis::Script,
+    /// Redis Cluster: each append script touches one user's slot only.
+    one_user_per_script: bool,
+    locals: Mutex<HashMap<UserId, Arc<fanout::Local>>>,
+    /// Serializes SUBSCRIBE/UNSUBSCRIBE so an unsubscribe of a user going idle cannot undo the
+    /// subscribe of a connection arriving at the same moment.
+    subscriptions: tokio::sync::Mutex<()>,
+    /// Events appended through this node per active run, to compact the runs' lists now and then.
+    appended: compact::Appended,
+    me: Weak<RedisEngine>,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisEngine {
+    /// Connects to one Redis at `url` (no replica confirmation): see [`RedisEngine::connect_with`].
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        retention: Retention,
+        cluster: bool,
+    ) -> Result<Arc<Self>, EngineError> {
+        let options =
+            RedisOptions { url: url.to_owned(), prefix: prefix.to_owned(), cluster, wait_replicas: 0 };
+        Self::connect_with(&options, retention).await
+    }
+
+    /// Connects (two connections: commands, and RESP3 pub/sub that resubscribes by itself) and
+    /// starts listening for published events.
+    ///
+    /// On a cluster, a batch spanning users is written with one script call per user (a Redis
+    /// Cluster script may only touch one slot); otherwise with one call, all or nothing.
+    pub async fn connect_with(
+        options: &RedisOptions,
+        retention: Retention,
+    ) -> Result<Arc<Self>, EngineError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (commands, subscriber) = conn::connect(&options.url, options.cluster, tx)
+            .await
+            .map_err(|e| EngineError::caused(format!("redis at {}", redact(&options.url)), e))?;
+        let engine = Arc::new_cyclic(|me| RedisEngine {
+            prefix: options.prefix.clone(),
+            retention,
+            commands,
+            subscriber,
+            wait_replicas: options.wait_replicas,
+            script: redis::Script::new(include_str!("append.lua")),
+            read_script: redis::Script::new(include_str!("read.lua")),
+            epoch_script: redis::Script::new(EPOCH_SCRIPT),
+            one_user_per_script: options.cluster,
+            locals: Mutex::new(HashMap::new()),
+            subscriptions: tokio::sync::Mutex::new(()),
+            appended: compact::Appended::default(),
+            me: me.clone(),
+        });
+        // Loaded up front (on every master of a cluster); a server that lost them (restart,
+        // failover) gets them again on its first NOSCRIPT.
+        for script in [&engine.script, &engine.read_script] {
+            let mut con = engine.commands.clone();
+            script.prepare_invoke().load_async(&mut con).await.map_err(engine_error)?;
+        }
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            while let Some(push) = rx.recv().await {
+                let Some(engine) = weak.upgrade() else { break };
+                engine.on_push(push);
+            }
+        });
+        info!(prefix = options.prefix, cluster = options.cluster, "redis engine connected");
+        Ok(engine)
+    }
+
+    fn key(&self, user: &UserId, name: &str) -> String {
+        format!("{}:{{{}}}:{name}", self.prefix, user)
+    }
+
+    /// Reads `user`'s log atomically: its state and up to `limit` (0: all) entries after
+    /// `after`. With `open`, a missing log is created (new epoch) and its meta kept a TTL.
+    async fn read_log(
+        &self,
+        user: &UserId,
+        after: u64,
+        limit: usize,
+        open: bool,
+    ) -> Result<wire::LogRead, EngineError> {
+        let mut invocation = self.read_script.prepare_invoke();
+        invocation
+            .key(self.key(user, "meta"))
+            .key(self.key(user, "log"))
+            .arg(after)
+            .arg(limit)
+            .arg(if open { new_epoch() } else { String::new() })
+            .arg((self.retention.ttl.as_millis() as u64 * 5 / 4).max(1000));
+        let mut con = self.commands.clone();
+        let reply: Value = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
+        wire::decode_read(reply).map_err(engine_error)
+    }
+
+    /// Replaces `user`'s epoch `old` with a new one (if it is still `old`), so that no cursor
+    /// of the old epoch resumes across events the shared log lost.
+    async fn renew_epoch(&self, user: &UserId, old: &str) -> Result<(), EngineError> {
+        let mut con = self.commands.clone();
+        let mut invocation = self.epoch_script.prepare_invoke();
+        invocation.key(self.key(user, "meta")).arg(old).arg(new_epoch());
+        invocation.invoke_async::<()>(&mut con).await.map_err(engine_error)
+    }
+
+    fn ticket_key(&self, hash: &str) -> String {
+        format!("{}:ticket:{hash}", self.prefix)
+    }
+}
+
+/// A failed Redis request, as the engine reports it (503 `not_ready` to publishers).
+fn engine_error(e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
+    EngineError::caused("redis", e)
+}
+
+/// `url` (or comma-separated urls) without passwords, for messages.
+fn redact(url: &str) -> String {
+    let one = |url: &str| match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_owned(),
+    };
+    url.split(',').map(one).collect::<Vec<_>>().join(",")
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn append(&self, events: Vec<EventInput>) -> Result<Vec<Receipt>, super::AppendError> {
+        self.append_batch(&events).await
+    }
+
+    async fn open_log(&self, user: &UserId) -> Result<Arc<UserLog>, EngineError> {
+        self.open_local(user).await
+    }
+
+    async fn refresh(&self, user: &UserId, log: &Arc<UserLog>) -> Result<(), EngineError> {
+        self.refresh_local(user, log).await
+    }
+
+    async fn history(
+        &self,
+        user: &UserId,
+        after: u64,
+        epoch: Option<&str>,
+        limit: usize,
+    ) -> Result<History, EngineError> {
+        let read = self.read_log(user, after, limit, false).await?;
+        let current = read.epoch.unwrap_or_default();
+        let same_epoch = epoch.is_none_or(|e| e == current);
+        let served = same_epoch && after <= read.seq && read.first_retained.is_none_or(|f| after + 1 >= f);
+        let (reset, events) = if served {
+            (false, read.events)
+        } else {
+            (true, self.read_log(user, 0, limit, false).await?.events)
+        };
+        let now = Instant::now();
+        let events = events
+            .into_iter()
+            .map(|e| {
+                Arc::new(LogEntry {
+                    seq: e.seq,
+                    id: e.id,
+                    run_id: e.run_id,
+                    kind: e.kind,
+                    frame: e.frame,
+                    end_offset: 0,
+                    appended_at: now,
+                })
+            })
+            .collect();
+        Ok(History { epoch: current, seq: read.seq, reset, events })
+    }
+
+    async fn scan_runs(&self, stall_after: Duration) -> Result<RunScan, EngineError> {
+        self.scan_active_runs(stall_after).await
+    }
+
+    async fn put_ticket(&self, hash: &str, user: &UserId, ttl: Duration) -> Result<(), EngineError> {
+        let mut con = self.commands.clone();
+        con.set_ex::<_, _, ()>(self.ticket_key(hash), user.as_str(), ttl.as_secs().max(1))
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn take_ticket(&self, hash: &str) -> Result<Option<UserId>, EngineError> {
+        let mut con = self.commands.clone();
+        let user: Option<String> = con.get_del(self.ticket_key(hash)).await.map_err(engine_error)?;
+        Ok(user.and_then(|u| UserId::parse(&u).ok()))
+    }
+
+    async fn is_ready(&self) -> bool {
+        // Both connections: appends need the first, live delivery the second.
+        let mut commands = self.commands.clone();
+        let ping = redis::cmd("PING");
+        let reply =
+            tokio::time::timeout(conn::RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut commands)).await;
+        matches!(reply, Ok(Ok(_))) && self.subscriber.ping().await
+    }
+
+    fn sweep(&self) {
+        self.forget_idle();
+    }
+}

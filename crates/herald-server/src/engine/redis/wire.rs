@@ -1,0 +1,538 @@
+//! The one codec between this engine and Redis: the append script's arguments and reply, the
+//! stream entries it writes, and the pub/sub messages it publishes. `append.lua` is the other half;
+//! what one side writes the other reads here, and the tests hold both to it.
+//!
+//! Variable fields travel as netstring-like `<byte length>:<bytes>` fields, so ids, run ids and
+//! frames may contain any byte (a newline in an id cannot shift a field). An event record —
+//! appended ms, id, run id, kind, frame — is the stream entry's single field `e`; a published
+//! message is the user's epoch and event count, then per event its seq and record, so one
+//! PUBLISH carries every event of one user's batch. Frames are sliced out of the message without
+//! a copy and shared from there by every local connection.
+//!
+//! Decoding never panics: a malformed reply or message is a [`WireError`].
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use herald_protocol::EventKind;
+use redis::Value;
+
+/// Something Redis sent that is not what the append script or this codec writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A field ended before its declared length, or is missing.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// A field is there but does not parse.
+    #[error("bad {what}: {value:?}")]
+    Bad {
+        /// Which field.
+        what: &'static str,
+        /// What it held (shortened).
+        value: String,
+    },
+    /// A script reply of the wrong shape.
+    #[error("unexpected script reply: {0}")]
+    Reply(String),
+}
+
+fn bad(what: &'static str, value: &[u8]) -> WireError {
+    let shown = String::from_utf8_lossy(&value[..value.len().min(64)]).into_owned();
+    WireError::Bad { what, value: shown }
+}
+
+/// Appends one `<len>:<bytes>` field (what the script's `ns()` writes).
+pub fn put(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(field.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(field);
+}
+
+/// Reads `<len>:<bytes>` fields off a shared buffer; fields are zero-copy slices of it.
+struct Fields {
+    buf: Bytes,
+    at: usize,
+}
+
+impl Fields {
+    fn new(buf: Bytes) -> Self {
+        Self { buf, at: 0 }
+    }
+
+    fn bytes(&mut self, what: &'static str) -> Result<Bytes, WireError> {
+        let rest = &self.buf[self.at..];
+        let colon = rest.iter().take(21).position(|&b| b == b':').ok_or(WireError::Truncated(what))?;
+        let len: usize = std::str::from_utf8(&rest[..colon])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(what, &rest[..colon]))?;
+        let start = self.at + colon + 1;
+        let end =
+            start.checked_add(len).filter(|&e| e <= self.buf.len()).ok_or(WireError::Truncated(what))?;
+        self.at = end;
+        Ok(self.buf.slice(start..end))
+    }
+
+    fn text(&mut self, what: &'static str) -> Result<String, WireError> {
+        let b = self.bytes(what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| bad(what, &b))
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, what: &'static str) -> Result<T, WireError> {
+        let b = self.bytes(what)?;
+        std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad(what, &b))
+    }
+
+    fn end(&self) -> Result<(), WireError> {
+        if self.at == self.buf.len() { Ok(()) } else { Err(bad("trailing bytes", &self.buf[self.at..])) }
+    }
+
+    fn record(&mut self, seq: u64) -> Result<WireEvent, WireError> {
+        let appended_ms = self.number("appended ms")?;
+        let id = self.text("id")?;
+        let run_id = Some(self.text("run id")?).filter(|r| !r.is_empty());
+        let kind_bytes = self.bytes("kind")?;
+        let kind = std::str::from_utf8(&kind_bytes)
+            .ok()
+            .and_then(EventKind::from_name)
+            .ok_or_else(|| bad("kind", &kind_bytes))?;
+        let frame_bytes = self.bytes("frame")?;
+        let frame = Utf8Bytes::try_from(frame_bytes.clone()).map_err(|_| bad("frame", &frame_bytes))?;
+        Ok(WireEvent { seq, appended_ms, id, run_id, kind, frame })
+    }
+}
+
+/// One event as stored in a user's stream or published on its channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireEvent {
+    /// Its seq.
+    pub seq: u64,
+    /// When the script appended it (Redis time, ms since the epoch).
+    pub appended_ms: u64,
+    /// Its id.
+    pub id: String,
+    /// Its run.
+    pub run_id: Option<String>,
+    /// Its kind.
+    pub kind: EventKind,
+    /// The complete `{"type":"event",…}` frame.
+    pub frame: Utf8Bytes,
+}
+
+/// One message on a user's channel: every event of one user's batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The log's epoch.
+    pub epoch: String,
+    /// The events, in seq order.
+    pub events: Vec<WireEvent>,
+}
+
+/// Decodes a message the append script published.
+pub fn decode_published(payload: Bytes) -> Result<Published, WireError> {
+    let mut fields = Fields::new(payload);
+    let epoch = fields.text("epoch")?;
+    let count: usize = fields.number("event count")?;
+    let mut events = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let seq = fields.number("seq")?;
+        events.push(fields.record(seq)?);
+    }
+    fields.end()?;
+    Ok(Published { epoch, events })
+}
+
+/// Decodes one stream entry: its id `<seq>-0` and its field `e`.
+pub fn decode_entry(entry_id: &str, record: Bytes) -> Result<WireEvent, WireError> {
+    let seq = entry_id
+        .strip_suffix("-0")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("stream entry id", entry_id.as_bytes()))?;
+    let mut fields = Fields::new(record);
+    let event = fields.record(seq)?;
+    fields.end()?;
+    Ok(event)
+}
+
+/// Decodes an `XRANGE` reply into events (entries without a readable record are an error: the
+/// stream is written only by the append script).
+pub fn decode_range(reply: Value) -> Result<Vec<WireEvent>, WireError> {
+    let Value::Array(entries) = reply else { return Err(WireError::Reply(format!("XRANGE gave {reply:?}"))) };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let Value::Array(pair) = entry else { return Err(WireError::Reply("stream entry".into())) };
+            let mut pair = pair.into_iter();
+            let (Some(Value::BulkString(id)), Some(fields)) = (pair.next(), pair.next()) else {
+                return Err(WireError::Reply("stream entry".into()));
+            };
+            let id = String::from_utf8(id).map_err(|e| bad("stream entry id", e.as_bytes()))?;
+            let record = match fields {
+                Value::Array(kv) => match &kv[..] {
+                    [Value::BulkString(k), Value::BulkString(v)] if k == b"e" => Bytes::from(v.clone()),
+                    _ => return Err(WireError::Reply(format!("stream entry {id} has no record"))),
+                },
+                Value::Map(kv) => match &kv[..] {
+                    [(Value::BulkString(k), Value::BulkString(v))] if k == b"e" => Bytes::from(v.clone()),
+                    _ => return Err(WireError::Reply(format!("stream entry {id} has no record"))),
+                },
+                other => return Err(WireError::Reply(format!("stream entry {id}: {other:?}"))),
+            };
+            decode_entry(&id, record)
+        })
+        .collect()
+}
+
+/// What the read script returned: the log's state and the entries after a seq.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRead {
+    /// The log's epoch; `None` when the user has no log in Redis.
+    pub epoch: Option<String>,
+    /// Seq of the last appended event (0 without a log).
+    pub seq: u64,
+    /// Seq of the oldest retained event, if any is retained.
+    pub first_retained: Option<u64>,
+    /// The entries read, oldest first.
+    pub events: Vec<WireEvent>,
+}
+
+/// Decodes the read script's reply.
+pub fn decode_read(reply: Value) -> Result<LogRead, WireError> {
+    let Value::Array(items) = reply else { return Err(WireError::Reply(format!("read gave {reply:?}"))) };
+    let mut items = items.into_iter();
+    let (Some(epoch), Some(Value::Int(seq)), Some(Value::Int(first)), Some(range), None) =
+        (items.next(), items.next(), items.next(), items.next(), items.next())
+    else {
+        return Err(WireError::Reply("read reply of the wrong shape".into()));
+    };
+    let epoch = match epoch {
+        Value::BulkString(b) => String::from_utf8(b).map_err(|e| bad("epoch", e.as_bytes()))?,
+        other => return Err(WireError::Reply(format!("epoch: {other:?}"))),
+    };
+    let (Ok(seq), Ok(first)) = (u64::try_from(seq), u64::try_from(first)) else {
+        return Err(WireError::Reply(format!("negative seq {seq} or oldest {first}")));
+    };
+    Ok(LogRead {
+        epoch: Some(epoch).filter(|e| !e.is_empty()),
+        seq,
+        first_retained: Some(first).filter(|&f| f > 0),
+        events: decode_range(range)?,
+    })
+}
+
+/// One user's section of an append script call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCall {
+    /// The user's keys: meta, log, ids, runs (hash-tagged by the user: one cluster slot).
+    pub keys: [String; 4],
+    /// The epoch to create if the log is gone.
+    pub new_epoch: String,
+    /// The user's channel.
+    pub channel: String,
+    /// Runs whose state changes: (run id, state validated against or "", new state or "").
+    pub runs: Vec<(String, String, String)>,
+    /// Events to append.
+    pub events: Vec<EventCall>,
+}
+
+/// One event to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCall {
+    /// Its id.
+    pub id: String,
+    /// True for a publisher's id: checked and recorded for idempotency. Generated ids are neither.
+    pub keyed: bool,
+    /// Its run or "".
+    pub run_id: String,
+    /// Its kind's name.
+    pub kind: &'static str,
+    /// The frame after its seq (see [`crate::engine::FRAME_HEAD`]; the script writes the head).
+    pub tail: String,
+}
+
+/// A whole append script call: settings, then the users' sections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendCall {
+    /// Most events kept per user.
+    pub max_events: usize,
+    /// How long events are kept, ms.
+    pub ttl_ms: u64,
+    /// `PUBLISH` or `SPUBLISH` (sharded pub/sub on Redis Cluster).
+    pub publish: &'static str,
+    /// One section per user.
+    pub users: Vec<UserCall>,
+}
+
+impl AppendCall {
+    /// KEYS and ARGV of the script call, in the order `append.lua` reads them.
+    pub fn encode(&self) -> (Vec<&str>, Vec<Vec<u8>>) {
+        let mut keys = Vec::with_capacity(self.users.len() * 4);
+        let mut args: Vec<Vec<u8>> = vec![
+            self.max_events.to_string().into(),
+            self.ttl_ms.to_string().into(),
+            self.publish.into(),
+            self.users.len().to_string().into(),
+        ];
+        for user in &self.users {
+            keys.extend(user.keys.iter().map(String::as_str));
+            args.push(user.new_epoch.clone().into());
+            args.push(user.channel.clone().into());
+            args.push(user.runs.len().to_string().into());
+            for (run, before, after) in &user.runs {
+                args.extend([run.clone().into(), before.clone().into(), after.clone().into()]);
+            }
+            args.push(user.events.len().to_string().into());
+            for e in &user.events {
+                args.push(e.id.clone().into());
+                args.push(if e.keyed { b"1".to_vec() } else { b"0".to_vec() });
+                args.push(e.run_id.clone().into());
+                args.push(e.kind.into());
+                args.push(e.tail.clone().into());
+            }
+        }
+        (keys, args)
+    }
+}
+
+/// What one user's section of a successful call wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserWritten {
+    /// The log's epoch.
+    pub epoch: String,
+    /// Subscribers the message reached (nodes serving the user).
+    pub receivers: usize,
+    /// Seq of the first event; the others follow.
+    pub first_seq: u64,
+    /// Events appended.
+    pub count: usize,
+}
+
+/// The script's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendReply {
+    /// Everything was written; one entry per user section, in call order.
+    Ok(Vec<UserWritten>),
+    /// A run state or id changed since validation (what, for the log): nothing was written.
+    Conflict(String),
+}
+
+/// Decodes the script's reply to a call of `users` sections.
+pub fn decode_reply(reply: Value, users: usize) -> Result<AppendReply, WireError> {
+    let Value::Array(items) = reply else { return Err(WireError::Reply(format!("{reply:?}"))) };
+    let text = |v: &Value, what: &'static str| -> Result<String, WireError> {
+        match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad(what, b)),
+            Value::SimpleString(s) => Ok(s.clone()),
+            other => Err(WireError::Reply(format!("{what}: {other:?}"))),
+        }
+    };
+    let int = |v: &Value, what: &'static str| -> Result<u64, WireError> {
+        match v {
+            Value::Int(i) if *i >= 0 => Ok(*i as u64),
+            other => Err(WireError::Reply(format!("{what}: {other:?}"))),
+        }
+    };
+    match items.first().map(|v| text(v, "status")).transpose()?.as_deref() {
+        Some("conflict") => {
+            Ok(AppendReply::Conflict(items.get(1).map(|v| text(v, "why")).transpose()?.unwrap_or_default()))
+        }
+        Some("ok") if items.len() == 1 + users * 4 => items[1..]
+            .chunks_exact(4)
+            .map(|c| {
+                Ok(UserWritten {
+                    epoch: text(&c[0], "epoch")?,
+                    receivers: int(&c[1], "receivers")? as usize,
+                    first_seq: int(&c[2], "first seq")?,
+                    count: int(&c[3], "count")? as usize,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(AppendReply::Ok),
+        _ => Err(WireError::Reply(format!("{items:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `append.lua` writes for one event record (the test's mirror of its `record()`).
+    fn record(out: &mut Vec<u8>, e: &WireEvent) {
+        put(out, e.appended_ms.to_string().as_bytes());
+        put(out, e.id.as_bytes());
+        put(out, e.run_id.as_deref().unwrap_or("").as_bytes());
+        put(out, e.kind.as_str().as_bytes());
+        put(out, e.frame.as_bytes());
+    }
+
+    fn sample(seq: u64, id: &str, run: Option<&str>) -> WireEvent {
+        WireEvent {
+            seq,
+            appended_ms: 1_700_000_000_123,
+            id: id.into(),
+            run_id: run.map(str::to_owned),
+            kind: EventKind::AgentThinking,
+            frame: format!(r#"{{"type":"event","seq":{seq},"id":"x:y\n"}}"#).into(),
+        }
+    }
+
+    #[test]
+    fn published_messages_round_trip_with_any_bytes_in_ids() {
+        let message = Published {
+            epoch: "0123456789abcdef".into(),
+            events: vec![sample(7, "id with\nnewline and 12:colons", Some("r")), sample(8, "é", None)],
+        };
+        let mut out = Vec::new();
+        put(&mut out, message.epoch.as_bytes());
+        put(&mut out, b"2");
+        for e in &message.events {
+            put(&mut out, e.seq.to_string().as_bytes());
+            record(&mut out, e);
+        }
+        assert_eq!(decode_published(out.into()).unwrap(), message);
+    }
+
+    #[test]
+    fn stream_entries_round_trip() {
+        let event = sample(42, "a", Some("run"));
+        let mut out = Vec::new();
+        record(&mut out, &event);
+        assert_eq!(decode_entry("42-0", out.clone().into()).unwrap(), event);
+        let reply = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"42-0".to_vec()),
+            Value::Array(vec![Value::BulkString(b"e".to_vec()), Value::BulkString(out)]),
+        ])]);
+        assert_eq!(decode_range(reply).unwrap(), vec![event]);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        let mut good = Vec::new();
+        put(&mut good, b"epoch");
+        put(&mut good, b"1");
+        put(&mut good, b"1");
+        record(&mut good, &sample(1, "a", None));
+        for cut in 0..good.len() {
+            assert!(decode_published(Bytes::copy_from_slice(&good[..cut])).is_err(), "cut at {cut}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(b'x');
+        assert!(decode_published(trailing.into()).is_err());
+        for bad in [&b"99999999999999999999999:x"[..], b"-1:x", b"5:epoch1:x", b"\xff\xff", b""] {
+            assert!(decode_published(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
+        let mut unknown_kind = Vec::new();
+        put(&mut unknown_kind, b"1");
+        put(&mut unknown_kind, b"id");
+        put(&mut unknown_kind, b"");
+        put(&mut unknown_kind, b"no_such_event");
+        put(&mut unknown_kind, b"{}");
+        assert!(matches!(decode_entry("1-0", unknown_kind.into()), Err(WireError::Bad { what: "kind", .. })));
+        assert!(decode_entry("x-0", Bytes::new()).is_err());
+        assert!(decode_range(Value::Int(3)).is_err());
+        assert!(decode_range(Value::Array(vec![Value::Nil])).is_err());
+    }
+
+    #[test]
+    fn script_replies_decode_and_malformed_ones_are_errors() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let ok = Value::Array(vec![bulk("ok"), bulk("ep"), Value::Int(2), Value::Int(5), Value::Int(3)]);
+        assert_eq!(
+            decode_reply(ok.clone(), 1).unwrap(),
+            AppendReply::Ok(vec![UserWritten { epoch: "ep".into(), receivers: 2, first_seq: 5, count: 3 }])
+        );
+        assert!(decode_reply(ok, 2).is_err(), "one section short");
+        assert_eq!(
+            decode_reply(Value::Array(vec![bulk("conflict"), bulk("run r")]), 3).unwrap(),
+            AppendReply::Conflict("run r".into())
+        );
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![]),
+            Value::Array(vec![bulk("ok"), bulk("ep"), bulk("x"), Value::Int(1), Value::Int(1)]),
+            Value::Array(vec![bulk("ok"), bulk("ep"), Value::Int(-1), Value::Int(1), Value::Int(1)]),
+            Value::Array(vec![bulk("what")]),
+        ] {
+            assert!(decode_reply(bad.clone(), 1).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn read_replies_decode_and_malformed_ones_are_errors() {
+        let event = sample(4, "a", None);
+        let mut record_bytes = Vec::new();
+        record(&mut record_bytes, &event);
+        let entry = Value::Array(vec![
+            Value::BulkString(b"4-0".to_vec()),
+            Value::Array(vec![Value::BulkString(b"e".to_vec()), Value::BulkString(record_bytes)]),
+        ]);
+        let reply = |epoch: &str, seq, first, entries: Vec<Value>| {
+            Value::Array(vec![
+                Value::BulkString(epoch.as_bytes().to_vec()),
+                Value::Int(seq),
+                Value::Int(first),
+                Value::Array(entries),
+            ])
+        };
+        assert_eq!(
+            decode_read(reply("ep", 4, 2, vec![entry.clone()])).unwrap(),
+            LogRead { epoch: Some("ep".into()), seq: 4, first_retained: Some(2), events: vec![event] }
+        );
+        let empty = decode_read(reply("", 0, 0, vec![])).unwrap();
+        assert_eq!((empty.epoch, empty.first_retained), (None, None));
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![]),
+            reply("ep", -1, 0, vec![]),
+            reply("ep", 1, 0, vec![Value::Int(1)]),
+            Value::Array(vec![Value::Int(1), Value::Int(1), Value::Int(1), Value::Array(vec![])]),
+        ] {
+            assert!(decode_read(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn calls_encode_in_script_order() {
+        let call = AppendCall {
+            max_events: 100,
+            ttl_ms: 9000,
+            publish: "PUBLISH",
+            users: vec![UserCall {
+                keys: ["m".into(), "l".into(), "i".into(), "r".into()],
+                new_epoch: "ep".into(),
+                channel: "ch".into(),
+                runs: vec![("run".into(), "".into(), "{}".into())],
+                events: vec![EventCall {
+                    id: "a".into(),
+                    keyed: true,
+                    run_id: "run".into(),
+                    kind: "agent_started",
+                    tail: ",\"id\":\"a\"}".into(),
+                }],
+            }],
+        };
+        let (keys, args) = call.encode();
+        assert_eq!(keys, ["m", "l", "i", "r"]);
+        let args: Vec<String> = args.into_iter().map(|a| String::from_utf8(a).unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "100",
+                "9000",
+                "PUBLISH",
+                "1",
+                "ep",
+                "ch",
+                "1",
+                "run",
+                "",
+                "{}",
+                "1",
+                "a",
+                "1",
+                "run",
+                "agent_started",
+                ",\"id\":\"a\"}"
+            ]
+        );
+    }
+}
