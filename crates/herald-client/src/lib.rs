@@ -66,8 +66,8 @@ pub enum AuthMode {
 /// Signs an HS256 client token for `sub`, valid for `ttl`.
 pub fn sign_token(secret: &str, sub: &str, ttl: Duration) -> String {
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl;
-    let claims = serde_json::json!({ "sub": sub, "exp": exp.as_secs() });
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let claims = serde_json::json!({ "sub": sub, "exp": (now + ttl).as_secs(), "iat": now.as_secs() });
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,

@@ -69,16 +69,19 @@ pub fn recovery(recovery: Recovery) {
 /// `n` event frames were written to sockets.
 pub fn delivered(n: usize) {
     counter!("herald_events_delivered_total").increment(n as u64);
+    crate::rates::delivered(n as u64);
 }
 
 /// An event of `kind` was appended.
 pub fn published(kind: EventKind) {
     counter!("herald_events_published_total", "event" => kind.as_str()).increment(1);
+    crate::rates::published(1);
 }
 
 /// A publish broke the run rule `rule`.
 pub fn run_rejected(rule: &'static str) {
     counter!("herald_run_rejections_total", "rule" => rule).increment(1);
+    crate::rates::rejected(rule);
 }
 
 /// The engine failed a request.
@@ -148,6 +151,7 @@ impl Delivery {
         written: std::time::Instant,
     ) {
         self.delivered.increment(appended.len() as u64);
+        crate::rates::delivered(appended.len() as u64);
         for at in appended {
             self.latency.record(written.saturating_duration_since(at).as_secs_f64());
         }

@@ -52,6 +52,8 @@ pub enum Stop {
     Shutdown,
     /// The client's token expired.
     TokenExpired,
+    /// An operator disconnected the user ([`Session::disconnect_reason`] says why).
+    Disconnected,
     /// The log is gone (the engine dropped it).
     Gone,
 }
@@ -85,6 +87,8 @@ pub struct Session {
     cursor: u64,
     max_pending_bytes: u64,
     expiry: Pin<Box<Sleep>>,
+    /// Changes when an operator disconnects the user (the value is the reason).
+    kicked: watch::Receiver<Arc<str>>,
     /// The server's drain, as this session's own child token: waiting on it registers once and
     /// polls a lock no other connection touches (the server's token is shared by all of them).
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -114,6 +118,7 @@ impl Session {
         {
             warn!("could not catch up with the shared log: {e}");
         }
+        let kicked = slot.kicked();
         let drain = shutdown.child_token();
         let guards =
             Guards { _slot: slot, _attached: log.attach(), _open: crate::metrics::OpenConnection::new() };
@@ -124,6 +129,7 @@ impl Session {
             cursor: 0,
             max_pending_bytes,
             expiry: Box::pin(tokio::time::sleep(until(expires_at))),
+            kicked,
             shutdown: Box::pin(drain.clone().cancelled_owned()),
             drain,
             live: false,
@@ -150,6 +156,16 @@ impl Session {
     /// The seq of the last event handed out and advanced past.
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// Moves the expiry to `expires_at` (a refreshed token).
+    pub fn extend(&mut self, expires_at: SystemTime) {
+        self.expiry.as_mut().reset(tokio::time::Instant::now() + until(Some(expires_at)));
+    }
+
+    /// The operator's reason, once the session stopped with [`Stop::Disconnected`].
+    pub fn disconnect_reason(&self) -> Arc<str> {
+        self.kicked.borrow().clone()
     }
 
     /// True once a read found nothing new: the backlog is behind the stream.
@@ -184,6 +200,7 @@ impl Session {
                 changed = self.head_rx.changed() => if changed.is_err() { return Next::Stop(Stop::Gone) },
                 _ = &mut self.shutdown => return Next::Stop(Stop::Shutdown),
                 _ = &mut self.expiry => return Next::Stop(Stop::TokenExpired),
+                Ok(()) = self.kicked.changed() => return Next::Stop(Stop::Disconnected),
                 out = &mut other => return Next::Other(out),
             }
         }
@@ -209,6 +226,7 @@ impl Session {
         loop {
             tokio::select! {
                 _ = &mut self.shutdown => return Stop::Shutdown,
+                Ok(()) = self.kicked.changed() => return Stop::Disconnected,
                 changed = self.head_rx.changed() => {
                     if changed.is_err() {
                         return Stop::Gone;

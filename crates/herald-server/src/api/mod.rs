@@ -6,8 +6,11 @@ pub mod agui;
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod info;
 pub mod openapi;
+pub mod runs;
 pub mod tickets;
+pub mod users;
 
 use crate::AppState;
 use crate::auth::AuthError;
@@ -121,6 +124,22 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
         let key = state.auth.api_key(&parts.headers)?;
         state.limits.publish(key)?;
         Ok(Publisher)
+    }
+}
+
+/// Proof that the request carried an operator credential: a publisher API key (rate-limited as
+/// its publishes are) or the admin token.
+#[derive(Debug)]
+pub struct Operator;
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        if let crate::auth::OperatorKey::ApiKey(key) = state.auth.operator(&parts.headers)? {
+            state.limits.publish(key)?;
+        }
+        Ok(Operator)
     }
 }
 
