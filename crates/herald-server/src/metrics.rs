@@ -148,3 +148,8 @@ impl std::fmt::Debug for Delivery {
         f.write_str("Delivery")
     }
 }
+
+/// Counts user logs dropped by the memory engine's global cap (`max_retained_bytes`).
+pub fn logs_evicted(n: usize) {
+    counter!("herald_logs_evicted_total").increment(n as u64);
+}
