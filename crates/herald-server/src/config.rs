@@ -130,7 +130,7 @@ pub struct Settings {
     #[arg(long, env = "HERALD_MAX_PENDING_BYTES", value_name = "BYTES", help_heading = "Delivery")]
     pub max_pending_bytes: Option<usize>,
 
-    /// Memory engine: bytes of retained logs kept over all users (frames plus about 1 KiB per
+    /// Memory engine: bytes of retained logs kept over all users (frames plus about 1.4 KiB per
     /// user); over it, the least recently active users' logs are dropped (their clients get
     /// `reset`). 0: no cap. Default 268435456 (256 MiB).
     #[arg(long, env = "HERALD_MAX_RETAINED_BYTES", value_name = "BYTES", help_heading = "Delivery")]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Memory a user costs beyond its frames (book, log, maps, channel), counted by the global cap; a
 /// measured average (docs/benchmarks.md, "Memory under many users").
-pub const USER_OVERHEAD_BYTES: usize = 1024;
+pub const USER_OVERHEAD_BYTES: usize = 1400;
 
 /// Single-node engine keeping every user's log in memory.
 #[derive(Debug)]
