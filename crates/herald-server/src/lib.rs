@@ -15,14 +15,15 @@
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod console;
+pub(crate) mod console;
 pub mod engine;
-pub mod limits;
+pub(crate) mod limits;
 pub mod log;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod registry;
-pub mod runs;
-pub mod serve;
+pub(crate) mod runs;
+pub mod secret;
+pub(crate) mod serve;
 pub mod stream;
 pub mod upstream;
 pub mod ws;
@@ -60,6 +61,9 @@ pub enum ServerError {
     /// The configured engine cannot be used.
     #[error("engine: {0}")]
     Engine(String),
+    /// The JWT public key file (`jwt_public_key`) cannot be used.
+    #[error("invalid jwt_public_key")]
+    Key(#[from] auth::jwt::KeyError),
 }
 
 /// Shared state of one server: what every handler and connection needs.
@@ -157,7 +161,7 @@ pub async fn run_with_engine(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let state = Arc::new(AppState {
-        auth: Authenticator::new(&config),
+        auth: Authenticator::new(&config)?,
         limits: limits::Limits::new(&config),
         upstream: config.upstream.clone().map(upstream::Upstream::new),
         registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user),

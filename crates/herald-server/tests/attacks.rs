@@ -298,15 +298,16 @@ async fn es256_public_key_verifies_and_pins_its_algorithm() {
 }
 
 #[test]
-fn unusable_pem_files_are_config_errors_naming_the_file() {
-    let missing = PathBuf::from("/nonexistent/herald/jwt.pem");
-    let e = Settings { jwt_public_key: Some(missing), ..base_settings() }.validate().unwrap_err().to_string();
+fn unusable_pem_files_are_startup_errors_naming_the_file() {
+    // Config is plain data: it names the file; auth reads it and says what is wrong.
+    let key_error = |path: PathBuf| {
+        let config = Settings { jwt_public_key: Some(path), ..base_settings() }.validate().expect("a path");
+        herald_server::auth::Authenticator::new(&config).unwrap_err().to_string()
+    };
+    let e = key_error(PathBuf::from("/nonexistent/herald/jwt.pem"));
     assert!(e.contains("/nonexistent/herald/jwt.pem"), "{e}");
     let junk = temp_file("junk.pem", "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n");
-    let e = Settings { jwt_public_key: Some(junk.clone()), ..base_settings() }
-        .validate()
-        .unwrap_err()
-        .to_string();
+    let e = key_error(junk.clone());
     assert!(e.contains(junk.to_str().unwrap()) && e.contains("RS256"), "{e}");
     let both =
         Settings { jwt_public_key: Some(junk), jwt_secret: Some(Secret::new(SECRET)), ..base_settings() };
