@@ -483,3 +483,36 @@ async fn a_stream_opened_mid_answer_gets_the_whole_message_then_the_rest() {
     assert_eq!(live[0].data["delta"], "end");
     assert!(live[0].id.as_deref().unwrap().ends_with(":1502"));
 }
+
+/// `@ag-ui/client`'s HttpAgent POSTs one request per run and waits for the stream to end: a POST
+/// stream ends right after its run's terminal event, and nothing of the next run leaks into it.
+#[tokio::test]
+async fn a_post_stream_ends_after_its_runs_terminal_event() {
+    let server = TestServer::start().await;
+    let response = server
+        .http()
+        .post(format!("{}/v1/agui/stream", server.url))
+        .bearer_auth(server.token("u"))
+        .json(&json!({"threadId": "t1", "runId": "client-side-id", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = herald_client::golden_run("u", "r1");
+    events.push(json!({"user_id": "u", "run_id": "r2", "event": "agent_started", "data": {}}));
+    publish_all(&server, &events).await;
+    let body = tokio::time::timeout(T, response.text()).await.expect("the POST stream ended").unwrap();
+    let types: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("RUN_STARTED"), "{body}");
+    assert_eq!(types.last().map(String::as_str), Some("RUN_FINISHED"), "{body}");
+    assert_eq!(types.iter().filter(|t| *t == "RUN_STARTED").count(), 1, "{body}");
+    // The GET stream stays the long-lived one: it carries both runs.
+    let mut get = Sse::open(&server, "u", "?after=0", None).await;
+    let all = get.until("RUN_FINISHED").await;
+    assert_eq!(all[0].data["runId"], "r1");
+    assert_eq!(get.next().await.data["runId"], "r2");
+}

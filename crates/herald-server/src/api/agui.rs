@@ -20,7 +20,7 @@ use crate::registry::UserContext;
 use crate::stream::{Cursor, Next, Refused, Session, Stop};
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_event};
 use herald_protocol::frame::EventFrame;
@@ -44,7 +44,9 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// Handles `GET /v1/agui/stream`: the user's events as AG-UI Server-Sent Events.
 ///
 /// `POST` is served the same way (its body, an AG-UI `RunAgentInput`, is ignored) so that
-/// `@ag-ui/client`'s HttpAgent, which always POSTs, can be pointed at the stream unchanged.
+/// `@ag-ui/client`'s HttpAgent, which always POSTs, can be pointed at the stream unchanged — but
+/// a POST stream is one run, as HttpAgent expects: it ends after the terminal event
+/// (`RUN_FINISHED`/`RUN_ERROR`) of the first run it carries, so `runAgent()` resolves.
 /// Query: `ticket` (instead of a JWT header), `after` (+ `epoch`) to resume when the client cannot
 /// send `Last-Event-ID`, `thread_id` to follow one thread only.
 #[utoipa::path(
@@ -72,6 +74,7 @@ the last message of each Herald event carries `id: <epoch>:<seq>`. The schema de
 )]
 pub async fn stream(
     State(state): State<Arc<AppState>>,
+    method: Method,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     PeerAddr(peer): PeerAddr,
@@ -129,6 +132,7 @@ pub async fn stream(
         mapper,
         epoch,
         keep_alive,
+        one_run: (method == Method::POST).then(OneRun::default),
         done: false,
     };
     let body = futures_util::stream::unfold(reader, |mut r| async move {
@@ -234,7 +238,27 @@ struct Reader {
     mapper: Outbound,
     epoch: String,
     keep_alive: Interval,
+    /// A POST stream (HttpAgent's run): ends after its first run's terminal event.
+    one_run: Option<OneRun>,
     done: bool,
+}
+
+/// The run a POST stream carries: the first run it writes an event of.
+#[derive(Default)]
+struct OneRun {
+    run: Option<String>,
+    ended: bool,
+}
+
+impl OneRun {
+    /// Notes an event written to the stream; true once the stream's run has ended.
+    fn saw(&mut self, entry: &LogEntry) -> bool {
+        if let Some(run) = &entry.run_id {
+            let mine = self.run.get_or_insert_with(|| run.clone());
+            self.ended |= mine == run && entry.kind.is_terminal();
+        }
+        self.ended
+    }
 }
 
 impl Reader {
@@ -243,10 +267,16 @@ impl Reader {
         if self.done {
             return None;
         }
+        if self.one_run.as_ref().is_some_and(|r| r.ended) {
+            debug!(cursor = self.session.cursor(), "agui POST stream ends: its run ended");
+            self.done = true;
+            return None;
+        }
         let mut buf = std::mem::take(&mut self.preamble);
         if !self.backlog.is_empty() {
             let mut sent = 0;
             while buf.len() < CHUNK_BYTES
+                && !self.one_run.as_ref().is_some_and(|r| r.ended)
                 && let Some(entry) = self.backlog.pop_front()
             {
                 self.write(&mut buf, &entry, !self.snapshot);
@@ -265,8 +295,14 @@ impl Reader {
                     crate::metrics::slow_consumer_closed();
                     return self.end(Stop::SlowConsumer);
                 }
-                for entry in &batch {
+                // A POST stream stops at its run's terminal event; what follows it is not sent.
+                let mut batch = batch;
+                for (i, entry) in batch.iter().enumerate() {
                     self.write(&mut buf, entry, true);
+                    if self.one_run.as_ref().is_some_and(|r| r.ended) {
+                        batch.truncate(i + 1);
+                        break;
+                    }
                 }
                 crate::metrics::delivered(batch.len());
                 self.session.advance(&batch);
@@ -284,6 +320,9 @@ impl Reader {
             return;
         };
         let events = self.mapper.map(&frame);
+        if let Some(one_run) = &mut self.one_run {
+            one_run.saw(entry);
+        }
         let id = format!("{}:{}", self.epoch, entry.seq);
         let last = events.len().saturating_sub(1);
         for (i, event) in events.iter().enumerate() {
