@@ -62,10 +62,10 @@ function run(user, runId, text) {
 
 /// An HttpAgent on Herald's stream whose `opened` promise resolves once the stream answered, so
 /// the test publishes only after the POST stream is open (no sleeps).
-function agent(user) {
+function agent(user, query = "") {
   let opened;
   const agent = new HttpAgent({
-    url: `${base}/v1/agui/stream`,
+    url: `${base}/v1/agui/stream${query}`,
     headers: { Authorization: `Bearer ${token(user)}` },
     threadId: "t1",
     fetch: async (url, init) => {
@@ -129,4 +129,53 @@ test("a run already under way when runAgent() starts arrives as one valid sequen
   assert.equal(seen[0], "RUN_STARTED");
   assert.equal(seen.at(-1), "RUN_FINISHED");
   assert.ok(a.messages.some((m) => m.role === "assistant" && m.content === "Hello"), JSON.stringify(a.messages));
+});
+
+async function publishOne(event) {
+  const response = await fetch(`${base}/v1/events`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${API_KEY}`, "Content-Type": "application/json" },
+    body: JSON.stringify(event),
+  });
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
+test("resuming in the middle of a message is a valid sequence that continues the same message", async () => {
+  await publishOne({ user_id: "carol", run_id: "r1", thread_id: "t1", event: "agent_started", data: {} });
+  const cut = await publishOne({ user_id: "carol", run_id: "r1", event: "agent_text", data: { delta: "Hel", message_id: "m1" } });
+  await publishOne({ user_id: "carol", run_id: "r1", event: "agent_text", data: { delta: "lo", message_id: "m1" } });
+  // The client had everything through the first delta: it resumes from there.
+  const { agent: a, next } = agent("carol", `?after=${cut.epoch}:${cut.seq}`);
+  a.messages = [{ id: "m1", role: "assistant", content: "Hel" }];
+  const seen = [];
+  a.subscribe({ onEvent: ({ event }) => { seen.push(event.type); } });
+  const open = next();
+  const running = a.runAgent();
+  await open;
+  await publishOne({ user_id: "carol", run_id: "r1", event: "agent_completed", data: {} });
+  await within(10_000, running, "runAgent() resuming mid-message");
+  assert.deepEqual(seen, ["RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"]);
+  assert.deepEqual(a.messages.map((m) => [m.id, m.content]), [["m1", "Hello"]]);
+});
+
+test("a stale cursor gets the reset as a valid run of its own, then the active run", async () => {
+  await publishOne({ user_id: "dave", run_id: "r1", thread_id: "t1", event: "agent_started", data: {} });
+  await publishOne({ user_id: "dave", run_id: "r1", event: "agent_text", data: { delta: "Hi" } });
+  const { agent: a, next } = agent("dave", "?after=another-epoch:7");
+  const seen = [];
+  const custom = [];
+  a.subscribe({
+    onEvent: ({ event }) => { seen.push(event.type); },
+    onCustomEvent: ({ event }) => { custom.push(event.name); },
+  });
+  const open = next();
+  const running = a.runAgent();
+  await open;
+  await publishOne({ user_id: "dave", run_id: "r1", event: "agent_completed", data: {} });
+  await within(10_000, running, "runAgent() after a reset");
+  assert.deepEqual(custom, ["herald.reset"]);
+  assert.deepEqual(seen.slice(0, 4), ["RUN_STARTED", "CUSTOM", "RUN_FINISHED", "RUN_STARTED"]);
+  assert.equal(seen.at(-1), "RUN_FINISHED");
+  assert.ok(a.messages.some((m) => m.role === "assistant" && m.content === "Hi"), JSON.stringify(a.messages));
 });

@@ -9,7 +9,8 @@
 //! AG-UI events of the same Herald event carry no id, so a stream cut inside a group replays the
 //! whole group rather than losing its tail). `Last-Event-ID` (or `?after=`) takes that form, or a
 //! bare `<seq>` (then trusted to be of the current epoch). A cursor that cannot be honoured gets
-//! `CUSTOM herald.reset` first, then the active runs' events, as a WebSocket gets `reset`.
+//! a reset first (a run of its own holding `CUSTOM herald.reset`), then the active runs' events, as a
+//! WebSocket gets `reset`. A resumed stream first re-opens the run and message open at the cursor.
 
 use crate::AppState;
 use crate::api::{Accepting, ApiFailure, Body, Publisher};
@@ -22,7 +23,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_event};
+use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_sequence};
 use herald_protocol::frame::EventFrame;
 use herald_protocol::{Receipts, Recovery, ServerFrame, UserId};
 use serde_json::Value;
@@ -111,10 +112,15 @@ pub async fn stream(
                     mapper.prime(&frame);
                 }
             }
+            for event in mapper.reopen() {
+                push_message(&mut preamble, &event, None);
+            }
         }
         Recovery::Reset => {
             let reason = "the cursor is too old or from another epoch: drop your state";
-            push_message(&mut preamble, &reset_event(&epoch, opening.head, reason), None);
+            for event in reset_sequence(&epoch, opening.head, reason) {
+                push_message(&mut preamble, &event, None);
+            }
         }
         Recovery::None => {}
     }
