@@ -40,14 +40,20 @@ function token(sub) {
   return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
 }
 
-async function publish(events) {
+/// POST /v1/events with `body` (one event or a batch); the receipt(s).
+async function post(body) {
   const response = await fetch(`${base}/v1/events`, {
     method: "POST",
     headers: { Authorization: `Bearer ${API_KEY}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ events }),
+    body: JSON.stringify(body),
   });
-  assert.equal(response.status, 200, await response.text());
+  const text = await response.text();
+  assert.equal(response.status, 200, text);
+  return JSON.parse(text);
 }
+
+const publish = (events) => post({ events });
+const publishOne = (event) => post(event);
 
 function run(user, runId, text) {
   return [
@@ -131,15 +137,6 @@ test("a run already under way when runAgent() starts arrives as one valid sequen
   assert.ok(a.messages.some((m) => m.role === "assistant" && m.content === "Hello"), JSON.stringify(a.messages));
 });
 
-async function publishOne(event) {
-  const response = await fetch(`${base}/v1/events`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${API_KEY}`, "Content-Type": "application/json" },
-    body: JSON.stringify(event),
-  });
-  assert.equal(response.status, 200);
-  return response.json();
-}
 
 test("resuming in the middle of a message is a valid sequence that continues the same message", async () => {
   await publishOne({ user_id: "carol", run_id: "r1", thread_id: "t1", event: "agent_started", data: {} });
