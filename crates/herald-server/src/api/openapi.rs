@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 /// The request is malformed. Codes: `invalid_json` (the body is not JSON), `invalid_event` (an
 /// event breaks a field rule; the message names the field and, in a batch, the index),
-/// `invalid_request` (a ticket or history request breaks a rule), `invalid_cursor` (a resume
+/// `invalid_request` (a ticket, history, operator request breaks a rule), `invalid_cursor` (a resume
 /// cursor is not a seq), `not_websocket` (`GET /ws` without an upgrade).
 #[derive(ToResponse)]
 #[response(examples(
@@ -181,6 +181,10 @@ See docs/protocol.md for the WebSocket protocol and docs/agui.md for the AG-UI b
         super::events::publish,
         super::history::list,
         super::tickets::create,
+        super::users::disconnect,
+        super::users::presence,
+        super::runs::list,
+        super::info::show,
         crate::api::agui::publish,
         crate::api::agui::stream,
         agui_stream_post,
@@ -199,6 +203,7 @@ See docs/protocol.md for the WebSocket protocol and docs/agui.md for the AG-UI b
     tags(
         (name = "publish", description = "Backends publish agent events (API key)."),
         (name = "stream", description = "Browsers and apps read a user's events (JWT or ticket)."),
+        (name = "operator", description = "Operators act on users and see every node (API key or admin token)."),
         (name = "operations", description = "Health, metrics and this document (no auth)."),
     )
 )]
@@ -218,6 +223,18 @@ impl Modify for SecuritySchemes {
                     .description(Some(
                         "A publisher API key (HERALD_API_KEY; comma-separated keys rotate): \
                          `Authorization: Bearer <API key>`.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The operator token (HERALD_ADMIN_TOKEN): operator routes and /admin only, \
+                         no publishing. `Authorization: Bearer <admin token>`.",
                     ))
                     .build(),
             ),
