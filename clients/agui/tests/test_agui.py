@@ -306,20 +306,31 @@ def test_resume_mid_run_continues_the_open_message(herald: Herald, user: str) ->
     resumed = Stream(herald, user, last_event_id=last_id)
     rest = resumed.until("RUN_FINISHED")
     resumed.close()
-    assert [d["type"] for _, d in rest] == ["TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"]
-    events = [d for _, d in first + rest]
-    for e in events:
-        parse_official(e)
-    verify_order(events)
+    # The resumed stream is valid on its own: run and open message re-opened, then the rest.
+    assert [d["type"] for _, d in rest] == [
+        "RUN_STARTED",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        "RUN_FINISHED",
+    ]
+    assert rest[1][1]["messageId"] == first[-1][1]["messageId"]
+    for events in ([d for _, d in first], [d for _, d in rest]):
+        for e in events:
+            parse_official(e)
+    verify_order([d for _, d in rest])
 
 
 def test_stale_cursor_yields_herald_reset(herald: Herald, user: str) -> None:
     herald.publish({"user_id": user, "event": "custom", "data": {"name": "x"}})
     stream = Stream(herald, user, last_event_id="another-epoch:1")
-    _, reset = stream.next()
+    sequence = [stream.next()[1] for _ in range(3)]
     stream.close()
-    event = parse_official(reset)
+    # A valid AG-UI run of its own: RUN_STARTED, the CUSTOM reset, RUN_FINISHED.
+    assert [d["type"] for d in sequence] == ["RUN_STARTED", "CUSTOM", "RUN_FINISHED"]
+    event = parse_official(sequence[1])
     assert isinstance(event, CustomEvent) and event.name == "herald.reset"
+    verify_order(sequence)
 
 
 def test_agui_in_agui_out_round_trip(herald: Herald, user: str) -> None:

@@ -241,6 +241,32 @@ impl Outbound {
         stamp(out, ts)
     }
 
+    /// The events that re-open, for a resumed stream, what the client had open at its cursor:
+    /// `RUN_STARTED` of each run in progress, then its open reasoning block and text message. A
+    /// continuation then reads as a valid AG-UI sequence on its own (the client's verifier sees
+    /// every stream from its first event), and the ids are the same, so the client appends the
+    /// continuation to the message it already has.
+    pub fn reopen(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for run_id in &self.order {
+            let Some(run) = self.runs.get(run_id) else { continue };
+            if self.thread.as_ref().is_some_and(|t| *t != run.thread_id) {
+                continue;
+            }
+            out.push(run_started(&run.thread_id, run_id, &Map::new()));
+            if let Some((phase, message)) = &run.reasoning {
+                out.push(json!({"type": "REASONING_START", "messageId": phase}));
+                out.push(
+                    json!({"type": "REASONING_MESSAGE_START", "messageId": message, "role": "reasoning"}),
+                );
+            }
+            if let Some(message) = &run.text {
+                out.push(json!({"type": "TEXT_MESSAGE_START", "messageId": message, "role": "assistant"}));
+            }
+        }
+        out
+    }
+
     fn remember(&mut self, run_id: String, view: RunView) {
         if self.runs.len() >= MAX_RUNS
             && let Some(oldest) = self.order.pop_front()
@@ -351,6 +377,18 @@ pub fn reset_event(epoch: &str, seq: u64, reason: &str) -> Value {
         "name": RESET_EVENT,
         "value": {"epoch": epoch, "seq": seq, "reason": reason},
     })
+}
+
+/// A reset as a valid AG-UI sequence of its own: a run of Herald's (`runId` `herald-reset-<epoch>-<seq>`,
+/// `threadId` `herald`) holding only the [`reset_event`]. AG-UI clients check that a stream starts
+/// with `RUN_STARTED` and that runs do not overlap, so the reset cannot come bare or inside a run.
+pub fn reset_sequence(epoch: &str, seq: u64, reason: &str) -> Vec<Value> {
+    let run_id = format!("herald-reset-{epoch}-{seq}");
+    vec![
+        json!({"type": "RUN_STARTED", "threadId": "herald", "runId": run_id}),
+        reset_event(epoch, seq, reason),
+        json!({"type": "RUN_FINISHED", "threadId": "herald", "runId": run_id}),
+    ]
 }
 
 fn str_of<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {

@@ -118,6 +118,12 @@ pub struct Settings {
     #[arg(long, env = "HERALD_MAX_PENDING_BYTES", value_name = "BYTES", help_heading = "Delivery")]
     pub max_pending_bytes: Option<usize>,
 
+    /// Memory engine: bytes of retained logs kept over all users (frames plus about 1.4 KiB per
+    /// user); over it, the least recently active users' logs are dropped (their clients get
+    /// `reset`). 0: no cap. Default 268435456 (256 MiB).
+    #[arg(long, env = "HERALD_MAX_RETAINED_BYTES", value_name = "BYTES", help_heading = "Delivery")]
+    pub max_retained_bytes: Option<usize>,
+
     /// Seconds without an event after which a run is reported stalled. Default 120.
     #[arg(long, env = "HERALD_RUN_STALL_S", value_name = "SECONDS", help_heading = "Delivery")]
     pub run_stall_s: Option<u64>,
@@ -388,6 +394,8 @@ pub struct Config {
     pub history_ttl: Duration,
     /// Bytes a connection may fall behind.
     pub max_pending_bytes: usize,
+    /// Memory engine: cap on retained log bytes over all users (0: none).
+    pub max_retained_bytes: usize,
     /// Silence after which a run is stalled.
     pub run_stall: Duration,
     /// Server ping interval.
@@ -451,6 +459,7 @@ impl Settings {
             history_size: self.history_size.or(lower.history_size),
             history_ttl_s: self.history_ttl_s.or(lower.history_ttl_s),
             max_pending_bytes: self.max_pending_bytes.or(lower.max_pending_bytes),
+            max_retained_bytes: self.max_retained_bytes.or(lower.max_retained_bytes),
             run_stall_s: self.run_stall_s.or(lower.run_stall_s),
             heartbeat_ms: self.heartbeat_ms.or(lower.heartbeat_ms),
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
@@ -549,6 +558,7 @@ impl Settings {
             history_size: positive("history_size", self.history_size.unwrap_or(1000))?,
             history_ttl: Duration::from_secs(positive("history_ttl_s", self.history_ttl_s.unwrap_or(900))?),
             max_pending_bytes: positive("max_pending_bytes", self.max_pending_bytes.unwrap_or(1 << 20))?,
+            max_retained_bytes: self.max_retained_bytes.unwrap_or(256 << 20),
             run_stall: Duration::from_secs(positive("run_stall_s", self.run_stall_s.unwrap_or(120))?),
             heartbeat: Duration::from_millis(positive("heartbeat_ms", self.heartbeat_ms.unwrap_or(25_000))?),
             max_message_bytes: positive("max_message_bytes", self.max_message_bytes.unwrap_or(64 << 10))?,
@@ -813,6 +823,7 @@ mod tests {
         assert_eq!(c.history_size, 1000);
         assert_eq!(c.history_ttl, Duration::from_secs(900));
         assert_eq!(c.max_pending_bytes, 1 << 20);
+        assert_eq!(c.max_retained_bytes, 256 << 20);
         assert_eq!(c.max_message_bytes, 65536);
         assert_eq!(c.max_connections_per_user, 32);
         assert_eq!(c.heartbeat, Duration::from_millis(25000));

@@ -106,7 +106,9 @@ impl AppState {
 pub async fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerError> {
     let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
     match &config.engine {
-        EngineConfig::Memory => Ok(Arc::new(MemoryEngine::new(retention))),
+        EngineConfig::Memory => {
+            Ok(Arc::new(MemoryEngine::new(retention).with_max_retained_bytes(config.max_retained_bytes)))
+        }
         EngineConfig::Redis { url, prefix, cluster, wait_replicas } => {
             let options = engine::redis::RedisOptions {
                 url: url.clone(),

@@ -263,6 +263,14 @@ impl UserLog {
         self.trim_locked(&mut inner, now)
     }
 
+    /// Drops every retained entry (the engine's global memory cap): seq, epoch and the compacted
+    /// runs stay, so readers behind the head and resuming cursors get `reset`, never a gap.
+    pub fn evict_entries(&self) -> Vec<Arc<LogEntry>> {
+        let mut inner = self.inner.lock();
+        inner.retained_bytes = 0;
+        inner.entries.drain(..).collect()
+    }
+
     fn trim_locked(&self, inner: &mut Inner, now: Instant) -> Vec<Arc<LogEntry>> {
         let mut trimmed = Vec::new();
         while let Some(front) = inner.entries.front() {

@@ -218,3 +218,8 @@ impl Drop for InFlight {
         self.0.decrement(1.0);
     }
 }
+
+/// Counts user logs dropped by the memory engine's global cap (`max_retained_bytes`).
+pub fn logs_evicted(n: usize) {
+    counter!("herald_logs_evicted_total").increment(n as u64);
+}

@@ -187,8 +187,16 @@ async fn last_event_id_mid_run_resumes_with_exactly_the_remaining_events() {
     let mut resumed = Sse::open(&server, "u", "", Some(&last_id)).await;
     let rest = resumed.until("RUN_FINISHED").await;
     let at = reference.iter().position(|m| m.id.as_deref() == Some(last_id.as_str())).unwrap();
-    assert_eq!(rest, reference[at + 1..], "exactly the remaining events, no second TEXT_MESSAGE_START");
-    assert_eq!(types(&rest), ["TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"]);
+    // The resumed stream is valid AG-UI on its own: the run and the open message are re-opened
+    // (same ids, no resume id), then exactly the remaining events.
+    assert_eq!(rest[2..], reference[at + 1..], "exactly the remaining events");
+    assert_eq!(
+        types(&rest),
+        ["RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"]
+    );
+    assert_eq!(rest[0].data["runId"], "r1");
+    assert_eq!(rest[1].data["messageId"], rest[2].data["messageId"]);
+    assert!(rest[..2].iter().all(|m| m.id.is_none()), "{rest:?}");
 
     // `?after=` with a bare seq resumes the same way.
     let seq = last_id.rsplit_once(':').unwrap().1;
@@ -221,11 +229,22 @@ async fn stale_or_foreign_cursor_yields_herald_reset_then_the_active_run() {
     };
     for cursor in [format!("{epoch}:1"), "other-epoch:5".to_owned(), format!("{epoch}:99")] {
         let mut sse = Sse::open(&server, "u", "", Some(&cursor)).await;
+        // The reset is a valid AG-UI run of its own: RUN_STARTED, the CUSTOM reset, RUN_FINISHED.
+        let started = sse.next().await;
+        assert_eq!(
+            (started.data["type"].as_str(), started.data["threadId"].as_str()),
+            (Some("RUN_STARTED"), Some("herald"))
+        );
         let reset = sse.next().await;
         assert_eq!(reset.data["type"], "CUSTOM", "{cursor}");
         assert_eq!(reset.data["name"], "herald.reset");
         assert_eq!(reset.data["value"]["epoch"], epoch.as_str());
         assert_eq!(reset.id, None, "the reset itself moves no cursor");
+        let finished = sse.next().await;
+        assert_eq!(
+            (finished.data["type"].as_str(), &finished.data["runId"]),
+            (Some("RUN_FINISHED"), &started.data["runId"])
+        );
         // Then the snapshot of the active runs: r1 from its start, then r2. Snapshot messages
         // carry no id (a resume point inside a snapshot would skip the rest of it).
         let snapshot = sse.until("RUN_STARTED").await;
@@ -482,4 +501,37 @@ async fn a_stream_opened_mid_answer_gets_the_whole_message_then_the_rest() {
     assert_eq!(live[0].data["messageId"], message, "the live delta continues the same message");
     assert_eq!(live[0].data["delta"], "end");
     assert!(live[0].id.as_deref().unwrap().ends_with(":1502"));
+}
+
+/// `@ag-ui/client`'s HttpAgent POSTs one request per run and waits for the stream to end: a POST
+/// stream ends right after its run's terminal event, and nothing of the next run leaks into it.
+#[tokio::test]
+async fn a_post_stream_ends_after_its_runs_terminal_event() {
+    let server = TestServer::start().await;
+    let response = server
+        .http()
+        .post(format!("{}/v1/agui/stream", server.url))
+        .bearer_auth(server.token("u"))
+        .json(&json!({"threadId": "t1", "runId": "client-side-id", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = herald_client::golden_run("u", "r1");
+    events.push(json!({"user_id": "u", "run_id": "r2", "event": "agent_started", "data": {}}));
+    publish_all(&server, &events).await;
+    let body = tokio::time::timeout(T, response.text()).await.expect("the POST stream ended").unwrap();
+    let types: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("RUN_STARTED"), "{body}");
+    assert_eq!(types.last().map(String::as_str), Some("RUN_FINISHED"), "{body}");
+    assert_eq!(types.iter().filter(|t| *t == "RUN_STARTED").count(), 1, "{body}");
+    // The GET stream stays the long-lived one: it carries both runs.
+    let mut get = Sse::open(&server, "u", "?after=0", None).await;
+    let all = get.until("RUN_FINISHED").await;
+    assert_eq!(all[0].data["runId"], "r1");
+    assert_eq!(get.next().await.data["runId"], "r2");
 }

@@ -9,7 +9,8 @@
 //! AG-UI events of the same Herald event carry no id, so a stream cut inside a group replays the
 //! whole group rather than losing its tail). `Last-Event-ID` (or `?after=`) takes that form, or a
 //! bare `<seq>` (then trusted to be of the current epoch). A cursor that cannot be honoured gets
-//! `CUSTOM herald.reset` first, then the active runs' events, as a WebSocket gets `reset`.
+//! a reset first (a run of its own holding `CUSTOM herald.reset`), then the active runs' events, as a
+//! WebSocket gets `reset`. A resumed stream first re-opens the run and message open at the cursor.
 
 use crate::AppState;
 use crate::api::{Accepting, ApiFailure, Body, Publisher};
@@ -20,9 +21,9 @@ use crate::registry::UserContext;
 use crate::stream::{Cursor, Next, Refused, Session, Stop};
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_event};
+use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_sequence};
 use herald_protocol::frame::EventFrame;
 use herald_protocol::{Receipts, Recovery, ServerFrame, UserId};
 use serde_json::Value;
@@ -44,7 +45,9 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// Handles `GET /v1/agui/stream`: the user's events as AG-UI Server-Sent Events.
 ///
 /// `POST` is served the same way (its body, an AG-UI `RunAgentInput`, is ignored) so that
-/// `@ag-ui/client`'s HttpAgent, which always POSTs, can be pointed at the stream unchanged.
+/// `@ag-ui/client`'s HttpAgent, which always POSTs, can be pointed at the stream unchanged — but
+/// a POST stream is one run, as HttpAgent expects: it ends after the terminal event
+/// (`RUN_FINISHED`/`RUN_ERROR`) of the first run it carries, so `runAgent()` resolves.
 /// Query: `ticket` (instead of a JWT header), `after` (+ `epoch`) to resume when the client cannot
 /// send `Last-Event-ID`, `thread_id` to follow one thread only.
 #[utoipa::path(
@@ -72,6 +75,7 @@ the last message of each Herald event carries `id: <epoch>:<seq>`. The schema de
 )]
 pub async fn stream(
     State(state): State<Arc<AppState>>,
+    method: Method,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     PeerAddr(peer): PeerAddr,
@@ -108,10 +112,15 @@ pub async fn stream(
                     mapper.prime(&frame);
                 }
             }
+            for event in mapper.reopen() {
+                push_message(&mut preamble, &event, None);
+            }
         }
         Recovery::Reset => {
             let reason = "the cursor is too old or from another epoch: drop your state";
-            push_message(&mut preamble, &reset_event(&epoch, opening.head, reason), None);
+            for event in reset_sequence(&epoch, opening.head, reason) {
+                push_message(&mut preamble, &event, None);
+            }
         }
         Recovery::None => {}
     }
@@ -129,6 +138,7 @@ pub async fn stream(
         mapper,
         epoch,
         keep_alive,
+        one_run: (method == Method::POST).then(OneRun::default),
         done: false,
     };
     let body = futures_util::stream::unfold(reader, |mut r| async move {
@@ -234,7 +244,27 @@ struct Reader {
     mapper: Outbound,
     epoch: String,
     keep_alive: Interval,
+    /// A POST stream (HttpAgent's run): ends after its first run's terminal event.
+    one_run: Option<OneRun>,
     done: bool,
+}
+
+/// The run a POST stream carries: the first run it writes an event of.
+#[derive(Default)]
+struct OneRun {
+    run: Option<String>,
+    ended: bool,
+}
+
+impl OneRun {
+    /// Notes an event written to the stream; true once the stream's run has ended.
+    fn saw(&mut self, entry: &LogEntry) -> bool {
+        if let Some(run) = &entry.run_id {
+            let mine = self.run.get_or_insert_with(|| run.clone());
+            self.ended |= mine == run && entry.kind.is_terminal();
+        }
+        self.ended
+    }
 }
 
 impl Reader {
@@ -243,10 +273,16 @@ impl Reader {
         if self.done {
             return None;
         }
+        if self.one_run.as_ref().is_some_and(|r| r.ended) {
+            debug!(cursor = self.session.cursor(), "agui POST stream ends: its run ended");
+            self.done = true;
+            return None;
+        }
         let mut buf = std::mem::take(&mut self.preamble);
         if !self.backlog.is_empty() {
             let mut sent = 0;
             while buf.len() < CHUNK_BYTES
+                && !self.one_run.as_ref().is_some_and(|r| r.ended)
                 && let Some(entry) = self.backlog.pop_front()
             {
                 self.write(&mut buf, &entry, !self.snapshot);
@@ -265,8 +301,14 @@ impl Reader {
                     crate::metrics::slow_consumer_closed();
                     return self.end(Stop::SlowConsumer);
                 }
-                for entry in &batch {
+                // A POST stream stops at its run's terminal event; what follows it is not sent.
+                let mut batch = batch;
+                for (i, entry) in batch.iter().enumerate() {
                     self.write(&mut buf, entry, true);
+                    if self.one_run.as_ref().is_some_and(|r| r.ended) {
+                        batch.truncate(i + 1);
+                        break;
+                    }
                 }
                 crate::metrics::delivered(batch.len());
                 self.session.advance(batch);
@@ -284,6 +326,9 @@ impl Reader {
             return;
         };
         let events = self.mapper.map(&frame);
+        if let Some(one_run) = &mut self.one_run {
+            one_run.saw(entry);
+        }
         let id = format!("{}:{}", self.epoch, entry.seq);
         let last = events.len().saturating_sub(1);
         for (i, event) in events.iter().enumerate() {

@@ -20,10 +20,16 @@ use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Memory a user costs beyond its frames (book, log, maps, channel), counted by the global cap; a
+/// measured average (docs/benchmarks.md, "Memory under many users").
+pub const USER_OVERHEAD_BYTES: usize = 1400;
+
 /// Single-node engine keeping every user's log in memory.
 #[derive(Debug)]
 pub struct MemoryEngine {
     retention: Retention,
+    /// Cap on [`MemoryEngine::accounted_bytes`] enforced by each sweep; 0: none.
+    max_retained_bytes: usize,
     users: Mutex<HashMap<UserId, Arc<Mutex<UserBook>>>>,
     tickets: Mutex<HashMap<String, (UserId, Instant)>>,
     /// Per user: tokens issued before this (unix seconds) are refused, until the instant.
@@ -51,10 +57,79 @@ impl MemoryEngine {
     pub fn new(retention: Retention) -> Self {
         Self {
             retention,
+            max_retained_bytes: 0,
             users: Mutex::new(HashMap::new()),
             tickets: Mutex::new(HashMap::new()),
             revocations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Caps the memory of retained logs over all users (`max_retained_bytes`; 0: no cap): each
+    /// sweep drops the logs of the least recently active users until the total fits.
+    pub fn with_max_retained_bytes(mut self, max: usize) -> Self {
+        self.max_retained_bytes = max;
+        self
+    }
+
+    /// What the global cap counts: retained frame bytes plus [`USER_OVERHEAD_BYTES`] per user.
+    pub fn accounted_bytes(&self) -> usize {
+        let books: Vec<_> = self.users.lock().values().cloned().collect();
+        books.iter().map(|b| b.lock().log.retained().1 + USER_OVERHEAD_BYTES).sum()
+    }
+
+    /// Enforces the global cap, least recently active users first: a user with nothing in use
+    /// (no connection, no active run) is forgotten whole, like an idle one (a later resume meets a
+    /// new epoch: `reset`); others keep seq, epoch and run states and lose their retained events
+    /// (readers behind and resuming cursors get `reset`). Returns the users whose logs were dropped.
+    fn enforce_cap(&self, users: &mut HashMap<UserId, Arc<Mutex<UserBook>>>) -> usize {
+        if self.max_retained_bytes == 0 {
+            return 0;
+        }
+        let mut total = 0;
+        let mut by_age = Vec::with_capacity(users.len());
+        for (user, book) in users.iter() {
+            // A book an append holds is in use right now: not a candidate this sweep.
+            let Some(guard) = book.try_lock() else { continue };
+            let cost = guard.log.retained().1 + USER_OVERHEAD_BYTES;
+            total += cost;
+            by_age.push((guard.last_append, cost, user.clone()));
+        }
+        if total <= self.max_retained_bytes {
+            return 0;
+        }
+        by_age.sort_unstable_by_key(|(at, _, _)| *at);
+        let mut dropped = 0;
+        for (_, cost, user) in by_age {
+            if total <= self.max_retained_bytes {
+                break;
+            }
+            let Some(book) = users.get(&user) else { continue };
+            let Some(mut guard) = book.try_lock() else { continue };
+            let unused = guard.runs.is_empty() && Arc::strong_count(&guard.log) == 1;
+            if unused && Arc::strong_count(book) == 1 {
+                drop(guard);
+                users.remove(&user);
+                total -= cost;
+            } else {
+                let (events, bytes) = guard.log.retained();
+                if events == 0 {
+                    continue;
+                }
+                for old in guard.log.evict_entries() {
+                    guard.ids.remove(&old.id);
+                }
+                total -= bytes;
+            }
+            dropped += 1;
+        }
+        crate::metrics::logs_evicted(dropped);
+        tracing::warn!(
+            dropped,
+            max_retained_bytes = self.max_retained_bytes,
+            "retained logs over max_retained_bytes: dropped the {dropped} least recently active; \
+             their clients get reset"
+        );
+        dropped
     }
 
     /// Users with state on this engine (for tests and metrics of bounded memory).
@@ -314,6 +389,7 @@ impl Engine for MemoryEngine {
             drop(guard);
             !(idle && Arc::strong_count(book) == 1)
         });
+        self.enforce_cap(&mut users);
     }
 }
 
@@ -352,5 +428,43 @@ mod tests {
         let receipt = engine.append(vec![event("u7", EventKind::AgentStarted)]).await.unwrap();
         assert_ne!(receipt[0].epoch, epoch);
         assert_eq!(receipt[0].seq, 1);
+    }
+
+    fn custom(user: &str) -> EventInput {
+        EventInput { kind: EventKind::Custom, run_id: None, ..event(user, EventKind::Custom) }
+    }
+
+    #[tokio::test]
+    async fn the_global_cap_drops_the_least_recently_active_logs_first() {
+        let retention = Retention { max_events: 100, ttl: Duration::from_secs(600) };
+        let probe = MemoryEngine::new(retention);
+        probe.append(vec![custom("p")]).await.unwrap();
+        let per_user = probe.accounted_bytes();
+        // Room for 5 users with one event each.
+        let engine = MemoryEngine::new(retention).with_max_retained_bytes(5 * per_user);
+        // u0 has an open log (a connection) and an event in an active run; then u1..u19 publish.
+        engine.append(vec![event("u0", EventKind::AgentStarted)]).await.unwrap();
+        let u0 = UserId::parse("u0").unwrap();
+        let held = engine.open_log(&u0).await.unwrap();
+        for i in 1..20 {
+            engine.append(vec![custom(&format!("u{i}"))]).await.unwrap();
+        }
+        engine.sweep();
+        assert!(engine.accounted_bytes() <= 5 * per_user, "{} > {}", engine.accounted_bytes(), 5 * per_user);
+        // The most recent users keep their events.
+        for i in 16..20 {
+            let user = UserId::parse(&format!("u{i}")).unwrap();
+            assert_eq!(engine.history(&user, 0, None, 10).await.unwrap().events.len(), 1, "u{i}");
+        }
+        // An idle old user is forgotten whole: a cursor of its old epoch resets.
+        let u1 = UserId::parse("u1").unwrap();
+        let history = engine.history(&u1, 0, None, 10).await.unwrap();
+        assert_eq!((history.seq, history.events.len()), (0, 0));
+        // The connected user with an active run keeps its epoch, seq and run, loses its events:
+        // its cursor from before the event resets (never a silent gap), and the run continues.
+        assert_eq!(held.retained().0, 0);
+        assert_eq!(held.open(Some((0, held.epoch()))).recovery, herald_protocol::Recovery::Reset);
+        let next = engine.append(vec![event("u0", EventKind::AgentCompleted)]).await.unwrap();
+        assert_eq!((next[0].seq, next[0].epoch.as_str()), (2, held.epoch()));
     }
 }

@@ -34,7 +34,8 @@ impl TestServer {
     pub async fn with(settings: Settings) -> TestServer {
         let config = Self::config(settings);
         let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
-        let memory = Arc::new(MemoryEngine::new(retention));
+        let memory =
+            Arc::new(MemoryEngine::new(retention).with_max_retained_bytes(config.max_retained_bytes));
         Self::serve(config, memory.clone(), Some(memory)).await
     }
 
@@ -64,7 +65,8 @@ impl TestServer {
     /// that verifies tokens with a public key instead of the test secret.
     pub async fn with_config(config: Config) -> TestServer {
         let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
-        let memory = Arc::new(MemoryEngine::new(retention));
+        let memory =
+            Arc::new(MemoryEngine::new(retention).with_max_retained_bytes(config.max_retained_bytes));
         Self::serve(config, memory.clone(), Some(memory)).await
     }
 
