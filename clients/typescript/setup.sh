@@ -13,15 +13,5 @@ if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM_PATH:-}" ]; then
   $sudo_cmd apt-get install -y -qq chromium >/dev/null
 fi
 
-if ! command -v npm >/dev/null; then
-  echo "npm is missing: install Node.js 18 or newer" >&2
-  exit 1
-fi
-# --ignore-scripts: nothing here needs an install script (esbuild ships its binary as a package).
-# Skipped when package-lock.json has not changed since the last install (node_modules/.installed).
-stamp="$(sha256sum package-lock.json | cut -d' ' -f1)"
-if [ "$(cat node_modules/.installed 2>/dev/null)" = "$stamp" ]; then
-  exit 0
-fi
-npm ci --ignore-scripts --no-audit --no-fund
-echo "$stamp" >node_modules/.installed
+# esbuild ships its binary as a package, so no install script is needed.
+exec ../../scripts/npm-ci-cached.sh
