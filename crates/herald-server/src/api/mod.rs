@@ -7,6 +7,8 @@ pub mod events;
 pub mod health;
 pub mod history;
 pub mod openapi;
+pub mod responses;
+pub mod routes;
 pub mod tickets;
 
 use crate::AppState;
