@@ -62,11 +62,17 @@ pub struct Settings {
     #[arg(long, env = "HERALD_REDIS_PREFIX", value_name = "PREFIX", help_heading = "Server")]
     pub redis_prefix: Option<String>,
 
-    /// Redis is a Cluster: write a batch that spans users with one script per user (a script may
+    /// Redis is a Cluster: --redis-url takes comma-separated seed node URLs, fan-out uses sharded
+    /// pub/sub, and a batch that spans users is written with one script per user (a script may
     /// touch one slot only). Off: one script per batch, all users all or nothing.
     #[arg(long, env = "HERALD_REDIS_CLUSTER", help_heading = "Server")]
     #[serde(default)]
     pub redis_cluster: bool,
+
+    /// Replicas that must confirm an append (Redis WAIT) before the publisher gets its receipt,
+    /// so acknowledged events survive a failover. Default 0 (no wait).
+    #[arg(long, env = "HERALD_REDIS_WAIT_REPLICAS", value_name = "N", help_heading = "Server")]
+    pub redis_wait_replicas: Option<u32>,
 
     /// HS256 secret that verifies client JWTs (and signs `herald token`).
     #[arg(
@@ -291,8 +297,10 @@ pub enum EngineConfig {
         url: String,
         /// Key prefix.
         prefix: String,
-        /// One user per append script (Redis Cluster).
+        /// Redis Cluster: seed URLs in `url`, sharded pub/sub, one user per append script.
         cluster: bool,
+        /// Replicas that must confirm an append before its receipt (0: none).
+        wait_replicas: u32,
     },
 }
 
@@ -426,6 +434,7 @@ impl Settings {
             redis_url: self.redis_url.or(lower.redis_url),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),
             redis_cluster: self.redis_cluster || lower.redis_cluster,
+            redis_wait_replicas: self.redis_wait_replicas.or(lower.redis_wait_replicas),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
             jwks_url: self.jwks_url.or(lower.jwks_url),
@@ -484,6 +493,7 @@ impl Settings {
                 }),
                 prefix: self.redis_prefix.unwrap_or_else(|| "herald".into()),
                 cluster: self.redis_cluster,
+                wait_replicas: self.redis_wait_replicas.unwrap_or(0),
             },
             other => {
                 return Err(ConfigError::Invalid {

@@ -95,8 +95,14 @@ pub async fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerErro
     let retention = Retention { max_events: config.history_size, ttl: config.history_ttl };
     match &config.engine {
         EngineConfig::Memory => Ok(Arc::new(MemoryEngine::new(retention))),
-        EngineConfig::Redis { url, prefix, cluster } => {
-            let engine = RedisEngine::connect(url, prefix, retention, *cluster).await.map_err(|e| {
+        EngineConfig::Redis { url, prefix, cluster, wait_replicas } => {
+            let options = engine::redis::RedisOptions {
+                url: url.clone(),
+                prefix: prefix.clone(),
+                cluster: *cluster,
+                wait_replicas: *wait_replicas,
+            };
+            let engine = RedisEngine::connect_with(&options, retention).await.map_err(|e| {
                 ServerError::Engine(format!(
                     "{e}; check --redis-url (HERALD_REDIS_URL) and that Redis is running"
                 ))

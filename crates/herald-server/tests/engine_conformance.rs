@@ -335,3 +335,9 @@ async fn memory_engine_conforms() {
 async fn redis_engine_conforms() {
     all_checks(&Backend::redis()).await;
 }
+
+#[tokio::test]
+async fn redis_cluster_engine_conforms() {
+    let cluster = common::cluster::Cluster::start(3, 0);
+    all_checks(&Backend::Redis { url: cluster.url(), cluster: true }).await;
+}

@@ -1,6 +1,8 @@
 //! Test harness: the real server on 127.0.0.1:0, real sockets, real HTTP.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use herald_client::{Connection, Opened, Publisher};
 use herald_server::config::{Config, Settings};
 use herald_server::engine::{Engine, MemoryEngine};

@@ -2,18 +2,23 @@
 //! it with the append script (compare-and-set: a concurrent change is read and planned again),
 //! and keep the node-wide index of active runs that stall detection reads.
 
+use super::conn::Commands;
 use super::wire::{self, AppendCall, AppendReply, EventCall, UserCall};
 use super::{RedisEngine, engine_error};
 use crate::engine::plan::{self, Part, Planned, Written};
 use crate::engine::{AppendError, EngineError, RunScan, StalledRun, encode_frame_tail, new_epoch};
 use futures_util::future::{join_all, try_join_all};
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{AsyncCommands, FromRedisValue, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, warn};
 
 /// Attempts of one user's append when concurrent publishers keep changing its run states.
 const MAX_APPEND_ATTEMPTS: usize = 20;
+
+/// How long an append waits for its replicas (`--redis-wait-replicas`) before it is refused.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a part's validation read from Redis.
 #[derive(Debug, Default)]
@@ -149,7 +154,7 @@ impl RedisEngine {
             let call = AppendCall {
                 max_events: self.retention.max_events,
                 ttl_ms: self.retention.ttl.as_millis() as u64,
-                publish: "PUBLISH",
+                publish: self.commands.publish_command(),
                 users: writing.iter().map(|&i| self.user_call(&parts[i], &prepared[i], wall)).collect(),
             };
             let (keys, args) = call.encode();
@@ -168,6 +173,9 @@ impl RedisEngine {
                     return Ok(None);
                 }
                 AppendReply::Ok(users) => {
+                    if self.wait_replicas > 0 {
+                        self.wait_for_replicas(&mut con, &call.users[0].keys[0]).await?;
+                    }
                     for (&i, user) in writing.iter().zip(users) {
                         written[i] = Some(Written {
                             epoch: user.epoch,
@@ -270,6 +278,32 @@ impl RedisEngine {
         if let Err(e) = pipe.query_async::<()>(&mut con).await {
             warn!("could not update the active-runs index: {e}");
         }
+    }
+
+    /// Waits until `wait_replicas` replicas of the master that owns `key` confirm every write
+    /// this connection made so far (`WAIT`); an error (503, retry with the same ids) otherwise.
+    async fn wait_for_replicas(&self, con: &mut Commands, key: &str) -> Result<(), EngineError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.wait_replicas).arg(WAIT_TIMEOUT.as_millis() as u64);
+        let confirmed: u64 = match con {
+            Commands::Single(single) => wait.query_async(single).await,
+            Commands::Cluster(cluster) => {
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                cluster
+                    .route_command(wait, routing)
+                    .await
+                    .and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from))
+            }
+        }
+        .map_err(engine_error)?;
+        if confirmed < u64::from(self.wait_replicas) {
+            return Err(EngineError::new(format!(
+                "the append reached {confirmed} of {} replicas in time (--redis-wait-replicas)",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
     }
 
     fn active_runs_key(&self) -> String {

@@ -7,9 +7,9 @@
 //! One message carries all of a user's events of one batch; their frames are slices of it, shared
 //! by every local connection without being decoded or encoded again.
 
-use super::wire::{self, Published, WireEvent};
+use super::wire::{self, LogRead, Published, WireEvent};
 use super::{RedisEngine, engine_error};
-use crate::engine::{EngineError, new_epoch};
+use crate::engine::EngineError;
 use crate::log::{NewEntry, NotNext, Retention, UserLog};
 use bytes::Bytes;
 use herald_protocol::UserId;
@@ -26,6 +26,8 @@ pub(super) struct Local {
     ready: tokio::sync::OnceCell<()>,
     state: Mutex<LocalState>,
     catching_up: AtomicBool,
+    /// The cluster dropped this user's subscription: catch-up subscribes again first.
+    resubscribe: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +44,9 @@ enum Applied {
     Gap,
     /// Another epoch: the shared log lost its history.
     Stale,
+    /// Same epoch, but a seq this node has holds another event: the shared log lost its newest
+    /// events (a failover to a replica that had not received them) and reused their seqs.
+    Diverged,
 }
 
 impl RedisEngine {
@@ -73,8 +78,24 @@ impl RedisEngine {
                 warn!("redis pub/sub connection lost; catching up when it returns");
                 let users: Vec<_> = self.locals.lock().iter().map(|(u, l)| (u.clone(), l.clone())).collect();
                 for (user, local) in users {
+                    // On a cluster the lost node's sharded subscriptions must be made again, on
+                    // whichever master owns the slot now.
+                    if self.subscriber.is_cluster() {
+                        local.resubscribe.store(true, Ordering::Release);
+                    }
                     self.spawn_catch_up(user, local);
                 }
+            }
+            PushKind::SUnsubscribe => {
+                // The cluster dropped a sharded subscription we did not give up: its slot moved to
+                // another master (or that master failed over). Subscribe again — the cluster client
+                // follows the slot to its new owner — and read what was published meanwhile.
+                let Some(Value::BulkString(channel)) = push.data.first() else { return };
+                let Some(user) = self.user_of_channel(channel) else { return };
+                let Some(local) = self.locals.lock().get(&user).cloned() else { return };
+                debug!(%user, "sharded subscription dropped by the cluster; subscribing again");
+                local.resubscribe.store(true, Ordering::Release);
+                self.spawn_catch_up(user, local);
             }
             _ => {}
         }
@@ -92,6 +113,7 @@ impl RedisEngine {
             Applied::Done => {}
             Applied::Gap => self.spawn_catch_up(user.clone(), local),
             Applied::Stale => self.retire(user, &local, &log),
+            Applied::Diverged => self.diverged(user, &local, &log),
         }
     }
 
@@ -117,9 +139,18 @@ impl RedisEngine {
                     break;
                 }
                 let Some(log) = local.state.lock().log.clone() else { break };
+                if local.resubscribe.load(Ordering::Acquire) {
+                    // Subscribed before reading, so nothing falls between the two.
+                    if let Err(e) = engine.subscriber.subscribe(&engine.key(&user, "ch")).await {
+                        debug!(%user, "resubscribe waits for redis: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    local.resubscribe.store(false, Ordering::Release);
+                }
                 match engine.read_after(&user, log.head()).await {
-                    Ok((epoch, events)) => {
-                        engine.apply_read(&user, &local, &log, epoch, &events);
+                    Ok(read) => {
+                        engine.apply_read(&user, &local, &log, read);
                         break;
                     }
                     Err(e) => {
@@ -132,40 +163,44 @@ impl RedisEngine {
         });
     }
 
+    /// The shared log of `user` lost events this node has seen and reused their seqs for other
+    /// events, without changing its epoch — e.g. Redis failed over to a replica that had not
+    /// received them. Clients must not resume across that: the epoch is renewed in Redis (once,
+    /// by whichever node notices first) and this node's copy is retired, so every client of the
+    /// user reconnects and gets `reset`, never a silent gap.
+    fn diverged(&self, user: &UserId, local: &Arc<Local>, log: &UserLog) {
+        warn!(%user, head = log.head(), "the shared log lost events this node delivered; renewing its epoch");
+        self.retire(user, local, log);
+        let Some(engine) = self.me.upgrade() else { return };
+        let (user, old) = (user.clone(), log.epoch().to_owned());
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                match engine.renew_epoch(&user, &old).await {
+                    Ok(()) => return,
+                    Err(e) => debug!(%user, "renewing the epoch waits for redis: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+
     /// Applies what [`RedisEngine::read_after`] returned; a missing or different epoch means the
     /// shared log lost its history, so this node's copy is retired.
-    fn apply_read(
-        &self,
-        user: &UserId,
-        local: &Arc<Local>,
-        log: &UserLog,
-        epoch: Option<String>,
-        events: &[WireEvent],
-    ) {
-        let Some(epoch) = epoch else {
+    fn apply_read(&self, user: &UserId, local: &Arc<Local>, log: &UserLog, read: LogRead) {
+        let Some(epoch) = read.epoch else {
             self.retire(user, local, log);
             return;
         };
-        if let Applied::Stale = apply(log, &epoch, events, &self.retention) {
-            self.retire(user, local, log);
+        match apply(log, &epoch, &read.events, &self.retention) {
+            Applied::Done | Applied::Gap => {}
+            Applied::Stale => self.retire(user, local, log),
+            Applied::Diverged => self.diverged(user, local, log),
         }
     }
 
     /// Current epoch and every retained event after `after`, read atomically.
-    async fn read_after(
-        &self,
-        user: &UserId,
-        after: u64,
-    ) -> Result<(Option<String>, Vec<WireEvent>), EngineError> {
-        let mut con = self.commands.clone();
-        let (epoch, range): (Option<String>, Value) = redis::pipe()
-            .atomic()
-            .hget(self.key(user, "meta"), "epoch")
-            .xrange(self.key(user, "log"), format!("{}-0", after + 1), "+")
-            .query_async(&mut con)
-            .await
-            .map_err(engine_error)?;
-        Ok((epoch, wire::decode_range(range).map_err(engine_error)?))
+    async fn read_after(&self, user: &UserId, after: u64) -> Result<LogRead, EngineError> {
+        self.read_log(user, after, 0, false).await
     }
 
     /// This node's live log of `user`, loaded on first use.
@@ -185,8 +220,8 @@ impl RedisEngine {
     /// Reads what `log` is missing from the stream (a client saw newer events on another node).
     pub(super) async fn refresh_local(&self, user: &UserId, log: &Arc<UserLog>) -> Result<(), EngineError> {
         let Some(local) = self.locals.lock().get(user).cloned() else { return Ok(()) };
-        let (epoch, events) = self.read_after(user, log.head()).await?;
-        self.apply_read(user, &local, log, epoch, &events);
+        let read = self.read_after(user, log.head()).await?;
+        self.apply_read(user, &local, log, read);
         Ok(())
     }
 
@@ -194,32 +229,15 @@ impl RedisEngine {
     async fn load(&self, user: &UserId, local: &Arc<Local>) -> Result<(), EngineError> {
         {
             let _ops = self.subscriptions.lock().await;
-            let mut subscriber = self.subscriber.clone();
             let channel = self.key(user, "ch");
             // One retry: the first command after Redis came back may only trigger the reconnect.
-            if subscriber.subscribe(&channel).await.is_err() {
-                subscriber.subscribe(&channel).await.map_err(engine_error)?;
+            if self.subscriber.subscribe(&channel).await.is_err() {
+                self.subscriber.subscribe(&channel).await.map_err(engine_error)?;
             }
         }
-        let meta = self.key(user, "meta");
-        let mut con = self.commands.clone();
         // A user's keys are refreshed by appends; one that only connects keeps its meta a TTL.
-        let keep_ms = self.retention.ttl.as_millis() as i64 * 5 / 4;
-        let (epoch, seq, range): (String, u64, Value) = redis::pipe()
-            .atomic()
-            .hset_nx(&meta, "epoch", new_epoch())
-            .ignore()
-            .hset_nx(&meta, "seq", 0)
-            .ignore()
-            .pexpire(&meta, keep_ms.max(1000))
-            .ignore()
-            .hget(&meta, "epoch")
-            .hget(&meta, "seq")
-            .xrange_all(self.key(user, "log"))
-            .query_async(&mut con)
-            .await
-            .map_err(engine_error)?;
-        let events = wire::decode_range(range).map_err(engine_error)?;
+        let read = self.read_log(user, 0, 0, true).await?;
+        let (epoch, seq, events) = (read.epoch.unwrap_or_default(), read.seq, read.events);
         let base = seq.saturating_sub(events.len() as u64);
         let log = Arc::new(UserLog::new(epoch.clone(), base, self.retention));
         apply(&log, &epoch, &events, &self.retention);
@@ -234,6 +252,10 @@ impl RedisEngine {
                 Applied::Gap => gap = true,
                 Applied::Stale => {
                     self.retire(user, local, &log);
+                    return Ok(());
+                }
+                Applied::Diverged => {
+                    self.diverged(user, local, &log);
                     return Ok(());
                 }
             }
@@ -265,8 +287,7 @@ impl RedisEngine {
                     }
                     locals.remove(&user);
                 }
-                let mut subscriber = engine.subscriber.clone();
-                if let Err(e) = subscriber.unsubscribe(engine.key(&user, "ch")).await {
+                if let Err(e) = engine.subscriber.unsubscribe(&engine.key(&user, "ch")).await {
                     debug!(%user, "unsubscribe failed: {e}");
                 }
             });
@@ -296,7 +317,15 @@ fn apply(log: &UserLog, epoch: &str, events: &[WireEvent], retention: &Retention
             age,
         };
         match log.append(entry) {
-            Ok(_) | Err(NotNext::AlreadyHave) => {}
+            Ok(_) => {}
+            Err(NotNext::AlreadyHave) => {
+                // Delivered twice (live and by a catch-up read): the same event. Another event
+                // at a seq we have means the shared log reused it.
+                let held = log.history(e.seq - 1, 1).ok().and_then(|mut v| v.pop());
+                if held.is_some_and(|h| h.seq == e.seq && h.id != e.id) {
+                    return Applied::Diverged;
+                }
+            }
             Err(NotNext::Gap) => return Applied::Gap,
         }
     }

@@ -14,31 +14,50 @@
 //! - [`wire`]: the one codec for the script's arguments and reply, stream entries and messages.
 
 mod append;
+mod conn;
 mod fanout;
 pub mod wire;
 
-use super::{Engine, EngineError, History, RunScan};
+use super::{Engine, EngineError, History, RunScan, new_epoch};
 use crate::log::{LogEntry, Retention, UserLog};
 use async_trait::async_trait;
+use conn::{Commands, Subscriber};
 use herald_protocol::{EventInput, Receipt, UserId};
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Value};
+use redis::AsyncCommands;
+use redis::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tracing::info;
 
-/// How long a request to Redis may take before the engine reports itself unavailable.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Renews a log's epoch if it is still the one expected (KEYS: meta; ARGV: old, new).
+const EPOCH_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then \
+     redis.call('HSET', KEYS[1], 'epoch', ARGV[2]) end return 0";
+
+/// How the engine talks to Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Redis URL; with `cluster`, comma-separated seed node URLs.
+    pub url: String,
+    /// Prefix of every key, so deployments (and tests) can share one Redis.
+    pub prefix: String,
+    /// Redis Cluster: a cluster client, sharded pub/sub, one append script per user.
+    pub cluster: bool,
+    /// Replicas that must confirm an append (`WAIT`) before its receipt is sent; 0: none.
+    pub wait_replicas: u32,
+}
 
 /// Engine over a shared Redis. See the module docs.
 pub struct RedisEngine {
     prefix: String,
     retention: Retention,
-    commands: ConnectionManager,
-    subscriber: ConnectionManager,
+    commands: Commands,
+    subscriber: Subscriber,
+    wait_replicas: u32,
     script: redis::Script,
+    read_script: redis::Script,
+    epoch_script: redis::Script,
     /// Redis Cluster: each append script touches one user's slot only.
     one_user_per_script: bool,
     locals: Mutex<HashMap<UserId, Arc<fanout::Local>>>,
@@ -55,46 +74,51 @@ impl std::fmt::Debug for RedisEngine {
 }
 
 impl RedisEngine {
-    /// Connects to `url` (two connections: commands, and RESP3 pub/sub with automatic
-    /// resubscription) and starts listening for published events.
-    ///
-    /// With `cluster`, a batch spanning users is written with one script call per user (a Redis
-    /// Cluster script may only touch one slot); otherwise with one call, all or nothing.
+    /// Connects to one Redis at `url` (no replica confirmation): see [`RedisEngine::connect_with`].
     pub async fn connect(
         url: &str,
         prefix: &str,
         retention: Retention,
         cluster: bool,
     ) -> Result<Arc<Self>, EngineError> {
-        let unavailable = |e: redis::RedisError| EngineError::caused(format!("redis at {}", redact(url)), e);
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let commands =
-            ConnectionManager::new_with_config(client, config.clone()).await.map_err(unavailable)?;
-        let resp3_url =
-            if url.contains('?') { format!("{url}&protocol=resp3") } else { format!("{url}?protocol=resp3") };
+        let options =
+            RedisOptions { url: url.to_owned(), prefix: prefix.to_owned(), cluster, wait_replicas: 0 };
+        Self::connect_with(&options, retention).await
+    }
+
+    /// Connects (two connections: commands, and RESP3 pub/sub that resubscribes by itself) and
+    /// starts listening for published events.
+    ///
+    /// On a cluster, a batch spanning users is written with one script call per user (a Redis
+    /// Cluster script may only touch one slot); otherwise with one call, all or nothing.
+    pub async fn connect_with(
+        options: &RedisOptions,
+        retention: Retention,
+    ) -> Result<Arc<Self>, EngineError> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let subscriber = ConnectionManager::new_with_config(
-            redis::Client::open(resp3_url).map_err(unavailable)?,
-            config.set_push_sender(tx).set_automatic_resubscription(),
-        )
-        .await
-        .map_err(unavailable)?;
+        let (commands, subscriber) = conn::connect(&options.url, options.cluster, tx)
+            .await
+            .map_err(|e| EngineError::caused(format!("redis at {}", redact(&options.url)), e))?;
         let engine = Arc::new_cyclic(|me| RedisEngine {
-            prefix: prefix.to_owned(),
+            prefix: options.prefix.clone(),
             retention,
             commands,
             subscriber,
+            wait_replicas: options.wait_replicas,
             script: redis::Script::new(include_str!("append.lua")),
-            one_user_per_script: cluster,
+            read_script: redis::Script::new(include_str!("read.lua")),
+            epoch_script: redis::Script::new(EPOCH_SCRIPT),
+            one_user_per_script: options.cluster,
             locals: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
             me: me.clone(),
         });
+        // Loaded up front (on every master of a cluster); a server that lost them (restart,
+        // failover) gets them again on its first NOSCRIPT.
+        for script in [&engine.script, &engine.read_script] {
+            let mut con = engine.commands.clone();
+            script.prepare_invoke().load_async(&mut con).await.map_err(engine_error)?;
+        }
         let weak = Arc::downgrade(&engine);
         tokio::spawn(async move {
             while let Some(push) = rx.recv().await {
@@ -102,12 +126,43 @@ impl RedisEngine {
                 engine.on_push(push);
             }
         });
-        info!(prefix, "redis engine connected");
+        info!(prefix = options.prefix, cluster = options.cluster, "redis engine connected");
         Ok(engine)
     }
 
     fn key(&self, user: &UserId, name: &str) -> String {
         format!("{}:{{{}}}:{name}", self.prefix, user)
+    }
+
+    /// Reads `user`'s log atomically: its state and up to `limit` (0: all) entries after
+    /// `after`. With `open`, a missing log is created (new epoch) and its meta kept a TTL.
+    async fn read_log(
+        &self,
+        user: &UserId,
+        after: u64,
+        limit: usize,
+        open: bool,
+    ) -> Result<wire::LogRead, EngineError> {
+        let mut invocation = self.read_script.prepare_invoke();
+        invocation
+            .key(self.key(user, "meta"))
+            .key(self.key(user, "log"))
+            .arg(after)
+            .arg(limit)
+            .arg(if open { new_epoch() } else { String::new() })
+            .arg((self.retention.ttl.as_millis() as u64 * 5 / 4).max(1000));
+        let mut con = self.commands.clone();
+        let reply: Value = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
+        wire::decode_read(reply).map_err(engine_error)
+    }
+
+    /// Replaces `user`'s epoch `old` with a new one (if it is still `old`), so that no cursor
+    /// of the old epoch resumes across events the shared log lost.
+    async fn renew_epoch(&self, user: &UserId, old: &str) -> Result<(), EngineError> {
+        let mut con = self.commands.clone();
+        let mut invocation = self.epoch_script.prepare_invoke();
+        invocation.key(self.key(user, "meta")).arg(old).arg(new_epoch());
+        invocation.invoke_async::<()>(&mut con).await.map_err(engine_error)
     }
 
     fn ticket_key(&self, hash: &str) -> String {
@@ -120,11 +175,13 @@ fn engine_error(e: impl std::error::Error + Send + Sync + 'static) -> EngineErro
     EngineError::caused("redis", e)
 }
 
+/// `url` (or comma-separated urls) without passwords, for messages.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let one = |url: &str| match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
         _ => url.to_owned(),
-    }
+    };
+    url.split(',').map(one).collect::<Vec<_>>().join(",")
 }
 
 #[async_trait]
@@ -152,31 +209,17 @@ impl Engine for RedisEngine {
         epoch: Option<&str>,
         limit: usize,
     ) -> Result<History, EngineError> {
-        let mut con = self.commands.clone();
-        let meta = self.key(user, "meta");
-        let log = self.key(user, "log");
-        let (current, seq, oldest, range): (Option<String>, Option<u64>, Value, Value) = redis::pipe()
-            .atomic()
-            .hget(&meta, "epoch")
-            .hget(&meta, "seq")
-            .xrange_count(&log, "-", "+", 1)
-            .xrange_count(&log, format!("{}-0", after + 1), "+", limit)
-            .query_async(&mut con)
-            .await
-            .map_err(engine_error)?;
-        let current = current.unwrap_or_default();
-        let seq = seq.unwrap_or(0);
-        let first_retained = wire::decode_range(oldest).map_err(engine_error)?.first().map(|e| e.seq);
+        let read = self.read_log(user, after, limit, false).await?;
+        let current = read.epoch.unwrap_or_default();
         let same_epoch = epoch.is_none_or(|e| e == current);
-        let served = same_epoch && after <= seq && first_retained.is_none_or(|f| after + 1 >= f);
-        let (reset, entries) = if served {
-            (false, range)
+        let served = same_epoch && after <= read.seq && read.first_retained.is_none_or(|f| after + 1 >= f);
+        let (reset, events) = if served {
+            (false, read.events)
         } else {
-            (true, con.xrange_count(&log, "-", "+", limit).await.map_err(engine_error)?)
+            (true, self.read_log(user, 0, limit, false).await?.events)
         };
         let now = Instant::now();
-        let events = wire::decode_range(entries)
-            .map_err(engine_error)?
+        let events = events
             .into_iter()
             .map(|e| {
                 Arc::new(LogEntry {
@@ -190,7 +233,7 @@ impl Engine for RedisEngine {
                 })
             })
             .collect();
-        Ok(History { epoch: current, seq, reset, events })
+        Ok(History { epoch: current, seq: read.seq, reset, events })
     }
 
     async fn scan_runs(&self, stall_after: Duration) -> Result<RunScan, EngineError> {
@@ -212,15 +255,11 @@ impl Engine for RedisEngine {
 
     async fn is_ready(&self) -> bool {
         // Both connections: appends need the first, live delivery the second.
-        let ping = |con: &ConnectionManager| {
-            let mut con = con.clone();
-            async move {
-                let ping = redis::cmd("PING");
-                let reply = tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut con)).await;
-                matches!(reply, Ok(Ok(_)))
-            }
-        };
-        ping(&self.commands).await && ping(&self.subscriber).await
+        let mut commands = self.commands.clone();
+        let ping = redis::cmd("PING");
+        let reply =
+            tokio::time::timeout(conn::RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut commands)).await;
+        matches!(reply, Ok(Ok(_))) && self.subscriber.ping().await
     }
 
     fn sweep(&self) {

@@ -182,6 +182,43 @@ pub fn decode_range(reply: Value) -> Result<Vec<WireEvent>, WireError> {
         .collect()
 }
 
+/// What the read script returned: the log's state and the entries after a seq.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRead {
+    /// The log's epoch; `None` when the user has no log in Redis.
+    pub epoch: Option<String>,
+    /// Seq of the last appended event (0 without a log).
+    pub seq: u64,
+    /// Seq of the oldest retained event, if any is retained.
+    pub first_retained: Option<u64>,
+    /// The entries read, oldest first.
+    pub events: Vec<WireEvent>,
+}
+
+/// Decodes the read script's reply.
+pub fn decode_read(reply: Value) -> Result<LogRead, WireError> {
+    let Value::Array(items) = reply else { return Err(WireError::Reply(format!("read gave {reply:?}"))) };
+    let mut items = items.into_iter();
+    let (Some(epoch), Some(Value::Int(seq)), Some(Value::Int(first)), Some(range), None) =
+        (items.next(), items.next(), items.next(), items.next(), items.next())
+    else {
+        return Err(WireError::Reply("read reply of the wrong shape".into()));
+    };
+    let epoch = match epoch {
+        Value::BulkString(b) => String::from_utf8(b).map_err(|e| bad("epoch", e.as_bytes()))?,
+        other => return Err(WireError::Reply(format!("epoch: {other:?}"))),
+    };
+    let (Ok(seq), Ok(first)) = (u64::try_from(seq), u64::try_from(first)) else {
+        return Err(WireError::Reply(format!("negative seq {seq} or oldest {first}")));
+    };
+    Ok(LogRead {
+        epoch: Some(epoch).filter(|e| !e.is_empty()),
+        seq,
+        first_retained: Some(first).filter(|&f| f > 0),
+        events: decode_range(range)?,
+    })
+}
+
 /// One user's section of an append script call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserCall {
@@ -416,6 +453,40 @@ mod tests {
             Value::Array(vec![bulk("what")]),
         ] {
             assert!(decode_reply(bad.clone(), 1).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn read_replies_decode_and_malformed_ones_are_errors() {
+        let event = sample(4, "a", None);
+        let mut record_bytes = Vec::new();
+        record(&mut record_bytes, &event);
+        let entry = Value::Array(vec![
+            Value::BulkString(b"4-0".to_vec()),
+            Value::Array(vec![Value::BulkString(b"e".to_vec()), Value::BulkString(record_bytes)]),
+        ]);
+        let reply = |epoch: &str, seq, first, entries: Vec<Value>| {
+            Value::Array(vec![
+                Value::BulkString(epoch.as_bytes().to_vec()),
+                Value::Int(seq),
+                Value::Int(first),
+                Value::Array(entries),
+            ])
+        };
+        assert_eq!(
+            decode_read(reply("ep", 4, 2, vec![entry.clone()])).unwrap(),
+            LogRead { epoch: Some("ep".into()), seq: 4, first_retained: Some(2), events: vec![event] }
+        );
+        let empty = decode_read(reply("", 0, 0, vec![])).unwrap();
+        assert_eq!((empty.epoch, empty.first_retained), (None, None));
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![]),
+            reply("ep", -1, 0, vec![]),
+            reply("ep", 1, 0, vec![Value::Int(1)]),
+            Value::Array(vec![Value::Int(1), Value::Int(1), Value::Int(1), Value::Array(vec![])]),
+        ] {
+            assert!(decode_read(bad.clone()).is_err(), "{bad:?}");
         }
     }
 

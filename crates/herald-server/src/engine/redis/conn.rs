@@ -1,0 +1,148 @@
+//! The engine's two connections — commands, and RESP3 pub/sub — to one Redis server or to a
+//! Redis Cluster, behind one type each so the rest of the engine does not care which.
+//!
+//! On a cluster the commands connection routes each request to the master owning its keys'
+//! slot and follows `MOVED`/`ASK` (refreshing its slot map when the topology changes); fan-out
+//! uses sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`), so a user's messages stay on the shard that
+//! owns the user's slot instead of being broadcast to every shard.
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult, Value};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How long a request to Redis may take before the engine reports itself unavailable.
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The commands connection (multiplexed, cheap to clone).
+#[derive(Clone)]
+pub(super) enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The pub/sub connection: its messages arrive on the push sender given to [`connect`].
+#[derive(Clone)]
+pub(super) enum Subscriber {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Connects to `url` — with `cluster`, a comma-separated list of seed nodes — sending pub/sub
+/// messages (and disconnections) to `push`.
+pub(super) async fn connect(
+    url: &str,
+    cluster: bool,
+    push: UnboundedSender<PushInfo>,
+) -> RedisResult<(Commands, Subscriber)> {
+    if cluster {
+        let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let builder = || {
+            ClusterClientBuilder::new(seeds.clone())
+                .connection_timeout(RESPONSE_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(4)
+                .min_retry_wait(50)
+                .max_retry_wait(500)
+        };
+        let commands = builder().build()?.get_async_connection().await?;
+        let subscriber = builder()
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(push)
+            .build()?
+            .get_async_connection()
+            .await?;
+        return Ok((Commands::Cluster(commands), Subscriber::Cluster(subscriber)));
+    }
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    let commands = ConnectionManager::new_with_config(redis::Client::open(url)?, config.clone()).await?;
+    let resp3_url =
+        if url.contains('?') { format!("{url}&protocol=resp3") } else { format!("{url}?protocol=resp3") };
+    let subscriber = ConnectionManager::new_with_config(
+        redis::Client::open(resp3_url)?,
+        config.set_push_sender(push).set_automatic_resubscription(),
+    )
+    .await?;
+    Ok((Commands::Single(commands), Subscriber::Single(subscriber)))
+}
+
+impl Commands {
+    /// The command the append script publishes with: sharded on a cluster.
+    pub(super) fn publish_command(&self) -> &'static str {
+        match self {
+            Commands::Single(_) => "PUBLISH",
+            Commands::Cluster(_) => "SPUBLISH",
+        }
+    }
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Commands::Single(c) => c.req_packed_command(cmd),
+            Commands::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Commands::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Commands::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Single(c) => c.get_db(),
+            Commands::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Subscriber {
+    /// Subscribes to a user's channel (sharded on a cluster).
+    pub(super) async fn subscribe(&self, channel: &str) -> RedisResult<()> {
+        match self.clone() {
+            Subscriber::Single(mut c) => c.subscribe(channel).await,
+            Subscriber::Cluster(mut c) => c.ssubscribe(channel).await,
+        }
+    }
+
+    /// Unsubscribes from a user's channel.
+    pub(super) async fn unsubscribe(&self, channel: &str) -> RedisResult<()> {
+        match self.clone() {
+            Subscriber::Single(mut c) => c.unsubscribe(channel).await,
+            Subscriber::Cluster(mut c) => c.sunsubscribe(channel).await,
+        }
+    }
+
+    /// True when the connection answers (on a cluster: every master does).
+    pub(super) async fn ping(&self) -> bool {
+        let ping = redis::cmd("PING");
+        let reply = match self.clone() {
+            Subscriber::Single(mut c) => {
+                tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut c)).await
+            }
+            Subscriber::Cluster(mut c) => {
+                tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut c)).await
+            }
+        };
+        matches!(reply, Ok(Ok(_)))
+    }
+
+    /// True on a cluster, where the server drops sharded subscriptions of a slot that moves.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Subscriber::Cluster(_))
+    }
+}

@@ -1,0 +1,130 @@
+//! Redis failover: receipts with `--redis-wait-replicas`, publishing through a master's death
+//! without restarting Herald, and events lost with the old master never becoming a silent gap.
+
+mod common;
+
+use common::cluster::Cluster;
+use common::{T, TestServer, unique_prefix};
+use herald_client::ClientError;
+use herald_protocol::Recovery;
+use herald_server::Settings;
+use serde_json::json;
+use std::process::Command;
+use std::time::Duration;
+
+fn thinking(user: &str, id: &str) -> serde_json::Value {
+    json!({"user_id": user, "event": "agent_thinking", "run_id": "r", "id": id, "data": {"text": id}})
+}
+
+#[tokio::test]
+async fn events_the_shared_log_lost_and_reused_make_clients_reset_not_skip() {
+    let prefix = unique_prefix("diverge");
+    let (a, b) = (
+        TestServer::redis(&prefix, Settings::default()).await,
+        TestServer::redis(&prefix, Settings::default()).await,
+    );
+    let (mut on_a, opened) = a.open("u").await;
+    b.publisher.publish("u", "agent_started", Some("r"), json!({})).await.unwrap();
+    for id in ["one", "two"] {
+        assert_eq!(b.publisher.post(&thinking("u", id)).await.unwrap().0, 200);
+    }
+    assert_eq!(common::seqs(&on_a.events(3, T).await.unwrap()), [1, 2, 3]);
+    // What a failover to a replica that missed the last append looks like: seq 3 is gone.
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli").args(["-u", &common::redis_url()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let meta = format!("{prefix}:{{u}}:meta");
+    let log = format!("{prefix}:{{u}}:log");
+    assert_eq!(cli(&["XDEL", &log, "3-0"]), "1");
+    assert_eq!(cli(&["XSETID", &log, "2-0"]), "OK");
+    assert_eq!(cli(&["HSET", &meta, "seq", "2"]), "0");
+    // The next event takes seq 3 again: node A, which delivered the lost one, must not pass it
+    // off as the continuation.
+    let (status, receipt) = b.publisher.post(&thinking("u", "three")).await.unwrap();
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!((receipt["seq"].as_u64(), receipt["epoch"].as_str()), (Some(3), Some(opened.epoch.as_str())));
+    match on_a.next_frame(T).await {
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1012, "told to reconnect"),
+        other => panic!("expected the socket to close after the log diverged, got {other:?}"),
+    }
+    // The node renews the epoch in Redis in the background (the runtime must keep running).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while cli(&["HGET", &meta, "epoch"]) == opened.epoch {
+        assert!(tokio::time::Instant::now() < deadline, "the epoch was never renewed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_c, resumed) = a.resume("u", 3, &opened.epoch).await;
+    assert_eq!(resumed.recovery, Recovery::Reset, "the old cursor cannot resume");
+    assert_ne!(resumed.epoch, opened.epoch);
+    let next = b.publisher.publish("u", "agent_completed", Some("r"), json!({})).await.unwrap();
+    assert_eq!(next.epoch, resumed.epoch, "appends continue in the new epoch");
+}
+
+#[tokio::test]
+async fn a_master_dies_publishes_get_a_receipt_or_503_and_resume_after_promotion() {
+    let mut cluster = Cluster::start(3, 1);
+    let prefix = unique_prefix("failover");
+    let settings = || Settings {
+        engine: Some("redis".into()),
+        redis_url: Some(cluster.url()),
+        redis_prefix: Some(prefix.clone()),
+        redis_cluster: true,
+        redis_wait_replicas: Some(1),
+        ..Settings::default()
+    };
+    let a = TestServer::redis_at(settings()).await;
+    let b = TestServer::redis_at(settings()).await;
+    let (mut on_a, opened) = a.open("victim").await;
+    b.publisher.publish("victim", "agent_started", Some("r"), json!({})).await.unwrap();
+    let master = cluster.owner(cluster.slot("victim"));
+
+    // Publish through B with ids; kill the master after a few; every answer is 200 or 503.
+    let mut acknowledged = vec![];
+    let (mut refused, mut killed) = (0, false);
+    let mut i = 0;
+    while acknowledged.len() < 20 {
+        let id = format!("e{i}");
+        let (status, body) = b.publisher.post(&thinking("victim", &id)).await.unwrap();
+        match status {
+            200 => {
+                acknowledged.push(id);
+                i += 1;
+            }
+            503 => {
+                assert_eq!(body["error"]["code"], "not_ready", "{body}");
+                refused += 1;
+                assert!(refused < 600, "publishing never resumed after the failover");
+                tokio::time::sleep(Duration::from_millis(50)).await; // retry the same id
+            }
+            other => panic!("publish answered {other}: {body}"),
+        }
+        if acknowledged.len() == 5 && !killed {
+            cluster.kill(master);
+            killed = true;
+        }
+    }
+    assert!(refused > 0, "the master's death was noticed");
+    assert_ne!(cluster.owner(cluster.slot("victim")), master, "a replica took over");
+
+    // Every acknowledged event reaches the client once, in order, after the started event — or,
+    // if the node had to let go of the log, the client is told to reconnect and resets.
+    let mut seen = vec![];
+    loop {
+        match on_a.next_event(T).await {
+            Ok(event) => {
+                seen.push(event.data["text"].as_str().unwrap_or("").to_owned());
+                if seen.len() == acknowledged.len() + 1 {
+                    break;
+                }
+            }
+            Err(ClientError::Closed { code: 1012, .. }) => {
+                let (_c, resumed) = a.resume("victim", on_a.last_seq, &opened.epoch).await;
+                assert_eq!(resumed.recovery, Recovery::Reset, "no resume across lost events");
+                return;
+            }
+            Err(e) => panic!("after {} events: {e}", seen.len()),
+        }
+    }
+    assert_eq!(seen[1..], acknowledged[..], "acknowledged events survive, once each, in order");
+}
