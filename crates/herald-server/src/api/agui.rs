@@ -63,11 +63,7 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
         (status = 200, description = "An endless `text/event-stream` of AG-UI events (one JSON object per `data:` line); \
 the last message of each Herald event carries `id: <epoch>:<seq>`. The schema describes one message.",
             body = SseMessage, content_type = "text/event-stream"),
-        (status = 400, response = crate::api::responses::BadRequest),
-        (status = 401, response = crate::api::responses::Unauthorized),
-        (status = 403, response = crate::api::responses::Forbidden),
-        (status = 429, response = crate::api::responses::RateLimited),
-        (status = 503, response = crate::api::responses::NotReady),
+        crate::api::responses::StreamRefused,
     )
 )]
 pub async fn stream(
@@ -162,11 +158,7 @@ pub async fn stream(
     responses(
         (status = 200, description = "The same stream as `GET /v1/agui/stream`; the schema describes one message.",
             body = SseMessage, content_type = "text/event-stream"),
-        (status = 400, response = crate::api::responses::BadRequest),
-        (status = 401, response = crate::api::responses::Unauthorized),
-        (status = 403, response = crate::api::responses::Forbidden),
-        (status = 429, response = crate::api::responses::RateLimited),
-        (status = 503, response = crate::api::responses::NotReady),
+        crate::api::responses::StreamRefused,
     )
 )]
 pub async fn stream_post(
@@ -384,12 +376,7 @@ impl Reader {
     ),
     responses(
         (status = 200, description = "Appended: one receipt per Herald event the AG-UI events mapped to.", body = Receipts),
-        (status = 400, response = crate::api::responses::BadRequest),
-        (status = 401, response = crate::api::responses::Unauthorized),
-        (status = 409, response = crate::api::responses::RunState),
-        (status = 413, response = crate::api::responses::TooLarge),
-        (status = 429, response = crate::api::responses::RateLimited),
-        (status = 503, response = crate::api::responses::NotReady),
+        crate::api::responses::AppendRefused,
     )
 )]
 pub async fn publish(

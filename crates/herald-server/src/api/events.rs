@@ -53,12 +53,7 @@ pub enum Published {
     responses(
         (status = 200, description = "Appended: the receipt (or, for a batch, `{\"results\":[…]}`).", body = Published,
             example = json!({"id": "0192f1c2-7b1e-7c3a-9d2e-5b8f0a1c2d3e", "seq": 1, "epoch": "0192f1c2-7b1e-7c3a", "connections": 2, "duplicate": false})),
-        (status = 400, response = super::responses::BadRequest),
-        (status = 401, response = super::responses::Unauthorized),
-        (status = 409, response = super::responses::RunState),
-        (status = 413, response = super::responses::TooLarge),
-        (status = 429, response = super::responses::RateLimited),
-        (status = 503, response = super::responses::NotReady),
+        super::responses::AppendRefused,
     )
 )]
 pub async fn publish(

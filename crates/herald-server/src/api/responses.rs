@@ -4,9 +4,13 @@
 //! They all carry the shared body `{"error":{"code","message"}}` ([`ApiError`]), which
 //! [`super::ApiFailure`] sends; each names the codes it is sent with and shows one example. The
 //! types only describe: [`super::ApiFailure`] is what handlers return.
+//!
+//! The sets of them that recur ([`StreamRefused`], [`AppendRefused`], [`RequestRefused`]) are
+//! named once here, and a handler lists its set after its success answer:
+//! `responses((status = 200, …), AppendRefused)`.
 
 use herald_protocol::ApiError;
-use utoipa::ToResponse;
+use utoipa::{IntoResponses, ToResponse};
 
 /// The request is malformed. Codes: `invalid_json` (the body is not JSON), `invalid_event` (an
 /// event breaks a field rule; the message names the field and, in a batch, the index),
@@ -57,3 +61,63 @@ pub struct RateLimited(pub ApiError);
 #[derive(ToResponse)]
 #[response(example = json!({"error": {"code": "not_ready", "message": "server is draining: use another node"}}))]
 pub struct NotReady(pub ApiError);
+
+/// Why a stream (`GET /ws`, `/v1/agui/stream`) is refused before it opens.
+#[derive(IntoResponses)]
+pub enum StreamRefused {
+    /// See [`BadRequest`].
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    /// See [`Unauthorized`].
+    #[response(status = 401)]
+    Unauthorized(#[ref_response] Unauthorized),
+    /// See [`Forbidden`].
+    #[response(status = 403)]
+    Forbidden(#[ref_response] Forbidden),
+    /// See [`RateLimited`].
+    #[response(status = 429)]
+    RateLimited(#[ref_response] RateLimited),
+    /// See [`NotReady`].
+    #[response(status = 503)]
+    NotReady(#[ref_response] NotReady),
+}
+
+/// Why a publish (`POST /v1/events`, `POST /v1/agui/events`) appended nothing.
+#[derive(IntoResponses)]
+pub enum AppendRefused {
+    /// See [`BadRequest`].
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    /// See [`Unauthorized`].
+    #[response(status = 401)]
+    Unauthorized(#[ref_response] Unauthorized),
+    /// See [`RunState`].
+    #[response(status = 409)]
+    RunState(#[ref_response] RunState),
+    /// See [`TooLarge`].
+    #[response(status = 413)]
+    TooLarge(#[ref_response] TooLarge),
+    /// See [`RateLimited`].
+    #[response(status = 429)]
+    RateLimited(#[ref_response] RateLimited),
+    /// See [`NotReady`].
+    #[response(status = 503)]
+    NotReady(#[ref_response] NotReady),
+}
+
+/// Why another API-key request (history, tickets) was refused.
+#[derive(IntoResponses)]
+pub enum RequestRefused {
+    /// See [`BadRequest`].
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    /// See [`Unauthorized`].
+    #[response(status = 401)]
+    Unauthorized(#[ref_response] Unauthorized),
+    /// See [`RateLimited`].
+    #[response(status = 429)]
+    RateLimited(#[ref_response] RateLimited),
+    /// See [`NotReady`].
+    #[response(status = 503)]
+    NotReady(#[ref_response] NotReady),
+}

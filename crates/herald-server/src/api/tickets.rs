@@ -44,10 +44,7 @@ pub struct Ticket {
     responses(
         (status = 200, description = "The ticket.", body = Ticket,
             example = json!({"ticket": "tk_3q2…", "expires_at": "2025-01-01T12:01:00Z"})),
-        (status = 400, response = super::responses::BadRequest),
-        (status = 401, response = super::responses::Unauthorized),
-        (status = 429, response = super::responses::RateLimited),
-        (status = 503, response = super::responses::NotReady),
+        super::responses::RequestRefused,
     )
 )]
 pub async fn create(

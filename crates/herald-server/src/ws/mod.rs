@@ -54,11 +54,7 @@ struct WsQuery {
     security(("jwt" = []), ("ticket" = [])),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: frames follow (docs/protocol.md)."),
-        (status = 400, response = crate::api::responses::BadRequest),
-        (status = 401, response = crate::api::responses::Unauthorized),
-        (status = 403, response = crate::api::responses::Forbidden),
-        (status = 429, response = crate::api::responses::RateLimited),
-        (status = 503, response = crate::api::responses::NotReady),
+        crate::api::responses::StreamRefused,
     )
 )]
 pub async fn upgrade(
