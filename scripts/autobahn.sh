@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Autobahn WebSocket conformance of Herald's WebSocket layer (docs/conformance.md).
+# Autobahn WebSocket conformance of Herald's WebSocket layer (docs/conformance.md); part of
+# scripts/test.sh.
 #
-# Builds herald with the test-only `autobahn` feature (an unauthenticated /__echo socket with the
-# same stack and limits as /ws), starts it on a free port, and drives it with the Autobahn
-# fuzzing client reimplemented by PyPI `kosoku` (installed into a venv under /tmp).
+# Runs the example `autobahn_echo` (herald-server's echo fixture `/__echo`: the same accept loop,
+# axum/tungstenite stack, limits and protocol-fault closes as /ws; `cargo build --all-targets`
+# already builds it) on a free port and drives it with the Autobahn fuzzing client reimplemented by
+# PyPI `kosoku` (installed once into a venv, $KOSOKU_VENV, default target/kosoku-venv).
 # Usage: scripts/autobahn.sh [kosoku case globs] — default: 1.* to 7.* and 10.* (framing, pings,
 # UTF-8, reserved bits, opcodes, fragmentation, closing handshake), which must all pass.
 #   HERALD_MAX_MESSAGE_BYTES=16777216 scripts/autobahn.sh '9.*'   # big messages (over the 64 KiB
@@ -14,15 +16,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${KOSOKU_VENV:-/tmp/herald-kosoku}"
+venv="${KOSOKU_VENV:-target/kosoku-venv}"
 if [ ! -x "$venv/bin/kosoku" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q kosoku
+  "$venv/bin/pip" install -q --disable-pip-version-check kosoku==0.1.0
 fi
 
-cargo build -q -p herald --features herald-server/autobahn
+cargo build -q -p herald-server --example autobahn_echo
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-HERALD_LOG_FORMAT=text RUST_LOG=warn ./target/debug/herald serve --dev --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+./target/debug/examples/autobahn_echo "127.0.0.1:$port" >/dev/null 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

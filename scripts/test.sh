@@ -13,6 +13,9 @@ cargo build --workspace --all-targets
 cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc
 
+echo "== Autobahn WebSocket conformance (docs/conformance.md)"
+./scripts/autobahn.sh
+
 export HERALD_BIN="$PWD/target/debug/herald"
 for suite in clients/*/test.sh; do
   [ -x "$suite" ] || continue

@@ -283,6 +283,10 @@ var HeraldClient = class {
         this.onWelcome(frame);
         break;
       case "event":
+        if (frame.snapshot) {
+          this.emit("event", frame);
+          break;
+        }
         if (frame.seq <= this.lastSeq) {
           this.duplicatesDropped++;
           return;
@@ -510,6 +514,8 @@ var RunTracker = class {
         events: [],
         tools: [],
         text: "",
+        thinking: "",
+        truncated: false,
         error: null,
         startedAt: null,
         endedAt: null,
@@ -561,6 +567,10 @@ function step(run, event) {
   switch (event.event) {
     case "agent_started":
       run.startedAt = event.ts;
+      if (event.truncated) run.truncated = true;
+      break;
+    case "agent_thinking":
+      if (typeof event.data.text === "string") run.thinking += event.data.text;
       break;
     case "agent_text":
       if (typeof event.data.delta === "string") run.text += event.data.delta;
@@ -895,16 +905,20 @@ function eventRow(e, start) {
   return h(
     "li",
     { class: "event", "data-event": e.event, "data-seq": String(e.seq), title: e.ts },
-    h("span", { class: "seq" }, `#${e.seq}`),
+    h("span", { class: "seq" }, seqLabel(e)),
     h("span", { class: "at" }, at),
     h("span", { class: "name" }, e.event),
     h("span", { class: "detail" }, summary(e))
   );
 }
+function seqLabel(e) {
+  if (e.snapshot && e.first_seq != null && e.first_seq !== e.seq) return `#${e.first_seq}–${e.seq} (merged)`;
+  return `#${e.seq}`;
+}
 function summary(e) {
   switch (e.event) {
     case "agent_started":
-      return String(e.data.input ?? e.data.agent ?? "");
+      return (e.truncated ? "(earlier output not shown) " : "") + String(e.data.input ?? e.data.agent ?? "");
     case "agent_thinking":
       return e.data.text ?? "";
     case "agent_text":

@@ -345,17 +345,23 @@ function eventRow(e: HeraldEvent, start: number): HTMLElement {
   return h(
     "li",
     { class: "event", "data-event": e.event, "data-seq": String(e.seq), title: e.ts },
-    h("span", { class: "seq" }, `#${e.seq}`),
+    h("span", { class: "seq" }, seqLabel(e)),
     h("span", { class: "at" }, at),
     h("span", { class: "name" }, e.event),
     h("span", { class: "detail" }, summary(e)),
   );
 }
 
+/** `#seq`, or `#first–last` for a snapshot frame that merges several events. */
+function seqLabel(e: HeraldEvent): string {
+  if (e.snapshot && e.first_seq != null && e.first_seq !== e.seq) return `#${e.first_seq}–${e.seq} (merged)`;
+  return `#${e.seq}`;
+}
+
 function summary(e: HeraldEvent): string {
   switch (e.event) {
     case "agent_started":
-      return String(e.data.input ?? e.data.agent ?? "");
+      return (e.truncated ? "(earlier output not shown) " : "") + String(e.data.input ?? e.data.agent ?? "");
     case "agent_thinking":
       return e.data.text ?? "";
     case "agent_text":

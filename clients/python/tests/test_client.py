@@ -200,3 +200,27 @@ async def test_ticket_connects_a_client(server, user):
             await pub.publish(user, "custom", data={"name": "via ticket"})
             event = await asyncio.wait_for(client.__anext__(), 10)
             assert event.data == {"name": "via ticket"}
+
+
+async def test_a_client_opened_mid_answer_gets_the_whole_text_then_the_rest(server, user, token):
+    # 1,500 deltas: more than history_size (1000) keeps, so the run's start is trimmed.
+    async with AsyncPublisher(server.url, API_KEY) as pub:
+        await pub.publish(user, "agent_started", run_id="long")
+        for b in range(15):
+            await pub.publish_batch(
+                [{"user_id": user, "run_id": "long", "event": "agent_text", "data": {"delta": f"{b * 100 + i} "}} for i in range(100)]
+            )
+        snap = await pub.snapshot(user, run_id="long")
+        assert [(e.event, e.seq, e.snapshot) for e in snap.events] == [("agent_started", 1, True), ("agent_text", 1501, True)]
+        client = Client(server.url, token)
+        seen = Collector(client)
+        await client.wait_synced(timeout=10)
+        await seen.wait_events(2)
+        assert (client.seq, seen.events[1].first_seq) == (1501, 2)
+        await pub.publish(user, "agent_text", run_id="long", data={"delta": "end"})
+        await pub.publish(user, "agent_completed", run_id="long")
+    await seen.wait_events(4)
+    await seen.stop()
+    text = "".join(e.data["delta"] for e in seen.events if e.event == "agent_text")
+    assert text == "".join(f"{i} " for i in range(1500)) + "end"
+    assert [e.seq for e in seen.events[2:]] == [1502, 1503]

@@ -438,6 +438,12 @@ export class HeraldClient {
         this.onWelcome(frame);
         break;
       case "event":
+        if (frame.snapshot) {
+          // Part of the opening snapshot: one frame may stand for several events of one run, so
+          // its seq is no resume point for the others; the cursor moves at `synced`.
+          this.emit("event", frame);
+          break;
+        }
         if (frame.seq <= this.lastSeq) {
           this.duplicatesDropped++;
           return;

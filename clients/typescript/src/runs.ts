@@ -34,8 +34,12 @@ export interface Run {
   /** The run's events in seq order, each once. */
   events: HeraldEvent[];
   tools: ToolCall[];
-  /** Concatenated `agent_text` deltas. */
+  /** Concatenated `agent_text` deltas (a snapshot's merged delta counts as the deltas it covers). */
   text: string;
+  /** Concatenated `agent_thinking` texts. */
+  thinking: string;
+  /** True when the snapshot said the run's oldest output is not shown (it outgrew its budget). */
+  truncated: boolean;
   /** `data.message` of `agent_error`. */
   error: string | null;
   startedAt: string | null;
@@ -74,6 +78,8 @@ export class RunTracker {
         events: [],
         tools: [],
         text: "",
+        thinking: "",
+        truncated: false,
         error: null,
         startedAt: null,
         endedAt: null,
@@ -131,6 +137,10 @@ function step(run: Run, event: HeraldEvent): void {
   switch (event.event) {
     case "agent_started":
       run.startedAt = event.ts;
+      if (event.truncated) run.truncated = true;
+      break;
+    case "agent_thinking":
+      if (typeof event.data.text === "string") run.thinking += event.data.text;
       break;
     case "agent_text":
       if (typeof event.data.delta === "string") run.text += event.data.delta;

@@ -57,6 +57,17 @@ interface EventBase<E extends string, D> {
   data: D;
   /** RFC 3339 UTC timestamp with milliseconds, set by Herald. */
   ts: string;
+  /**
+   * Set on the frames of the active-run snapshot a connection without a usable cursor starts
+   * with (docs/protocol.md, "The active-run snapshot"). Such a frame may stand for many events:
+   * `seq` is the last one it covers, and consecutive `agent_text` deltas (or `agent_thinking`
+   * texts) of one message arrive as one event with their concatenation — draw it like the deltas.
+   */
+  snapshot?: true;
+  /** On merged snapshot frames: the seq of the first event covered. */
+  first_seq?: number;
+  /** On a snapshot's `agent_started`: the run outgrew its budget and its oldest output is not shown. */
+  truncated?: true;
 }
 
 type Extra = { [key: string]: unknown };

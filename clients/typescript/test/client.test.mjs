@@ -151,6 +151,37 @@ describe("against a running herald", () => {
     client.close();
   });
 
+  test("a tab opened mid-answer renders the whole text from the snapshot, then the rest live", async () => {
+    const user = uniqueUser();
+    const delta = (i) => ({ user_id: user, run_id: "long", event: "agent_text", data: { delta: `${i} ` } });
+    await publish(server, { user_id: user, run_id: "long", event: "agent_started", data: {} });
+    for (let b = 0; b < 15; b++) {
+      // 1,500 deltas: more than history_size (1000) keeps, so the run's start is trimmed.
+      await publish(server, { events: Array.from({ length: 100 }, (_, i) => delta(b * 100 + i)) });
+    }
+    const { client, events } = clientFor(server, user);
+    const runs = new RunTracker();
+    runs.track(client);
+    const synced = next(client, "synced");
+    await client.connect();
+    assert.equal((await synced).seq, 1501);
+    const expected = (n) => Array.from({ length: n }, (_, i) => `${i} `).join("");
+    assert.deepEqual(events.map((e) => [e.event, e.seq, e.snapshot]), [
+      ["agent_started", 1, true],
+      ["agent_text", 1501, true],
+    ]);
+    assert.equal(events[1].first_seq, 2);
+    assert.equal(runs.get("long").text, expected(1500), "the merged delta renders like the deltas");
+    assert.deepEqual(client.cursor, { seq: 1501, epoch: client.cursor.epoch }, "the cursor moves at synced");
+
+    const done = new Promise((res) => runs.onChange((run) => run.done && res(run)));
+    await publish(server, { events: [delta(1500), { user_id: user, run_id: "long", event: "agent_completed", data: {} }] });
+    const run = await done;
+    assert.equal(run.text, expected(1501), "then the rest live, no gap or repeat");
+    assert.deepEqual(events.slice(2).map((e) => e.seq), [1502, 1503]);
+    client.close();
+  });
+
   test("reconnect() drops the socket and resumes at once without duplicates", async () => {
     const user = uniqueUser();
     const { client, events, seen } = clientFor(server, user);

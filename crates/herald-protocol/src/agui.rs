@@ -1046,7 +1046,7 @@ mod tests {
                     thread_id: e.thread_id.clone(),
                     run_id: e.run_id.clone(),
                     event: e.kind.as_str().into(),
-                    data: Value::Object(e.data.clone()),
+                    data: Value::Object(e.data.fields().clone()),
                     ts: "2025-01-02T03:04:05.678Z".into(),
                 };
                 out.map(&frame)

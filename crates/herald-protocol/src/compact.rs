@@ -29,8 +29,9 @@
 use crate::EventKind;
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use serde_json::{Map, Value};
-use std::collections::HashMap;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 /// Bounds of one user's compacted runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,33 +116,42 @@ struct Merged {
     run_id: String,
     /// `delta` or `text`: the data field that is concatenated.
     field: &'static str,
-    /// The rest of `data`, equal for every merged event.
-    rest: Map<String, Value>,
+    /// The rest of `data` (keys sorted, values as JSON text), equal for every merged event.
+    rest: Vec<(String, Box<RawValue>)>,
     text: String,
     ts: String,
     /// Bytes of the frame apart from `text`.
     overhead: usize,
 }
 
-/// The fields of an event frame that folding reads (a snapshot frame has the extra ones).
+/// The fields of an event frame that folding reads (a snapshot frame has the extra ones),
+/// borrowed from the frame: a streamed delta costs one pass over its bytes, few allocations.
 #[derive(serde::Deserialize)]
-struct Parsed {
+struct Parsed<'a> {
     seq: u64,
-    id: String,
-    user_id: String,
-    #[serde(default)]
-    thread_id: Option<String>,
-    #[serde(default)]
-    run_id: Option<String>,
-    event: String,
-    #[serde(default)]
-    data: Map<String, Value>,
-    ts: String,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    thread_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    run_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    data: BTreeMap<Key<'a>, &'a RawValue>,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
     #[serde(default)]
     first_seq: Option<u64>,
     #[serde(default)]
     truncated: bool,
 }
+
+/// A JSON string borrowed when it has no escapes.
+#[derive(serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Why a frame could not be folded by [`Compactor::seed`].
 #[derive(Debug, thiserror::Error)]
@@ -231,9 +241,10 @@ impl Compactor {
     /// from a shared store; [`Compactor::through`] is not moved (see [`Compactor::set_through`]).
     pub fn seed(&mut self, frame: &str, now_ms: u64) -> Result<(), NotAFrame> {
         let parsed: Parsed = serde_json::from_str(frame).map_err(|e| NotAFrame(e.to_string()))?;
-        let kind = EventKind::from_name(&parsed.event).ok_or_else(|| NotAFrame(parsed.event.clone()))?;
-        let run_id = parsed.run_id.clone().ok_or_else(|| NotAFrame("no run_id".into()))?;
-        let plain = |p: &Parsed| Plain { seq: p.seq, id: p.id.clone(), kind, frame: strip_markers(frame) };
+        let kind = EventKind::from_name(&parsed.event).ok_or_else(|| NotAFrame(parsed.event.to_string()))?;
+        let run_id = parsed.run_id.clone().ok_or_else(|| NotAFrame("no run_id".into()))?.into_owned();
+        let plain =
+            |p: &Parsed| Plain { seq: p.seq, id: p.id.to_string(), kind, frame: strip_markers(frame) };
         if kind == EventKind::AgentStarted {
             let truncated = parsed.truncated;
             self.start(&run_id, plain(&parsed), truncated, now_ms);
@@ -339,49 +350,58 @@ impl Run {
 
     /// Appends a text or thinking event to the run's last item when it continues the same
     /// message, else starts a new merged item.
-    fn text(&mut self, kind: EventKind, mut parsed: Parsed, frame: &str) {
-        let field = text_field(kind, &parsed.data);
-        let Some(field) = field else {
+    fn text(&mut self, kind: EventKind, mut parsed: Parsed<'_>, frame: &str) {
+        let text = text_field(kind, &parsed.data).and_then(|field| {
+            let raw = parsed.data.remove(&Key(Cow::Borrowed(field)))?;
+            let Key(text) = serde_json::from_str::<Key<'_>>(raw.get()).ok()?;
+            Some((field, text))
+        });
+        let Some((field, text)) = text else {
             // No text to merge (e.g. a thinking event with structured data): kept as sent.
-            let plain = Plain { seq: parsed.seq, id: parsed.id, kind, frame: strip_markers(frame) };
+            let plain =
+                Plain { seq: parsed.seq, id: parsed.id.into_owned(), kind, frame: strip_markers(frame) };
             return self.push(Item::Plain(plain));
-        };
-        let Some(Value::String(text)) = parsed.data.remove(field) else {
-            unreachable!("checked by text_field")
         };
         self.clear_stall();
         if let Some(Item::Merged(last)) = self.items.last_mut()
             && last.kind == kind
             && last.field == field
-            && last.rest == parsed.data
-            && last.thread_id == parsed.thread_id
+            && last.rest.len() == parsed.data.len()
+            && last
+                .rest
+                .iter()
+                .zip(&parsed.data)
+                .all(|((k, v), (Key(pk), pv))| k == pk && v.get() == pv.get())
+            && last.thread_id.as_deref() == parsed.thread_id.as_deref()
             && last.user_id == parsed.user_id
         {
             self.bytes += text.len();
             last.text.push_str(&text);
             last.seq = parsed.seq;
-            last.ts = parsed.ts;
+            last.ts = parsed.ts.into_owned();
             return;
         }
-        let run_id = parsed.run_id.unwrap_or_default();
+        let rest: Vec<(String, Box<RawValue>)> =
+            parsed.data.iter().map(|(Key(k), v)| (k.to_string(), (*v).to_owned())).collect();
+        let run_id = parsed.run_id.map(Cow::into_owned).unwrap_or_default();
         let overhead = 160
             + parsed.id.len()
             + parsed.user_id.len()
-            + parsed.thread_id.as_ref().map_or(0, String::len)
+            + parsed.thread_id.as_ref().map_or(0, |t| t.len())
             + run_id.len()
-            + serde_json::to_string(&parsed.data).map_or(0, |s| s.len());
+            + rest.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>();
         let merged = Merged {
             kind,
             first_seq: parsed.first_seq.unwrap_or(parsed.seq),
             seq: parsed.seq,
-            id: parsed.id,
-            user_id: parsed.user_id,
-            thread_id: parsed.thread_id,
+            id: parsed.id.into_owned(),
+            user_id: parsed.user_id.into_owned(),
+            thread_id: parsed.thread_id.map(Cow::into_owned),
             run_id,
             field,
-            rest: parsed.data,
-            text,
-            ts: parsed.ts,
+            rest,
+            text: text.into_owned(),
+            ts: parsed.ts.into_owned(),
             overhead,
         };
         self.push(Item::Merged(merged));
@@ -475,10 +495,10 @@ impl Item {
 
 /// The data field a text event is merged on: `delta` for `agent_text` (`text` as fallback),
 /// `text` for `agent_thinking` (`delta` as fallback) — as the AG-UI mapping reads them.
-fn text_field(kind: EventKind, data: &Map<String, Value>) -> Option<&'static str> {
+fn text_field(kind: EventKind, data: &BTreeMap<Key<'_>, &RawValue>) -> Option<&'static str> {
     let order: [&'static str; 2] =
         if kind == EventKind::AgentText { ["delta", "text"] } else { ["text", "delta"] };
-    order.into_iter().find(|f| data.get(*f).is_some_and(Value::is_string))
+    order.into_iter().find(|f| data.get(&Key(Cow::Borrowed(f))).is_some_and(|v| v.get().starts_with('"')))
 }
 
 /// A frame without the markers a snapshot added (`snapshot`, `first_seq`, `truncated`), so a
@@ -538,7 +558,7 @@ impl Serialize for MergedData<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// A published event of run `r` (or `run`), as the log would hold it.
     #[derive(Clone, Debug)]

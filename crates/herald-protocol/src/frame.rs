@@ -185,8 +185,12 @@ pub struct CloseCode;
 impl CloseCode {
     /// Server drains or shuts down: reconnect (to another node) and resume.
     pub const GOING_AWAY: u16 = 1001;
+    /// A frame broke RFC 6455 (reserved opcode or bits, bad fragmentation): fix the client.
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// Binary frame received: the protocol is JSON text only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// The user's log lost its history (e.g. Redis was flushed): reconnect and resume; the
     /// resume will answer `reset`.
     pub const LOG_RESET: u16 = 1012;

@@ -10,12 +10,15 @@
 
 pub mod agui;
 pub mod compact;
+pub mod data;
 pub mod event;
 pub mod frame;
 pub mod publish;
 pub mod run;
+pub mod unique_keys;
 pub mod user;
 
+pub use data::EventData;
 pub use event::EventKind;
 pub use frame::{ClientFrame, ClientFrameError, CloseCode, Recovery, ServerFrame};
 pub use publish::{

@@ -1,8 +1,9 @@
 //! Bodies of the publisher HTTP API (docs/protocol.md, "Publishing"): what a backend sends, what it gets back.
 
-use crate::{EventKind, UserId};
+use crate::{EventData, EventKind, UserId};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Longest accepted `id`, `run_id` or `thread_id`, in bytes.
 pub const MAX_KEY_LEN: usize = 128;
@@ -19,8 +20,8 @@ pub struct EventInput {
     pub run_id: Option<String>,
     /// Conversation thread.
     pub thread_id: Option<String>,
-    /// The data object (`{}` when absent).
-    pub data: Map<String, Value>,
+    /// The data object (`{}` when absent), encoded exactly as sent.
+    pub data: EventData,
     /// Idempotency key; generated on append when absent.
     pub id: Option<String>,
 }
@@ -164,11 +165,14 @@ impl PublishBody {
                     .enumerate()
                     .map(|(i, wire)| EventInput::from_wire(wire).map_err(|e| invalid(Some(i), e)))
                     .collect::<Result<Vec<_>, _>>()?;
-                return Ok(PublishBody::Batch(events));
+                return Ok(PublishBody::Batch(keep_float_texts(body, events)));
             }
         } else if let Ok(wire) = serde_json::from_slice::<WireEvent>(body) {
-            return EventInput::from_wire(wire).map(PublishBody::Single).map_err(|e| invalid(None, e));
+            let event = EventInput::from_wire(wire).map_err(|e| invalid(None, e))?;
+            return Ok(PublishBody::Single(keep_float_texts(body, vec![event]).remove(0)));
         }
+        // serde_json keeps the last of repeated keys, so they must be refused before reading.
+        crate::unique_keys::check_unique_keys(body).map_err(BatchError::InvalidJson)?;
         let value: Value =
             serde_json::from_slice(body).map_err(|e| BatchError::InvalidJson(e.to_string()))?;
         match value {
@@ -242,9 +246,9 @@ impl EventInput {
         if kind.requires_run_id() && run_id.is_none() {
             return Err(FieldError::new(format!("run_id is required for {kind}")));
         }
-        let data = match wire.data {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(map)) => map,
+        let data: EventData = match wire.data {
+            None | Some(Value::Null) => Default::default(),
+            Some(Value::Object(map)) => map.into(),
             Some(_) => return Err(FieldError::new("data must be a JSON object")),
         };
         kind.check_data(&data).map_err(FieldError::new)?;
@@ -257,6 +261,40 @@ impl EventInput {
             id: check_key("id", wire.id)?,
         })
     }
+}
+
+/// Just the `data` of an event, as written; every other field is skipped.
+#[derive(Deserialize)]
+struct DataText {
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+/// Just the `data` of each event of a batch.
+#[derive(Deserialize)]
+struct DataTexts {
+    events: Vec<DataText>,
+}
+
+/// Keeps the written text of every `data` that holds a float, so that its numbers reach clients
+/// exactly as sent (see [`EventData`]). Costs a second, shallow read of `body`, and only when some
+/// event has a non-integer or beyond-64-bit number in its data.
+fn keep_float_texts(body: &[u8], mut events: Vec<EventInput>) -> Vec<EventInput> {
+    if !events.iter().any(|e| e.data.holds_float()) {
+        return events;
+    }
+    let texts = match serde_json::from_slice::<DataTexts>(body) {
+        Ok(batch) => batch.events,
+        Err(_) => serde_json::from_slice::<DataText>(body).map(|one| vec![one]).unwrap_or_default(),
+    };
+    for (event, text) in events.iter_mut().zip(texts) {
+        if let Some(text) = text.data
+            && event.data.holds_float()
+        {
+            event.data.keep_text(text);
+        }
+    }
+    events
 }
 
 fn check_key(field: &str, value: Option<String>) -> Result<Option<String>, FieldError> {
@@ -362,5 +400,38 @@ mod tests {
         assert_eq!(e, BatchError::TooMany { len: 4, max: 3 });
         assert!(parse(r#"{"events":[]}"#).is_err());
         assert!(parse(r#"{"user_id":"u","event":"run_stalled","run_id":"r"}"#).is_err());
+    }
+
+    #[test]
+    fn repeated_envelope_keys_are_invalid_json() {
+        let e = parse(r#"{"user_id":"A","event":"custom","data":{"name":"x"},"user_id":"B"}"#).unwrap_err();
+        assert!(
+            matches!(&e, BatchError::InvalidJson(m) if m.starts_with("duplicate key \"user_id\"")),
+            "{e}"
+        );
+        let e = parse(
+            r#"{"events":[{"user_id":"A","event":"custom","data":{"name":"x"}},
+            {"user_id":"A","event":"custom","event":"progress","data":{"name":"x"}}]}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(&e, BatchError::InvalidJson(m) if m.starts_with("duplicate key \"event\"")), "{e}");
+    }
+
+    #[test]
+    fn big_numbers_in_data_are_kept_exactly() {
+        let text =
+            r#"{"n":123456789012345678901234567890123456789,"f":0.1000000000000000055511151231257827}"#;
+        let body = format!(r#"{{"user_id":"u","event":"custom","data":{{"name":"x","v":{text}}}}}"#);
+        let event = parse(&body).unwrap().into_events().remove(0);
+        let encoded = serde_json::to_string(&event.data).unwrap();
+        assert_eq!(encoded, format!(r#"{{"name":"x","v":{text}}}"#));
+        assert_eq!(event.data["name"], "x");
+        let batch = format!(
+            r#"{{"events":[{{"user_id":"u","event":"custom","data":{{"name":"x"}}}},
+            {{"user_id":"u","event":"custom","data":{{"name":"y","v":{text}}}}}]}}"#
+        );
+        let events = parse(&batch).unwrap().into_events();
+        assert!(!events[0].data.keeps_text());
+        assert_eq!(serde_json::to_string(&events[1].data).unwrap(), format!(r#"{{"name":"y","v":{text}}}"#));
     }
 }

@@ -5,42 +5,14 @@
 //! all-optional layer that clap and the TOML file both fill; [`Settings::validate`] turns the merge
 //! into a [`Config`] with concrete values, or a [`ConfigError`] that says what to set.
 
+/// Settings hold secrets; the type lives in the leaf module [`crate::secret`].
+pub use crate::secret::Secret;
+use crate::secret::random_token;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
-
-/// A secret string (JWT secret, API key). `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself: call only where it is used, never to log.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
 
 /// The raw settings layer: every field optional, filled by clap (flags and env) or by the file.
 #[derive(clap::Args, Clone, Debug, Default, Deserialize)]
@@ -231,21 +203,23 @@ pub enum ConfigError {
         /// What is wrong and what is allowed.
         reason: String,
     },
-    /// The JWT public key file cannot be used.
-    #[error("invalid jwt_public_key {path}: {reason}")]
-    Key {
-        /// The PEM file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The config file cannot be read or parsed.
-    #[error("config file {path}: {reason}")]
-    File {
+    /// The config file cannot be read.
+    #[error("config file {path}: cannot read it")]
+    Read {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        reason: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not TOML with known setting names.
+    #[error("config file {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error: line, column and the unknown or mistyped key.
+        #[source]
+        source: toml::de::Error,
     },
 }
 
@@ -320,8 +294,9 @@ pub enum OriginPolicy {
 pub enum JwtKey {
     /// HS256 shared secret (`jwt_secret`).
     Secret(Secret),
-    /// RS256 or ES256 public key from a PEM file (`jwt_public_key`).
-    PublicKey(crate::auth::jwt::PublicKey),
+    /// RS256 or ES256 public key in this PEM file (`jwt_public_key`); auth reads and checks it
+    /// when it builds the verifier.
+    PublicKey(PathBuf),
     /// Keys by `kid` from a JWKS URL (`jwks_url`).
     Jwks {
         /// The JWKS document URL.
@@ -422,8 +397,8 @@ impl Settings {
     /// Reads a TOML file whose keys are the settings' names (`history_size = 500`).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
     }
 
     /// Fills every unset field of `self` from `lower` (self wins).
@@ -503,112 +478,25 @@ impl Settings {
                 });
             }
         };
-        let jwt_key = match (self.jwt_secret, self.jwt_public_key, self.jwks_url) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    key: "jwt_secret",
-                    value: "(several JWT keys)".into(),
-                    reason: "set exactly one of jwt_secret (HERALD_JWT_SECRET), jwt_public_key \
-                             (HERALD_JWT_PUBLIC_KEY) and jwks_url (HERALD_JWKS_URL): the key pins \
-                             the algorithm"
-                        .into(),
-                });
-            }
-            (None, Some(path), None) => JwtKey::PublicKey(
-                crate::auth::jwt::PublicKey::from_pem_file(&path)
-                    .map_err(|e| ConfigError::Key { path: path.clone(), reason: e.to_string() })?,
-            ),
-            (None, None, Some(url)) => JwtKey::Jwks {
-                url: jwks_url(url)?,
-                min_refresh: Duration::from_secs(self.jwks_min_refresh_s.unwrap_or(10)),
-            },
-            (secret, None, None) => JwtKey::Secret(match secret {
-                Some(s) if s.expose().len() < 16 && !self.dev => {
-                    return Err(ConfigError::Invalid {
-                        key: "jwt_secret",
-                        value: "***".into(),
-                        reason: "an HS256 secret must be at least 16 bytes; use 32 random bytes".into(),
-                    });
-                }
-                Some(s) => s,
-                None if self.dev => Secret::new(random_token(32)),
-                None => {
-                    missing.push(MissingSetting {
-                        what: "the JWT key that verifies client tokens (an HS256 secret, or a public key \
-                           with HERALD_JWT_PUBLIC_KEY, or HERALD_JWKS_URL)",
-                        env: "HERALD_JWT_SECRET",
-                        flag: "jwt-secret",
-                        key: "jwt_secret",
-                        dev_makes_it: true,
-                    });
-                    Secret::new(String::new())
-                }
-            }),
-        };
-        let api_keys: Vec<Secret> = match self.api_key {
-            Some(keys) => {
-                keys.expose().split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect()
-            }
-            None if self.dev => vec![Secret::new(format!("dev-{}", random_token(24)))],
-            None => Vec::new(),
-        };
-        if api_keys.is_empty() {
-            missing.push(MissingSetting {
-                what: "the API key that publishing backends use",
-                env: "HERALD_API_KEY",
-                flag: "api-key",
-                key: "api_key",
-                dev_makes_it: true,
-            });
-        }
-        let origins = match self.allowed_origins.as_deref().map(str::trim) {
-            _ if self.dev => OriginPolicy::Any,
-            Some("*") => OriginPolicy::Any,
-            Some(list) if !list.is_empty() => OriginPolicy::List(
-                list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
-            ),
-            _ => OriginPolicy::SameOrigin,
-        };
-        let upstream = match self.upstream_url {
-            None => None,
-            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
-                return Err(ConfigError::Invalid {
-                    key: "upstream_url",
-                    value: url,
-                    reason: "expected an http:// or https:// URL".into(),
-                });
-            }
-            Some(url) => Some(UpstreamConfig {
-                url,
-                secret: self.upstream_secret.unwrap_or_else(|| {
-                    missing.push(MissingSetting {
-                        what: "the secret that signs upstream requests",
-                        env: "HERALD_UPSTREAM_SECRET",
-                        flag: "upstream-secret",
-                        key: "upstream_secret",
-                        dev_makes_it: false,
-                    });
-                    Secret::new(String::new())
-                }),
-                timeout: Duration::from_millis(positive(
-                    "upstream_timeout_ms",
-                    self.upstream_timeout_ms.unwrap_or(5000),
-                )?),
-                max_in_flight: positive("upstream_max_in_flight", self.upstream_max_in_flight.unwrap_or(8))?,
-                presence: self.upstream_presence,
-            }),
-        };
-        let log_json = match self.log_format.as_deref().unwrap_or("text") {
-            "text" => false,
-            "json" => true,
-            other => {
-                return Err(ConfigError::Invalid {
-                    key: "log_format",
-                    value: other.into(),
-                    reason: "expected `text` or `json`".into(),
-                });
-            }
-        };
+        let jwt_key = Self::jwt_key(
+            self.jwt_secret,
+            self.jwt_public_key,
+            self.jwks_url,
+            self.jwks_min_refresh_s,
+            self.dev,
+            &mut missing,
+        )?;
+        let api_keys = Self::api_keys(self.api_key, self.dev, &mut missing);
+        let origins = Self::origins(self.allowed_origins.as_deref(), self.dev);
+        let upstream = Self::upstream(
+            self.upstream_url,
+            self.upstream_secret,
+            self.upstream_timeout_ms,
+            self.upstream_max_in_flight,
+            self.upstream_presence,
+            &mut missing,
+        )?;
+        let log_json = Self::log_json(self.log_format.as_deref())?;
         if !missing.is_empty() {
             return Err(ConfigError::Missing(missing));
         }
@@ -651,10 +539,151 @@ impl Settings {
             dev: self.dev,
         })
     }
+
+    /// The key that verifies client JWTs: exactly one of secret, public key file and JWKS URL
+    /// (in `dev`, a random secret when none is set).
+    fn jwt_key(
+        secret: Option<Secret>,
+        public_key: Option<PathBuf>,
+        jwks: Option<String>,
+        jwks_min_refresh_s: Option<u64>,
+        dev: bool,
+        missing: &mut Vec<MissingSetting>,
+    ) -> Result<JwtKey, ConfigError> {
+        let key = match (secret, public_key, jwks) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "jwt_secret",
+                    value: "(several JWT keys)".into(),
+                    reason: "set exactly one of jwt_secret (HERALD_JWT_SECRET), jwt_public_key \
+                             (HERALD_JWT_PUBLIC_KEY) and jwks_url (HERALD_JWKS_URL): the key pins \
+                             the algorithm"
+                        .into(),
+                });
+            }
+            (None, Some(path), None) => JwtKey::PublicKey(path),
+            (None, None, Some(url)) => JwtKey::Jwks {
+                url: jwks_url(url)?,
+                min_refresh: Duration::from_secs(jwks_min_refresh_s.unwrap_or(10)),
+            },
+            (secret, None, None) => JwtKey::Secret(match secret {
+                Some(s) if s.expose().len() < 16 && !dev => {
+                    return Err(ConfigError::Invalid {
+                        key: "jwt_secret",
+                        value: "***".into(),
+                        reason: "an HS256 secret must be at least 16 bytes; use 32 random bytes".into(),
+                    });
+                }
+                Some(s) => s,
+                None if dev => Secret::new(random_token(32)),
+                None => {
+                    missing.push(MissingSetting {
+                        what: "the JWT key that verifies client tokens (an HS256 secret, or a public key \
+                           with HERALD_JWT_PUBLIC_KEY, or HERALD_JWKS_URL)",
+                        env: "HERALD_JWT_SECRET",
+                        flag: "jwt-secret",
+                        key: "jwt_secret",
+                        dev_makes_it: true,
+                    });
+                    Secret::new(String::new())
+                }
+            }),
+        };
+        Ok(key)
+    }
+
+    /// The publishers' API keys (comma-separated; in `dev`, a random one when none is set).
+    fn api_keys(keys: Option<Secret>, dev: bool, missing: &mut Vec<MissingSetting>) -> Vec<Secret> {
+        let api_keys: Vec<Secret> = match keys {
+            Some(keys) => {
+                keys.expose().split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect()
+            }
+            None if dev => vec![Secret::new(format!("dev-{}", random_token(24)))],
+            None => Vec::new(),
+        };
+        if api_keys.is_empty() {
+            missing.push(MissingSetting {
+                what: "the API key that publishing backends use",
+                env: "HERALD_API_KEY",
+                flag: "api-key",
+                key: "api_key",
+                dev_makes_it: true,
+            });
+        }
+        api_keys
+    }
+
+    /// Which browser Origins may open sockets.
+    fn origins(allowed: Option<&str>, dev: bool) -> OriginPolicy {
+        match allowed.map(str::trim) {
+            _ if dev => OriginPolicy::Any,
+            Some("*") => OriginPolicy::Any,
+            Some(list) if !list.is_empty() => OriginPolicy::List(
+                list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
+            ),
+            _ => OriginPolicy::SameOrigin,
+        }
+    }
+
+    /// Where client frames go, if an upstream URL is set (its secret is then required).
+    fn upstream(
+        url: Option<String>,
+        secret: Option<Secret>,
+        timeout_ms: Option<u64>,
+        max_in_flight: Option<usize>,
+        presence: bool,
+        missing: &mut Vec<MissingSetting>,
+    ) -> Result<Option<UpstreamConfig>, ConfigError> {
+        let upstream = match url {
+            None => None,
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(ConfigError::Invalid {
+                    key: "upstream_url",
+                    value: url,
+                    reason: "expected an http:// or https:// URL".into(),
+                });
+            }
+            Some(url) => Some(UpstreamConfig {
+                url,
+                secret: secret.unwrap_or_else(|| {
+                    missing.push(MissingSetting {
+                        what: "the secret that signs upstream requests",
+                        env: "HERALD_UPSTREAM_SECRET",
+                        flag: "upstream-secret",
+                        key: "upstream_secret",
+                        dev_makes_it: false,
+                    });
+                    Secret::new(String::new())
+                }),
+                timeout: Duration::from_millis(positive("upstream_timeout_ms", timeout_ms.unwrap_or(5000))?),
+                max_in_flight: positive("upstream_max_in_flight", max_in_flight.unwrap_or(8))?,
+                presence,
+            }),
+        };
+        Ok(upstream)
+    }
+
+    /// `json` or `text` logs.
+    fn log_json(format: Option<&str>) -> Result<bool, ConfigError> {
+        let log_json = match format.unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format",
+                    value: other.into(),
+                    reason: "expected `text` or `json`".into(),
+                });
+            }
+        };
+        Ok(log_json)
+    }
 }
 
 impl Config {
-    /// A configuration for tests and embedding: defaults, the given secret and API key.
+    /// A configuration for tests and embedding: defaults, the given secret and API key. Test
+    /// helper (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn for_tests(jwt_secret: &str, api_key: &str) -> Config {
         Settings {
             listen: Some("127.0.0.1:0".into()),
@@ -695,14 +724,6 @@ fn positive<T: PartialEq + Default + fmt::Display>(key: &'static str, value: T) 
         });
     }
     Ok(value)
-}
-
-/// A random URL-safe token of `bytes` random bytes.
-pub fn random_token(bytes: usize) -> String {
-    use base64::Engine as _;
-    let mut buf = vec![0u8; bytes];
-    rand::fill(&mut buf[..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 #[cfg(test)]

@@ -15,14 +15,15 @@
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod console;
+pub(crate) mod console;
 pub mod engine;
-pub mod limits;
+pub(crate) mod limits;
 pub mod log;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod registry;
-pub mod runs;
-pub mod serve;
+pub(crate) mod runs;
+pub mod secret;
+pub(crate) mod serve;
 pub mod stream;
 pub mod upstream;
 pub mod ws;
@@ -59,6 +60,9 @@ pub enum ServerError {
     /// The configured engine cannot be used.
     #[error("engine: {0}")]
     Engine(String),
+    /// The JWT public key file (`jwt_public_key`) cannot be used.
+    #[error("invalid jwt_public_key")]
+    Key(#[from] auth::jwt::KeyError),
 }
 
 /// Shared state of one server: what every handler and connection needs.
@@ -113,24 +117,15 @@ pub async fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerErro
 }
 
 /// The router with every route, over `state`: the documented API ([`api::routes`]), then the
-/// pages outside it (the console, `/__echo`) and the JSON 404/405 answers.
+/// pages outside it (the console) and the JSON 404/405 answers.
 pub fn router(state: Arc<AppState>) -> Router {
     metrics::install();
     Router::from(api::routes::routes())
         .merge(console::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .merge(autobahn_routes())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
-}
-
-/// `/__echo` for the Autobahn suite, only in builds with the `autobahn` feature.
-fn autobahn_routes() -> Router<Arc<AppState>> {
-    let routes = Router::new();
-    #[cfg(feature = "autobahn")]
-    let routes = routes.route("/__echo", axum::routing::get(ws::echo::upgrade));
-    routes
 }
 
 /// Serves `config` on `listener` until `shutdown` is cancelled, then drains and returns.
@@ -151,7 +146,7 @@ pub async fn run_with_engine(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let state = Arc::new(AppState {
-        auth: Authenticator::new(&config),
+        auth: Authenticator::new(&config)?,
         limits: limits::Limits::new(&config),
         upstream: config.upstream.clone().map(upstream::Upstream::new),
         registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user),
@@ -170,7 +165,9 @@ pub async fn run_with_engine(
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();
-    serve::serve(listener, app, state.config.handshake_timeout, async move {
+    let limits = state.clone();
+    let admit = move |peer: std::net::SocketAddr| limits.limits.accept_ip(peer.ip());
+    serve::serve(listener, app, state.config.handshake_timeout, admit, async move {
         shutdown.cancelled().await;
         drain_state.draining.store(true, Ordering::Release);
         info!("draining: refusing new connections, closing open ones with 1001");

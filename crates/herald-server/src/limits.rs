@@ -1,7 +1,9 @@
 //! Rate and connection limits that protect the server from one noisy or hostile peer.
 //!
-//! - WebSocket connections per client IP ([`Limits::connect_ip`]): over it, 429 before the
-//!   upgrade. The peer address is the TCP peer: behind a reverse proxy every client shares the
+//! - Connections per client IP ([`Limits::connect_ip`]): open WebSockets and AG-UI streams; over
+//!   it, 429 before the upgrade. TCP connections that have not sent a request yet are limited per
+//!   IP too, to as many again, counted apart so an over-limit client still gets its 429
+//!   ([`Limits::accept_ip`], [`crate::serve`]): over it, the TCP connection is closed. The peer address is the TCP peer: behind a reverse proxy every client shares the
 //!   proxy's address, so raise or disable the limit there (docs/security.md).
 //! - Client messages per second per connection ([`MessageRate`]): a token bucket (governor);
 //!   over it the message is answered with an error frame `rate_limited` and dropped, and a client
@@ -25,6 +27,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Limits {
     per_ip: Option<Arc<IpCounts>>,
+    /// TCP connections per IP that have not sent their first request.
+    pending_per_ip: Option<Arc<IpCounts>>,
     /// One bucket per configured API key (same order as `Config::api_keys`); empty: no limit.
     publish: Vec<DefaultDirectRateLimiter>,
 }
@@ -42,37 +46,30 @@ pub struct Limited {
 impl Limits {
     /// The limits configured in `config`.
     pub fn new(config: &Config) -> Self {
-        let per_ip = (config.max_connections_per_ip > 0)
-            .then(|| Arc::new(IpCounts { max: config.max_connections_per_ip, open: Mutex::default() }));
+        let counts = || {
+            (config.max_connections_per_ip > 0)
+                .then(|| Arc::new(IpCounts { max: config.max_connections_per_ip, open: Mutex::default() }))
+        };
+        let (per_ip, pending_per_ip) = (counts(), counts());
         let publish = match NonZeroU32::new(config.publish_rate_per_s) {
             Some(rate) => {
                 config.api_keys.iter().map(|_| RateLimiter::direct(Quota::per_second(rate))).collect()
             }
             None => Vec::new(),
         };
-        Self { per_ip, publish }
+        Self { per_ip, pending_per_ip, publish }
     }
 
     /// Takes one connection slot for `ip`, held until the returned slot is dropped; `None` peer
     /// (a server without peer addresses, e.g. a test harness) is not limited.
     pub fn connect_ip(&self, ip: Option<IpAddr>) -> Result<IpSlot, Limited> {
-        let (Some(counts), Some(ip)) = (&self.per_ip, ip) else {
-            return Ok(IpSlot(None));
-        };
-        let mut open = counts.open.lock();
-        let n = open.entry(ip).or_insert(0);
-        if *n >= counts.max {
-            crate::metrics::rate_limited("connections_per_ip");
-            return Err(Limited {
-                message: format!(
-                    "too many connections from {ip} (max_connections_per_ip = {}); close some first",
-                    counts.max
-                ),
-                retry_after: None,
-            });
-        }
-        *n += 1;
-        Ok(IpSlot(Some((counts.clone(), ip))))
+        take_slot(self.per_ip.as_ref(), ip, "connections_per_ip")
+    }
+
+    /// Takes one slot for a TCP connection from `ip` that has not sent a request yet (the accept
+    /// loop frees it at the first request): idle connections cannot exhaust file descriptors.
+    pub fn accept_ip(&self, ip: IpAddr) -> Result<IpSlot, Limited> {
+        take_slot(self.pending_per_ip.as_ref(), Some(ip), "idle_connections_per_ip")
     }
 
     /// Takes one publish request from the bucket of API key number `key`.
@@ -93,14 +90,39 @@ impl Limits {
     }
 }
 
+fn take_slot(
+    counts: Option<&Arc<IpCounts>>,
+    ip: Option<IpAddr>,
+    metric: &'static str,
+) -> Result<IpSlot, Limited> {
+    let (Some(counts), Some(ip)) = (counts, ip) else {
+        return Ok(IpSlot(None));
+    };
+    let mut open = counts.open.lock();
+    let n = open.entry(ip).or_insert(0);
+    if *n >= counts.max {
+        crate::metrics::rate_limited(metric);
+        return Err(Limited {
+            message: format!(
+                "too many connections from {ip} (max_connections_per_ip = {}); close some first",
+                counts.max
+            ),
+            retry_after: None,
+        });
+    }
+    *n += 1;
+    Ok(IpSlot(Some((counts.clone(), ip))))
+}
+
 #[derive(Debug)]
 struct IpCounts {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One open connection of an IP address; dropping it frees the slot.
-#[derive(Debug)]
+/// One open connection of an IP address; dropping it frees the slot. The default slot is not
+/// counted anywhere (no limit).
+#[derive(Debug, Default)]
 pub struct IpSlot(Option<(Arc<IpCounts>, IpAddr)>);
 
 impl Drop for IpSlot {

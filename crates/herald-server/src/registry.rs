@@ -29,10 +29,15 @@
 //! Managers hold no events: a user's log (seq, epoch, history) lives in the engine, so dropping an
 //! idle manager loses nothing, and the registry stays bounded by the users active right now.
 
-use crate::engine::{AppendError, Engine, EngineError};
+#[cfg(any(test, feature = "test-util"))]
+use crate::engine::AppendError;
+use crate::engine::{Engine, EngineError};
 use crate::log::UserLog;
-use herald_protocol::{EventInput, EventKind, FieldError, Receipt, UserId, UserIdError};
+#[cfg(any(test, feature = "test-util"))]
+use herald_protocol::{EventInput, EventKind, FieldError, Receipt};
+use herald_protocol::{UserId, UserIdError};
 use parking_lot::Mutex;
+#[cfg(any(test, feature = "test-util"))]
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,6 +68,8 @@ impl UserContext {
 }
 
 /// An event to emit through a [`UserManager`]; the user is the manager's, never a field.
+/// Test helper (feature `test-util`): the server itself publishes through the engine.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     /// What happened.
@@ -77,6 +84,7 @@ pub struct Event {
     pub id: Option<String>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Event {
     /// An event of `kind` in run `run_id` with empty data.
     pub fn new(kind: EventKind, run_id: impl Into<String>) -> Self {
@@ -99,6 +107,7 @@ impl Event {
 }
 
 /// Why [`UserManager::emit`] refused an event.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EmitError {
     /// A field rule is broken (missing `run_id`, `tool_name`, …).
@@ -131,7 +140,9 @@ impl UserManager {
     }
 
     /// Appends an event to the user's log. A user with no open connection is not an error: the
-    /// event is kept within retention and delivered when they connect or resume.
+    /// event is kept within retention and delivered when they connect or resume. Test helper
+    /// (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn emit(&self, event: Event) -> Result<Receipt, EmitError> {
         self.touch();
         if event.kind.requires_run_id() && event.run_id.is_none() {
@@ -143,7 +154,7 @@ impl UserManager {
             kind: event.kind,
             run_id: event.run_id,
             thread_id: event.thread_id,
-            data: event.data,
+            data: event.data.into(),
             id: event.id,
         };
         let mut receipts = self.engine.append(vec![input]).await?;

@@ -5,7 +5,14 @@
 //! a complete request head within `handshake_timeout` (also between keep-alive requests), and the
 //! peer address goes into each request as [`ConnectInfo`] for the per-IP limit. Graceful shutdown
 //! works as with `axum::serve`: stop accepting, let in-flight requests finish, return.
+//!
+//! A TCP connection that has not sent its first request yet holds a per-IP slot (up to
+//! `max_connections_per_ip` such connections per address, see [`crate::limits`]), so one address
+//! cannot pile up idle connections until the process runs out of file descriptors; over the
+//! limit, the connection is closed at once. The slot is freed when the first request arrives
+//! (a WebSocket upgrade then takes a slot of the open-connection count).
 
+use crate::limits::{IpSlot, Limited};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -13,6 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,10 +29,13 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for in-flight requests.
+/// `admit` gives each new TCP connection its per-IP slot (held until its first request), or
+/// refuses it.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     handshake_timeout: Duration,
+    admit: impl Fn(SocketAddr) -> Result<IpSlot, Limited>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -45,8 +57,16 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let slot = match admit(peer) {
+            Ok(slot) => Arc::new(Mutex::new(Some(slot))),
+            Err(e) => {
+                debug!(%peer, "connection refused before its first request: {e}");
+                continue; // dropping the stream closes it
+            }
+        };
         let _ = stream.set_nodelay(true);
         let service = app.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
+            slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         });

@@ -298,15 +298,16 @@ async fn es256_public_key_verifies_and_pins_its_algorithm() {
 }
 
 #[test]
-fn unusable_pem_files_are_config_errors_naming_the_file() {
-    let missing = PathBuf::from("/nonexistent/herald/jwt.pem");
-    let e = Settings { jwt_public_key: Some(missing), ..base_settings() }.validate().unwrap_err().to_string();
+fn unusable_pem_files_are_startup_errors_naming_the_file() {
+    // Config is plain data: it names the file; auth reads it and says what is wrong.
+    let key_error = |path: PathBuf| {
+        let config = Settings { jwt_public_key: Some(path), ..base_settings() }.validate().expect("a path");
+        herald_server::auth::Authenticator::new(&config).unwrap_err().to_string()
+    };
+    let e = key_error(PathBuf::from("/nonexistent/herald/jwt.pem"));
     assert!(e.contains("/nonexistent/herald/jwt.pem"), "{e}");
     let junk = temp_file("junk.pem", "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n");
-    let e = Settings { jwt_public_key: Some(junk.clone()), ..base_settings() }
-        .validate()
-        .unwrap_err()
-        .to_string();
+    let e = key_error(junk.clone());
     assert!(e.contains(junk.to_str().unwrap()) && e.contains("RS256"), "{e}");
     let both =
         Settings { jwt_public_key: Some(junk), jwt_secret: Some(Secret::new(SECRET)), ..base_settings() };
@@ -698,4 +699,46 @@ async fn a_client_close_is_answered_with_a_close_frame() {
         Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1000),
         other => panic!("expected the server's close frame, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn idle_tcp_connections_count_against_the_per_ip_limit() {
+    let settings =
+        Settings { max_connections_per_ip: Some(3), handshake_timeout_s: Some(60), ..Settings::default() };
+    let server = TestServer::with(settings).await;
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    // Three connections that never send a byte take 127.0.0.1's three slots.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // A fourth is closed at once, not after the 60 s handshake timeout.
+    let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a 4th idle connection was kept open: {read:?}");
+    // Another address is not affected.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = other.connect(addr).await.unwrap();
+    other.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(T, other.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A connection that sends its request frees its slot: with one idle connection gone, the
+    // freed slot serves requests again.
+    drop(idle.pop());
+    let health = format!("{}/health/live", server.url);
+    let status = tokio::time::timeout(T, async {
+        loop {
+            // The server notices the close asynchronously; retry until the slot is free.
+            match reqwest::Client::new().get(&health).send().await {
+                Ok(r) => return r.status().as_u16(),
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
 }

@@ -69,7 +69,7 @@ fn ev(user_id: &str, kind: EventKind, run: Option<&str>, id: Option<&str>, data:
         kind,
         run_id: run.map(str::to_owned),
         thread_id: None,
-        data: data.as_object().cloned().unwrap_or_default(),
+        data: data.as_object().cloned().unwrap_or_default().into(),
         id: id.map(str::to_owned),
     }
 }
@@ -300,6 +300,36 @@ async fn tickets_are_taken_once_on_any_node((a, b): Pair) {
     assert_eq!(b.take_ticket("never-issued").await.unwrap(), None);
 }
 
+/// An active run is snapshotted whole on every node, however much of it retention trimmed: its
+/// text deltas merged into one frame with the seq of the last, and nothing once it ended.
+async fn active_runs_are_snapshotted_whole_on_every_node((a, b): Pair) {
+    one(&a, started("lr", "r")).await.unwrap();
+    let text = |i: usize| ev("lr", EventKind::AgentText, Some("r"), None, json!({"delta": format!("{i} ")}));
+    for chunk in 0..3 {
+        a.append((chunk * 100..(chunk + 1) * 100).map(text).collect()).await.unwrap();
+    }
+    let expected: String = (0..300).map(|i| format!("{i} ")).collect();
+    // Node b opens the user now: its log starts from the retained tail (100 events).
+    let log = b.open_log(&user("lr")).await.unwrap();
+    until_head(&log, 301).await;
+    let opening = log.open(None);
+    assert!(opening.snapshot);
+    let frames: Vec<Value> =
+        opening.backlog.iter().map(|e| serde_json::from_str(e.frame.as_str()).unwrap()).collect();
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!((frames[0]["event"].as_str(), frames[0]["seq"].as_u64()), (Some("agent_started"), Some(1)));
+    assert_eq!((frames[1]["seq"].as_u64(), frames[1]["first_seq"].as_u64()), (Some(301), Some(2)));
+    assert_eq!(frames[1]["data"]["delta"].as_str(), Some(expected.as_str()));
+    assert!(frames.iter().all(|f| f["snapshot"] == true));
+    // Live events keep the node's compacted state current; the end drops it.
+    one(&a, text(300)).await.unwrap();
+    until_head(&log, 302).await;
+    assert_eq!(log.snapshot(Some("r")).1[1].seq, 302);
+    one(&a, ev("lr", EventKind::AgentCompleted, Some("r"), None, json!({}))).await.unwrap();
+    until_head(&log, 303).await;
+    assert!(log.open(None).backlog.is_empty());
+}
+
 /// Runs every check with its retention against `backend` (the cluster test runs them all on one
 /// cluster it started).
 async fn all_checks(backend: &Backend) {
@@ -323,6 +353,7 @@ async fn all_checks(backend: &Backend) {
         run_state_expires_a_ttl_after_the_users_last_event: Retention { max_events: 100, ttl: Duration::from_secs(1) },
         scans_count_active_runs_and_find_silent_ones,
         tickets_are_taken_once_on_any_node,
+        active_runs_are_snapshotted_whole_on_every_node,
     );
 }
 

@@ -310,3 +310,84 @@ async fn a_run_past_its_budget_says_truncated() {
     let kept = events[1]["data"]["delta"].as_str().unwrap().len();
     assert!(kept < 10 * delta.len() && kept > 256 * 1024, "{kept}");
 }
+
+// ---------------------------------------------------------------- Redis engine, across nodes
+
+/// Two Redis-engine nodes sharing one prefix: the tab opens on a node that never saw the run.
+async fn redis_pair(name: &str) -> (String, TestServer, TestServer) {
+    let prefix = common::unique_prefix(name);
+    let a = TestServer::redis(&prefix, settings()).await;
+    let b = TestServer::redis(&prefix, settings()).await;
+    (prefix, a, b)
+}
+
+async fn redis_list_len(prefix: &str, user: &str, run: &str) -> usize {
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("LLEN").arg(format!("{prefix}:{{{user}}}:runs:{run}")).query_async(&mut con).await.unwrap()
+}
+
+#[tokio::test]
+async fn redis_a_tab_joined_mid_answer_on_another_node_draws_the_whole_run() {
+    let (prefix, a, b) = redis_pair("longrun-join").await;
+    publish(&a, "u", "r", "agent_started", json!({})).await;
+    stream_text(&a, "u", "r", 0, 1500).await;
+    let (_conn, opened) = b.open("u").await;
+    assert_eq!(text_of(&opened.backlog, "r"), expected("r", 1500));
+    // Node b compacted the run's list in Redis when it read it: a third node reads two frames.
+    assert_eq!(redis_list_len(&prefix, "u", "r").await, 2);
+    let c = TestServer::redis(&prefix, settings()).await;
+    let (_conn, third) = c.open("u").await;
+    assert_eq!(text_of(&third.backlog, "r"), expected("r", 1500));
+    publish(&a, "u", "r", "agent_completed", json!({})).await;
+    assert_eq!(redis_list_len(&prefix, "u", "r").await, 0, "a terminal event deletes the run's list");
+}
+
+#[tokio::test]
+async fn redis_joined_mid_answer_then_the_rest_live() {
+    let (_prefix, a, b) = redis_pair("longrun-live").await;
+    joined_mid_answer(&a, &b).await;
+}
+
+#[tokio::test]
+async fn redis_a_cursor_older_than_retention_inside_an_active_run_gets_the_whole_run() {
+    let (_prefix, a, b) = redis_pair("longrun-cursor").await;
+    cursor_older_than_retention(&a, &b).await;
+}
+
+#[tokio::test]
+async fn redis_two_active_runs_are_both_drawn_in_full() {
+    let (_prefix, a, b) = redis_pair("longrun-two").await;
+    two_active_runs(&a, &b).await;
+}
+
+#[tokio::test]
+async fn redis_a_run_that_ends_while_the_snapshot_is_sent_ends_right_after_it() {
+    let (_prefix, a, b) = redis_pair("longrun-ends").await;
+    run_ends_while_the_snapshot_is_sent(&a, &b).await;
+}
+
+#[tokio::test]
+async fn redis_the_history_api_returns_a_runs_compacted_state() {
+    let (_prefix, a, b) = redis_pair("longrun-history").await;
+    history_snapshot(&a, &b).await;
+}
+
+/// A run streamed through one node that no tab ever reads stays compact in Redis: the appending
+/// node rewrites the run's list every few hundred events.
+#[tokio::test]
+async fn redis_a_long_run_stays_compact_in_redis() {
+    let (prefix, a, _b) = redis_pair("longrun-bounded").await;
+    publish(&a, "u", "r", "agent_started", json!({})).await;
+    stream_text(&a, "u", "r", 0, 3000).await;
+    // Compaction runs in the background after the append that crossed the threshold.
+    let deadline = tokio::time::Instant::now() + T;
+    let mut len = redis_list_len(&prefix, "u", "r").await;
+    while len > 600 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        len = redis_list_len(&prefix, "u", "r").await;
+    }
+    assert!(len <= 600, "3,001 events kept as {len} entries");
+    let (_conn, opened) = a.open("u").await;
+    assert_eq!(text_of(&opened.backlog, "r"), expected("r", 3000));
+}

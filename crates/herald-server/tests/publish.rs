@@ -189,3 +189,51 @@ async fn health_endpoints_answer() {
         assert_eq!(response.status(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn repeated_envelope_keys_are_400_invalid_json_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let body = r#"{"user_id":"dup-a","event":"custom","data":{"name":"x"},"user_id":"dup-b"}"#;
+    let (status, reply) = post_raw(&server, Some(API_KEY), body).await;
+    assert_eq!(status, 400, "{reply}");
+    let (code, message) = error(&reply);
+    assert_eq!(code, "invalid_json");
+    assert!(message.contains("duplicate key \"user_id\""), "{message}");
+    let batch = r#"{"events":[{"user_id":"dup-a","event":"custom","data":{"name":"x"}},
+        {"user_id":"dup-a","event":"custom","data":{"name":"x"},"id":"1","id":"2"}]}"#;
+    let (status, reply) = post_raw(&server, Some(API_KEY), batch).await;
+    assert_eq!((status, error(&reply).0), (400, "invalid_json"));
+    assert_eq!(head_seq(&server, "dup-a").await, 0);
+    assert_eq!(head_seq(&server, "dup-b").await, 0);
+}
+
+#[tokio::test]
+async fn numbers_in_data_reach_history_and_sockets_exactly_as_sent() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = TestServer::start().await;
+    let mut request = herald_client::ws_url(&server.url).into_client_request().unwrap();
+    let bearer = format!("Bearer {}", server.token("big"));
+    request.headers_mut().insert("authorization", bearer.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let big = "123456789012345678901234567890123456789";
+    let decimal = "0.1000000000000000055511151231257827";
+    let body =
+        format!(r#"{{"user_id":"big","event":"custom","data":{{"name":"n","big":{big},"d":[{decimal}]}}}}"#);
+    let (status, reply) = post_raw(&server, Some(API_KEY), body).await;
+    assert_eq!(status, 200, "{reply}");
+    let exact = format!(r#""big":{big},"d":[{decimal}]"#);
+
+    let url = format!("{}/v1/users/big/events", server.url);
+    let text = server.http().get(url).bearer_auth(API_KEY).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(&exact), "{text}");
+    loop {
+        let message = tokio::time::timeout(common::T, socket.next()).await.unwrap().unwrap().unwrap();
+        let text = message.into_text().unwrap();
+        if text.contains(r#""type":"event""#) {
+            assert!(text.contains(&exact), "{text}");
+            break;
+        }
+    }
+}

@@ -7,6 +7,8 @@ use common::{T, TestServer};
 use herald_client::ClientError;
 use herald_protocol::ServerFrame;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control as OpCtl, Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 fn error_code(frame: ServerFrame) -> String {
     match frame {
@@ -63,6 +65,31 @@ async fn binary_frame_closes_with_1003() {
         Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1003),
         other => panic!("expected close 1003, got {other:?}"),
     }
+}
+
+/// Sends one raw frame (any opcode, any payload) and expects the server to fail the connection
+/// with a close frame carrying `code` (RFC 6455 §7.4.1), not a dropped TCP connection.
+async fn raw_frame_closes_with(opcode: OpCode, payload: &[u8], code: u16) {
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    let header = FrameHeader { opcode, ..FrameHeader::default() };
+    let frame = Frame::from_payload(header, payload.to_vec().into());
+    conn.send_raw(Message::Frame(frame)).await.unwrap();
+    match conn.next_frame(T).await {
+        Err(ClientError::Closed { code: got, .. }) => assert_eq!(got, code),
+        other => panic!("expected close {code}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn text_frame_with_invalid_utf8_closes_with_1007() {
+    raw_frame_closes_with(OpCode::Data(OpData::Text), b"{\"type\":\"ping\xff\"}", 1007).await;
+}
+
+#[tokio::test]
+async fn reserved_opcodes_close_with_1002() {
+    raw_frame_closes_with(OpCode::Data(OpData::Reserved(3)), b"x", 1002).await;
+    raw_frame_closes_with(OpCode::Control(OpCtl::Reserved(11)), b"", 1002).await;
 }
 
 #[tokio::test]

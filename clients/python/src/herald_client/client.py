@@ -6,8 +6,13 @@
 
 The client keeps its cursor (epoch, seq) and, when the socket drops, reconnects with
 ``?after=<seq>&epoch=<epoch>``: every event after the cursor is replayed, or, when the server cannot
-(restarted, cursor too old), the server says ``reset`` and ``on_reset`` is called before the events
-of the user's active runs. Events are yielded exactly once per client, in seq order.
+(restarted, cursor too old), the server says ``reset`` and ``on_reset`` is called before the
+snapshot of the user's active runs. Events are yielded exactly once per client, in seq order.
+
+A connection without a usable cursor starts with that snapshot: every active run whole, however
+long, with consecutive text deltas merged into one event (``event.snapshot`` is true and
+``event.seq`` is the last event it covers). Appending each ``agent_text`` delta draws it exactly;
+the client's cursor moves past the snapshot at ``synced``, not on its frames.
 """
 
 from __future__ import annotations
@@ -227,7 +232,9 @@ class Client:
             if kind == "event":
                 event: Event = item[0]
                 epoch: str = item[1]
-                self.epoch, self.seq = epoch, event.seq
+                if not event.snapshot:
+                    # A snapshot frame may stand for several events of one run: no resume point.
+                    self.epoch, self.seq = epoch, event.seq
                 return event
             if kind == "welcome":
                 welcome: Welcome = item
@@ -409,6 +416,11 @@ class Client:
                 kind = frame.get("type")
                 if kind == "event":
                     event = Event.from_json(frame)
+                    if event.snapshot:
+                        # The active-run snapshot (before synced): its frames are no resume points,
+                        # the cursor moves at synced.
+                        await self._put("event", (event, self._recv_epoch))
+                        continue
                     if event.seq <= self._recv_seq:
                         continue  # already delivered by an earlier connection
                     self._recv_seq = event.seq

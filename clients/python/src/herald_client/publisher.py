@@ -27,6 +27,13 @@ EventLike = Union[EventInput, Mapping[str, Any]]
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
+def _snapshot_params(run_id: Optional[str]) -> Dict[str, Any]:
+    params: Dict[str, Any] = {"snapshot": "true"}
+    if run_id is not None:
+        params["run_id"] = run_id
+    return params
+
+
 class _PublisherBase:
     def __init__(
         self,
@@ -50,6 +57,10 @@ class _PublisherBase:
         self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "herald-client-python/0.1"}
 
     # --- request bodies -------------------------------------------------------------------------
+
+    @staticmethod
+    def _events_path(user_id: str) -> str:
+        return f"/v1/users/{quote(user_id, safe='')}/events"
 
     @staticmethod
     def _event_body(
@@ -165,6 +176,11 @@ class Publisher(_PublisherBase):
             params["epoch"] = epoch
         return History.from_json(self._request("GET", f"/v1/users/{quote(user_id, safe='')}/events", params=params))
 
+    def snapshot(self, user_id: str, run_id: Optional[str] = None) -> History:
+        """The compacted state of the user's active runs (or of ``run_id``): each run whole, text
+        deltas merged (``Event.snapshot``); ``seq`` is the head it was taken at."""
+        return History.from_json(self._request("GET", self._events_path(user_id), params=_snapshot_params(run_id)))
+
     def run(
         self,
         user_id: str,
@@ -244,6 +260,12 @@ class AsyncPublisher(_PublisherBase):
         if epoch is not None:
             params["epoch"] = epoch
         return History.from_json(await self._request("GET", f"/v1/users/{quote(user_id, safe='')}/events", params=params))
+
+    async def snapshot(self, user_id: str, run_id: Optional[str] = None) -> History:
+        """The compacted state of the user's active runs (or of ``run_id``): each run whole, text
+        deltas merged (``Event.snapshot``); ``seq`` is the head it was taken at."""
+        params = _snapshot_params(run_id)
+        return History.from_json(await self._request("GET", self._events_path(user_id), params=params))
 
     def run(
         self,

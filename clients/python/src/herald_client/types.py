@@ -48,9 +48,19 @@ class Event:
     event: str
     data: Dict[str, Any]
     ts: str
+    #: True on the frames of the active-run snapshot a connection without a usable cursor starts
+    #: with (docs/protocol.md, "The active-run snapshot"). ``seq`` is then the last event the frame
+    #: covers, and consecutive ``agent_text`` deltas of one message arrive as one event carrying
+    #: their concatenation: draw it like the deltas it replaces.
+    snapshot: bool = False
+    #: On merged snapshot frames: the seq of the first event covered.
+    first_seq: Optional[int] = None
+    #: On a snapshot's ``agent_started``: the run outgrew its budget; its oldest output is not shown.
+    truncated: bool = False
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "Event":
+        first_seq = obj.get("first_seq")
         return cls(
             seq=int(obj["seq"]),
             id=str(obj["id"]),
@@ -60,6 +70,9 @@ class Event:
             event=str(obj["event"]),
             data=dict(obj.get("data") or {}),
             ts=str(obj.get("ts", "")),
+            snapshot=obj.get("snapshot") is True,
+            first_seq=int(first_seq) if first_seq is not None else None,
+            truncated=obj.get("truncated") is True,
         )
 
 

@@ -19,8 +19,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// The documented routes, over the server's state. A route registered here with `routes!` is in
-/// the OpenAPI document; pages that are not part of the API (the console, `/__echo`) are added
-/// to the plain router by [`crate::router`].
+/// the OpenAPI document; pages that are not part of the API (the console) are added to the
+/// plain router by [`crate::router`].
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::publish))

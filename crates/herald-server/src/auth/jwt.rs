@@ -40,12 +40,13 @@ impl std::fmt::Debug for PublicKey {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file cannot be read.
-    #[error("cannot read JWT public key file {path}: {reason}")]
+    #[error("cannot read JWT public key file {path}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The file holds a private key: Herald only needs (and should only get) the public half.
     #[error(
@@ -70,8 +71,7 @@ pub enum KeyError {
 impl PublicKey {
     /// Reads and parses a PEM public key file: RSA → RS256, EC P-256 → ES256.
     pub fn from_pem_file(path: &Path) -> Result<Self, KeyError> {
-        let pem = std::fs::read(path)
-            .map_err(|e| KeyError::Read { path: path.to_owned(), reason: e.to_string() })?;
+        let pem = std::fs::read(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
         Self::from_pem(&pem, path)
     }
 
@@ -209,15 +209,19 @@ pub fn peek_header(token: &str) -> Result<TokenHeader, AuthError> {
 }
 
 impl JwtVerifier {
-    /// A verifier for the configured key, audience, issuer and leeway.
-    pub fn new(config: &JwtConfig) -> Self {
+    /// A verifier for the configured key, audience, issuer and leeway; reads the public key
+    /// file when one is configured.
+    pub fn new(config: &JwtConfig) -> Result<Self, KeyError> {
         install_crypto_provider();
         let keys = match &config.key {
             JwtKey::Secret(secret) => Keys::Fixed {
                 key: DecodingKey::from_secret(secret.expose().as_bytes()),
                 algorithm: Algorithm::HS256,
             },
-            JwtKey::PublicKey(public) => Keys::Fixed { key: public.key.clone(), algorithm: public.algorithm },
+            JwtKey::PublicKey(path) => {
+                let public = PublicKey::from_pem_file(path)?;
+                Keys::Fixed { key: public.key, algorithm: public.algorithm }
+            }
             JwtKey::Jwks { url, min_refresh } => Keys::Jwks(JwksCache::new(url.clone(), *min_refresh)),
         };
         let rules = Rules {
@@ -225,7 +229,7 @@ impl JwtVerifier {
             issuer: config.issuer.clone(),
             leeway_s: config.leeway.as_secs(),
         };
-        Self { keys, rules }
+        Ok(Self { keys, rules })
     }
 
     /// Starts fetching the JWKS in the background, if one is configured, so the first client
@@ -305,7 +309,8 @@ mod tests {
                 audience: Some("herald".into()),
                 issuer: None,
                 leeway: Duration::from_secs(5),
-            });
+            })
+            .expect("an HS256 secret needs no file");
             let _ = peek_header(&raw);
             proptest::prop_assert!(verify_now(&verifier, &raw).is_err());
             let dotted = parts.join(".");

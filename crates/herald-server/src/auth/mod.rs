@@ -9,7 +9,8 @@ pub mod jwks;
 pub mod jwt;
 pub mod ticket;
 
-use crate::config::{Config, OriginPolicy, Secret};
+use crate::config::{Config, OriginPolicy};
+use crate::secret::Secret;
 use axum::http::{HeaderMap, header};
 use herald_protocol::{BEARER_SUBPROTOCOL_PREFIX, UserId};
 use jwt::JwtVerifier;
@@ -65,13 +66,14 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Builds the authenticator from the validated configuration.
-    pub fn new(config: &Config) -> Self {
-        Self {
-            jwt: JwtVerifier::new(&config.jwt),
+    /// Builds the authenticator from the validated configuration; fails when the JWT public key
+    /// file cannot be used.
+    pub fn new(config: &Config) -> Result<Self, jwt::KeyError> {
+        Ok(Self {
+            jwt: JwtVerifier::new(&config.jwt)?,
             api_keys: config.api_keys.clone(),
             origins: config.origins.clone(),
-        }
+        })
     }
 
     /// Starts background work the verifier needs (fetching a JWKS); call inside a runtime.

@@ -16,7 +16,7 @@ pub const MAX_TTL: Duration = Duration::from_secs(300);
 
 /// A new random ticket (43 URL-safe characters).
 pub fn new_ticket() -> String {
-    crate::config::random_token(32)
+    crate::secret::random_token(32)
 }
 
 /// The stored form of a ticket: hex SHA-256, so a leaked store does not leak usable tickets.

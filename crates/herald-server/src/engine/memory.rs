@@ -271,7 +271,7 @@ mod tests {
             kind,
             run_id: Some("r".into()),
             thread_id: None,
-            data: serde_json::Map::new(),
+            data: Default::default(),
             id: None,
         }
     }

@@ -169,7 +169,7 @@ pub fn encode_frame_tail(out: &mut Vec<u8>, id: &str, event: &EventInput, at: Sy
         thread_id: Option<&'a str>,
         run_id: Option<&'a str>,
         event: &'static str,
-        data: &'a serde_json::Map<String, serde_json::Value>,
+        data: &'a herald_protocol::EventData,
         #[serde(serialize_with = "as_display")]
         ts: humantime::Rfc3339Timestamp,
     }
@@ -222,7 +222,7 @@ mod tests {
             thread_id: Some("t".into()),
             run_id: Some("r".into()),
             event: "tool_executing".into(),
-            data: Value::Object(event.data.clone()),
+            data: Value::Object(event.data.fields().clone()),
             ts: "2023-11-14T22:13:20.123Z".into(),
         });
         assert_eq!(frame.as_str(), expected.to_json());

@@ -174,7 +174,7 @@ mod tests {
             kind,
             run_id: run.map(str::to_owned),
             thread_id: None,
-            data: serde_json::Map::new(),
+            data: Default::default(),
             id: id.map(str::to_owned),
         }
     }

@@ -331,11 +331,10 @@ impl Connection {
         let message = match message {
             None => return Some(End::Gone),
             Some(Err(e)) => {
-                return Some(if is_too_big(&e) {
-                    End::Close(CloseCode::MESSAGE_TOO_BIG, "message too big")
-                } else {
-                    debug!("read error: {e}");
-                    End::Gone
+                debug!("read error: {e}");
+                return Some(match super::read_error::close_for(&e) {
+                    Some((code, reason)) => End::Close(code, reason),
+                    None => End::Gone,
                 });
             }
             Some(Ok(m)) => m,
@@ -388,12 +387,6 @@ async fn next_answer(link: &mut Option<UpstreamLink>) -> Option<Box<ServerFrame>
         Some(link) => link.answers.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// A frame over `max_message_bytes`: tungstenite's capacity error, under axum's wrapper.
-fn is_too_big(e: &axum::Error) -> bool {
-    let source = std::error::Error::source(e).and_then(|s| s.downcast_ref::<tungstenite::Error>());
-    matches!(source, Some(tungstenite::Error::Capacity(_)))
 }
 
 /// Sends a close frame (bounded in time) and waits briefly for the client's close.

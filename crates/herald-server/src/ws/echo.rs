@@ -1,24 +1,38 @@
-//! `GET /__echo`: an unauthenticated echo socket for the Autobahn conformance suite.
+//! An unauthenticated echo socket for the Autobahn conformance suite (docs/conformance.md).
 //!
-//! Compiled only with the `autobahn` cargo feature (never in a normal build): it lets the
-//! Autobahn fuzzing client exercise Herald's WebSocket layer — the same axum/tungstenite stack and
-//! the same frame and message limits as `/ws` — without the protocol on top. Text and binary
-//! messages are echoed as they come.
+//! Herald's own routes never include it: the example `autobahn_echo` serves it alone, through the
+//! same accept loop ([`crate::serve`]), the same axum/tungstenite stack, the same frame and message
+//! limits and the same protocol-fault closes ([`super::read_error`]) as `/ws`, so the Autobahn
+//! fuzzing client exercises Herald's WebSocket layer without the JSON protocol on top (the suite
+//! needs echo). Text and binary messages are echoed as they come.
 
-use crate::AppState;
-use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
-use std::sync::Arc;
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::routing::get;
 
-/// Handles `GET /__echo`.
-pub async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
-    let max = state.config.max_message_bytes;
-    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(echo)
+/// `GET /__echo`, refusing messages over `max_message_bytes` like `/ws` does.
+pub fn router(max_message_bytes: usize) -> Router {
+    Router::new().route(
+        "/__echo",
+        get(move |upgrade: WebSocketUpgrade| async move {
+            upgrade.max_message_size(max_message_bytes).max_frame_size(max_message_bytes).on_upgrade(echo)
+        }),
+    )
 }
 
 async fn echo(mut socket: WebSocket) {
-    while let Some(Ok(message)) = socket.recv().await {
+    while let Some(read) = socket.recv().await {
+        let message = match read {
+            Ok(message) => message,
+            Err(e) => {
+                // Same as /ws: a protocol fault fails the connection with its close code.
+                if let Some((code, reason)) = super::read_error::close_for(&e) {
+                    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                }
+                break;
+            }
+        };
         let reply = match message {
             Message::Text(_) | Message::Binary(_) => message,
             Message::Close(_) => {

@@ -4,8 +4,8 @@
 //! gets an HTTP status and a JSON body (401, 403, 400, 503) rather than a socket that closes.
 
 pub mod connection;
-#[cfg(feature = "autobahn")]
 pub mod echo;
+pub mod read_error;
 
 use crate::AppState;
 use crate::api::{Accepting, ApiFailure};

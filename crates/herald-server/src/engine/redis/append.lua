@@ -5,7 +5,8 @@
 -- KEYS, 4 per user, hash-tagged by the user (one cluster slot; on Redis Cluster the caller sends
 --   one user per call): meta (hash: epoch, seq, x = when the keys' TTLs were last refreshed),
 --   log (stream, entry id "<seq>-0", one field e = the event record), ids (zset publisher id ->
---   seq; generated ids are not recorded), runs (hash run_id -> RunState JSON).
+--   seq; generated ids are not recorded), runs (hash run_id -> RunState JSON). Not declared but
+--   in the same slot: runs:<run_id> (list of an active run's frames, see compact.rs).
 -- ARGV: 1 max events, 2 ttl ms, 3 PUBLISH or SPUBLISH, 4 number of users U, then per user:
 --   epoch to create if the log is gone, channel,
 --   number of runs R, R x (run_id, state validated against or "", new state or ""),
@@ -63,13 +64,30 @@ for _, user in ipairs(users) do
     set = {'epoch', epoch}
   end
   local first = seq + 1
+  local run_lists = {}
   local message, keyed = {ns(epoch), ns(user.nev)}, {}
   for e = 0, user.nev - 1 do
     local b = user.first + e * 5
     seq = seq + 1
-    local record = ns(now_ms) .. ns(ARGV[b]) .. ns(ARGV[b + 2]) .. ns(ARGV[b + 3])
-      .. ns('{"type":"event","seq":' .. seq .. ARGV[b + 4])
+    local frame = '{"type":"event","seq":' .. seq .. ARGV[b + 4]
+    local record = ns(now_ms) .. ns(ARGV[b]) .. ns(ARGV[b + 2]) .. ns(ARGV[b + 3]) .. ns(frame)
     redis.call('XADD', user.log, seq .. '-0', 'e', record)
+    -- The frames of each active run, for its compacted state (engine/redis/compact.rs): the run's
+    -- list starts with agent_started, takes its later events while it exists, ends with the run.
+    local run_id, kind = ARGV[b + 2], ARGV[b + 3]
+    if run_id ~= '' then
+      local list = user.runs .. ':' .. run_id
+      if kind == 'agent_started' then
+        redis.call('DEL', list)
+        redis.call('RPUSH', list, frame)
+        run_lists[list] = true
+      elseif kind == 'agent_completed' or kind == 'agent_error' or kind == 'agent_cancelled' then
+        redis.call('DEL', list)
+        run_lists[list] = nil
+      elseif redis.call('RPUSHX', list, frame) > 0 then
+        run_lists[list] = true
+      end
+    end
     if ARGV[b + 1] == '1' then
       keyed[#keyed + 1] = seq
       keyed[#keyed + 1] = ARGV[b]
@@ -110,6 +128,8 @@ for _, user in ipairs(users) do
     if #keyed > 0 then redis.call('PEXPIRE', user.ids, keep_ms, 'NX') end
     if #user.updates > 0 then redis.call('PEXPIRE', user.runs, keep_ms, 'NX') end
   end
+  -- A run's list lives a TTL after the run's last event, like the run state.
+  for list in pairs(run_lists) do redis.call('PEXPIRE', list, keep_ms) end
   out[#out + 1] = epoch
   out[#out + 1] = receivers
   out[#out + 1] = first

@@ -186,6 +186,9 @@ impl RedisEngine {
                 }
             }
             self.index_runs(writing.iter().map(|&i| (&parts[i], &prepared[i]))).await;
+            for &i in &writing {
+                self.compact_long_runs(&parts[i], parts[i].fresh(&prepared[i].planned));
+            }
         }
         Ok(Some(
             group

@@ -241,6 +241,9 @@ impl RedisEngine {
         let base = seq.saturating_sub(events.len() as u64);
         let log = Arc::new(UserLog::new(epoch.clone(), base, self.retention));
         apply(&log, &epoch, &events, &self.retention);
+        // The active runs' compacted state, read after the log (so at a seq at least its head)
+        // and before live messages reach it: whole runs, whatever retention trimmed.
+        self.seed_runs(user, &log).await?;
         let mut state = local.state.lock();
         let pending = std::mem::take(&mut state.pending);
         state.log = Some(log.clone());

@@ -12,8 +12,11 @@
 //! - [`fanout`]: each node keeps, for the users it serves, a local [`UserLog`] fed by the users'
 //!   channels; its connections read from it exactly as with the memory engine.
 //! - [`wire`]: the one codec for the script's arguments and reply, stream entries and messages.
+//! - [`compact`]: each active run's frames (`:runs:<run_id>`, written by the append script),
+//!   from which a node rebuilds the runs' compacted state when it loads a user.
 
 mod append;
+mod compact;
 mod conn;
 mod fanout;
 pub mod wire;
@@ -64,6 +67,8 @@ pub struct RedisEngine {
     /// Serializes SUBSCRIBE/UNSUBSCRIBE so an unsubscribe of a user going idle cannot undo the
     /// subscribe of a connection arriving at the same moment.
     subscriptions: tokio::sync::Mutex<()>,
+    /// Events appended through this node per active run, to compact the runs' lists now and then.
+    appended: compact::Appended,
     me: Weak<RedisEngine>,
 }
 
@@ -111,6 +116,7 @@ impl RedisEngine {
             one_user_per_script: options.cluster,
             locals: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
+            appended: compact::Appended::default(),
             me: me.clone(),
         });
         // Loaded up front (on every master of a cluster); a server that lost them (restart,

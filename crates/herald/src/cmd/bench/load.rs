@@ -5,7 +5,8 @@
 //! connection; gaps, duplicates and reordering are reported. Latency is publish→receive from a
 //! microsecond timestamp in the payload.
 
-use super::events::{PublisherState, random_hex};
+use super::events::random_hex;
+use super::publish::{Publishing, run_publisher};
 use super::socket::{BenchFrame, CONNECT_CONCURRENCY, Ws, open_socket};
 use super::stats::{process_cpu_s, process_rss_bytes};
 use futures_util::StreamExt;
@@ -17,9 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
-
-/// How late a timer may fire before the delay counts as the server's (see the publishers).
-const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// What the load run does.
 #[derive(Debug, Clone)]
@@ -271,18 +269,75 @@ struct Shared {
 pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<LoadReport, String> {
     let tag = format!("bench-{}", random_hex(8));
     let users: Vec<String> = (0..config.users).map(|i| format!("{tag}-u{i}")).collect();
-    let ttl = config.duration + config.drain_timeout + Duration::from_secs(3600);
-    let tokens: Vec<String> =
-        users.iter().map(|u| herald_client::sign_token(&config.jwt_secret, u, ttl)).collect();
     let shared = Arc::new(Shared {
         origin: Instant::now(),
         targets: (0..config.users).map(|_| AtomicU64::new(u64::MAX)).collect(),
         counters: counters.clone(),
         last_frame_us: AtomicU64::new(0),
     });
-    let tokens = Arc::new(tokens);
 
     // Open every socket before publishing; remember where each user's log starts.
+    let sockets = open_sockets(config, &users, &counters).await?;
+    let connections = sockets.len();
+    let mut start_seq = vec![0u64; config.users];
+    let (finish_tx, finish_rx) = watch::channel(None);
+    let mut readers = tokio::task::JoinSet::new();
+    for (user, ws, seq) in sockets {
+        start_seq[user] = start_seq[user].max(seq);
+        readers.spawn(read_socket(ws, seq, user, shared.clone(), finish_rx.clone()));
+    }
+
+    let cpu_client_0 = process_cpu_s(None);
+    let cpu_server_0 = config.server_pid.and_then(|p| process_cpu_s(Some(p)));
+    let publishing = publish(config, &users, &tag, &shared).await?;
+    let publish_elapsed = publishing.start.elapsed();
+    for (u, n) in publishing.accepted.iter().enumerate() {
+        shared.targets[u].store(start_seq[u] + n.load(Ordering::Relaxed), Ordering::Release);
+    }
+    let _ = finish_tx.send(Some(Instant::now() + config.drain_timeout));
+
+    let samples = publishing.error_samples.lock().expect("samples").clone();
+    let totals = collect(readers, &shared, samples).await?;
+    let last_frame = Duration::from_micros(shared.last_frame_us.load(Ordering::Relaxed));
+    let elapsed =
+        last_frame.saturating_sub(publishing.start.duration_since(shared.origin)).max(publish_elapsed);
+    let client_cpu_s = match (cpu_client_0, process_cpu_s(None)) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    let server_cpu_s = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_s(Some(p)))) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let published = counters.published.load(Ordering::Relaxed);
+    Ok(LoadReport {
+        published_per_s: published as f64 / publish_elapsed.as_secs_f64(),
+        delivered_per_s: totals.delivered as f64 / elapsed.as_secs_f64().max(1e-9),
+        delivered: totals.delivered,
+        latency_ms: LatencyMs::of(&totals.hist),
+        lost: totals.lost,
+        reordered: totals.reordered,
+        errors: counters.errors.load(Ordering::Relaxed),
+        client_cpu_s,
+        server_cpu_s,
+        server_rss_bytes: config.server_pid.and_then(process_rss_bytes),
+        published,
+        connections,
+        elapsed_s: elapsed.as_secs_f64(),
+        error_samples: totals.samples,
+    })
+}
+
+/// Opens `conns_per_user` sockets per user, at most [`CONNECT_CONCURRENCY`] at a time; returns
+/// each socket with its user and the seq it synced at.
+async fn open_sockets(
+    config: &LoadConfig,
+    users: &[String],
+    counters: &Arc<Counters>,
+) -> Result<Vec<(usize, Ws, u64)>, String> {
+    let ttl = config.duration + config.drain_timeout + Duration::from_secs(3600);
+    let tokens: Arc<Vec<String>> =
+        Arc::new(users.iter().map(|u| herald_client::sign_token(&config.jwt_secret, u, ttl)).collect());
     let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut opening = tokio::task::JoinSet::new();
     for user in 0..config.users {
@@ -300,141 +355,63 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
         }
     }
     let mut sockets = Vec::new();
-    let mut start_seq = vec![0u64; config.users];
     while let Some(joined) = opening.join_next().await {
         let (user, opened) = joined.map_err(|e| e.to_string())?;
         let (ws, seq, _) = opened.map_err(|e| format!("opening a socket for {}: {e}", users[user]))?;
-        start_seq[user] = start_seq[user].max(seq);
         sockets.push((user, ws, seq));
     }
-    let connections = sockets.len();
-    let (finish_tx, finish_rx) = watch::channel(None);
-    let mut readers = tokio::task::JoinSet::new();
-    for (user, ws, seq) in sockets {
-        readers.spawn(read_socket(ws, seq, user, shared.clone(), finish_rx.clone()));
-    }
+    Ok(sockets)
+}
 
-    // Publish.
+/// Runs the publishers (each with its share of the users) until the duration is over; returns
+/// what they accepted and the first failures.
+async fn publish(
+    config: &LoadConfig,
+    users: &[String],
+    tag: &str,
+    shared: &Shared,
+) -> Result<Arc<Publishing>, String> {
     let publishers = config.publishers.min(config.users).max(1);
-    let accepted: Arc<Vec<AtomicU64>> = Arc::new((0..config.users).map(|_| AtomicU64::new(0)).collect());
-    let error_samples = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let cpu_client_0 = process_cpu_s(None);
-    let cpu_server_0 = config.server_pid.and_then(|p| process_cpu_s(Some(p)));
-    let publish_start = Instant::now();
-    let publish_end = publish_start + config.duration;
-    let mut publishing = tokio::task::JoinSet::new();
+    let publishing = Arc::new(Publishing {
+        config: config.clone(),
+        publishers,
+        origin: shared.origin,
+        start: Instant::now(),
+        counters: shared.counters.clone(),
+        accepted: (0..config.users).map(|_| AtomicU64::new(0)).collect(),
+        error_samples: std::sync::Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
     for p in 0..publishers {
         let mine: Vec<(usize, String)> =
             (0..config.users).filter(|u| u % publishers == p).map(|u| (u, users[u].clone())).collect();
-        let mut state = PublisherState { position: vec![(0, 0); mine.len()], users: mine, next: 0 };
-        let (cfg, shared, accepted, errors, stop) =
-            (config.clone(), shared.clone(), accepted.clone(), error_samples.clone(), stop.clone());
-        let tag = format!("{tag}-p{p}");
-        publishing.spawn(async move {
-            let http = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .tcp_nodelay(true)
-                .build()
-                .expect("http client");
-            let endpoint = format!("{}/v1/events", cfg.url.trim_end_matches('/'));
-            let auth = format!("Bearer {}", cfg.api_key);
-            // Open loop: request k of this publisher is due at start + k × interval.
-            let interval =
-                cfg.rate.map(|r| Duration::from_secs_f64(cfg.batch as f64 * publishers as f64 / r));
-            let mut k: u32 = 0;
-            let mut body = String::new();
-            let mut batch_users = Vec::with_capacity(cfg.batch);
-            loop {
-                let due = match interval {
-                    Some(iv) => {
-                        let due = publish_start + iv * k;
-                        k += 1;
-                        if due >= publish_end {
-                            break;
-                        }
-                        tokio::time::sleep_until(due.into()).await;
-                        // tokio's timer wakes up to ~1 ms late; that slack is the client's, not
-                        // the server's. Behind schedule by more, the wait is charged (open loop).
-                        let now = Instant::now();
-                        if now.duration_since(due) < TIMER_SLACK { now } else { due }
-                    }
-                    None => {
-                        let now = Instant::now();
-                        if now >= publish_end || stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        now
-                    }
-                };
-                let t = u64::try_from(due.saturating_duration_since(shared.origin).as_micros()).unwrap_or(0);
-                batch_users.clear();
-                if cfg.batch > 1 {
-                    body.push_str(r#"{"events":["#);
-                }
-                for i in 0..cfg.batch {
-                    if i > 0 {
-                        body.push(',');
-                    }
-                    batch_users.push(state.next_event(&mut body, &tag, t, cfg.payload_bytes));
-                }
-                if cfg.batch > 1 {
-                    body.push_str("]}");
-                }
-                let sent = http
-                    .post(&endpoint)
-                    .header("authorization", &auth)
-                    .header("content-type", "application/json")
-                    .body(std::mem::replace(
-                        &mut body,
-                        String::with_capacity(cfg.batch * (cfg.payload_bytes + 128)),
-                    ))
-                    .send()
-                    .await;
-                let failure = match sent {
-                    Ok(response) => {
-                        let status = response.status();
-                        let text = response.bytes().await.unwrap_or_default();
-                        if status.is_success() {
-                            None
-                        } else {
-                            Some(format!("POST /v1/events: {status}: {}", String::from_utf8_lossy(&text)))
-                        }
-                    }
-                    Err(e) => Some(format!("POST /v1/events: {e}")),
-                };
-                match failure {
-                    None => {
-                        for &u in &batch_users {
-                            accepted[u].fetch_add(1, Ordering::Relaxed);
-                        }
-                        shared.counters.published.fetch_add(batch_users.len() as u64, Ordering::Relaxed);
-                    }
-                    Some(message) => {
-                        // The run state of these users is now unknown to us: stop, and report.
-                        shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        let mut samples = errors.lock().expect("samples");
-                        if samples.len() < 5 {
-                            samples.push(message);
-                        }
-                        return;
-                    }
-                }
-            }
-        });
+        tasks.spawn(run_publisher(publishing.clone(), p, mine, tag.to_owned()));
     }
-    while let Some(joined) = publishing.join_next().await {
+    while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| e.to_string())?;
     }
-    let publish_elapsed = publish_start.elapsed();
-    for (u, n) in accepted.iter().enumerate() {
-        shared.targets[u].store(start_seq[u] + n.load(Ordering::Relaxed), Ordering::Release);
-    }
-    let _ = finish_tx.send(Some(Instant::now() + config.drain_timeout));
+    Ok(publishing)
+}
 
+/// What every socket received, summed.
+struct Totals {
+    hist: Histogram<u64>,
+    delivered: u64,
+    lost: u64,
+    reordered: u64,
+    /// `samples` given, then the sockets' errors (at most 5 in all).
+    samples: Vec<String>,
+}
+
+/// Waits for every reader and sums their tallies.
+async fn collect(
+    mut readers: tokio::task::JoinSet<SocketResult>,
+    shared: &Shared,
+    mut samples: Vec<String>,
+) -> Result<Totals, String> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let (mut delivered, mut lost, mut reordered) = (0u64, 0u64, 0u64);
-    let mut samples = error_samples.lock().expect("samples").clone();
     while let Some(joined) = readers.join_next().await {
         let SocketResult { user, tally, error } = joined.map_err(|e| e.to_string())?;
         delivered += tally.received;
@@ -447,20 +424,16 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
             samples.push(e);
         }
     }
-    let last_frame = Duration::from_micros(shared.last_frame_us.load(Ordering::Relaxed));
-    let elapsed = last_frame.saturating_sub(publish_start.duration_since(shared.origin)).max(publish_elapsed);
-    let client_cpu_s = match (cpu_client_0, process_cpu_s(None)) {
-        (Some(a), Some(b)) => b - a,
-        _ => 0.0,
-    };
-    let server_cpu_s = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_s(Some(p)))) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    let ms = |v: u64| v as f64 / 1000.0;
-    let latency_ms = if hist.is_empty() {
-        LatencyMs::default()
-    } else {
+    Ok(Totals { hist, delivered, lost, reordered, samples })
+}
+
+impl LatencyMs {
+    /// The percentiles of a histogram of microseconds (all 0 when it is empty).
+    fn of(hist: &Histogram<u64>) -> LatencyMs {
+        if hist.is_empty() {
+            return LatencyMs::default();
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
         LatencyMs {
             p50: ms(hist.value_at_quantile(0.5)),
             p90: ms(hist.value_at_quantile(0.9)),
@@ -468,24 +441,7 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
             p999: ms(hist.value_at_quantile(0.999)),
             max: ms(hist.max()),
         }
-    };
-    let published = counters.published.load(Ordering::Relaxed);
-    Ok(LoadReport {
-        published_per_s: published as f64 / publish_elapsed.as_secs_f64(),
-        delivered_per_s: delivered as f64 / elapsed.as_secs_f64().max(1e-9),
-        delivered,
-        latency_ms,
-        lost,
-        reordered,
-        errors: counters.errors.load(Ordering::Relaxed),
-        client_cpu_s,
-        server_cpu_s,
-        server_rss_bytes: config.server_pid.and_then(process_rss_bytes),
-        published,
-        connections,
-        elapsed_s: elapsed.as_secs_f64(),
-        error_samples: samples,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 mod events;
 mod idle;
 mod load;
+mod publish;
 mod replay;
 mod socket;
 mod spawn;
@@ -27,6 +28,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::runtime::Runtime;
 
 /// Arguments of `herald bench`.
 #[derive(Debug, clap::Args)]
@@ -131,116 +133,150 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         // Before the server is spawned, so that it inherits the limit too.
         stats::raise_fd_limit(u64::from(idle) + 1024);
     }
-    let spawned = if args.spawn {
-        let exe = std::env::current_exe().context("locating the herald binary")?;
-        let history = args.replay.map_or(1000, |n| n.max(1000));
-        let mut server_args = vec![
-            format!("--history-size={history}"),
-            "--max-connections-per-ip=0".to_owned(),
-            "--publish-rate-per-s=0".to_owned(),
-            format!("--max-connections-per-user={}", args.conns_per_user.max(32)),
-        ];
-        server_args.extend(args.server_arg.iter().cloned());
-        match SpawnedServer::start(&exe, &server_args) {
-            Ok(server) => Some(server),
-            Err(e) => {
-                eprintln!("herald bench: {e}");
-                return Ok(ExitCode::from(USAGE));
-            }
-        }
-    } else {
-        None
-    };
-    let (url, api_key, jwt_secret, server_pid) = match &spawned {
-        Some(s) => (s.url.clone(), s.api_key.clone(), s.jwt_secret.clone(), Some(s.pid())),
-        None => {
-            let url = args.url.clone().unwrap_or_default().trim_end_matches('/').to_owned();
-            if !url.starts_with("http://") || url.len() <= "http://".len() {
-                return usage(format!("--url must be http://HOST:PORT, got {url:?}"));
-            }
-            let api_key =
-                args.api_key.as_deref().unwrap_or("").split(',').map(str::trim).find(|k| !k.is_empty());
-            let Some(api_key) = api_key else {
-                return usage("--api-key (or HERALD_API_KEY) is required with --url");
-            };
-            let Some(secret) = args.jwt_secret.clone().filter(|s| !s.is_empty()) else {
-                return usage("--jwt-secret (or HERALD_JWT_SECRET) is required with --url");
-            };
-            (url, api_key.to_owned(), secret, args.server_pid)
-        }
+    let target = match Target::of(&args)? {
+        Ok(target) => target,
+        Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-
     if let Some(n) = args.idle {
-        let config = IdleConfig {
-            url,
-            jwt_secret,
-            connections: n as usize,
-            conns_per_user: args.conns_per_user as usize,
-            hold: args.hold,
-            server_pid,
-        };
-        let report = runtime.block_on(idle::run_idle(&config)).map_err(anyhow::Error::msg)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            println!("idle connections:   {} opened of {} ({} errors)", report.opened, n, report.errors);
-            println!("source addresses:   {}", report.source_addresses);
-            println!("time to open all:   {:.2} s", report.open_s);
-            if let (Some(b), Some(a), Some(per)) = (
-                report.server_rss_before_bytes,
-                report.server_rss_after_bytes,
-                report.server_rss_per_connection_bytes,
-            ) {
-                println!("server RSS:         {} → {}", mib(b), mib(a));
-                println!("per connection:     {:.1} KiB", per / 1024.0);
-            } else {
-                println!("server RSS:         unknown (use --spawn or --server-pid)");
-            }
-            for e in &report.error_samples {
-                println!("error: {e}");
-            }
-        }
-        return Ok(if report.errors == 0 && report.opened == n as usize {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        });
+        return idle_mode(&args, n, &target, &runtime);
     }
-
     if let Some(n) = args.replay {
-        let config = ReplayConfig {
-            url,
-            api_key,
-            jwt_secret,
-            events: n as usize,
-            payload_bytes: args.payload_bytes as usize,
-            rounds: args.replay_rounds as usize,
-            server_pid,
-        };
-        let report = runtime.block_on(replay::run_replay(&config)).map_err(anyhow::Error::msg)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            println!("retained events:    {} (published in {:.2} s)", n, report.publish_s);
-            println!("replayed per round: {}", report.events_received);
-            let rounds: Vec<String> = report.replay_ms.iter().map(|m| format!("{m:.1}")).collect();
-            println!(
-                "connect → synced:   median {:.1} ms (rounds: {} ms)",
-                report.replay_ms_median,
-                rounds.join(", ")
-            );
-            if let Some(per) = report.server_rss_per_event_bytes {
-                println!("server RSS per retained event: {per:.0} bytes");
-            }
-        }
-        return Ok(if report.events_received == n as u64 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return replay_mode(&args, n, &target, &runtime);
     }
+    load_mode(&args, target, &runtime)
+}
 
+/// The server under load: how to reach it, its keys, and its pid when known.
+struct Target {
+    url: String,
+    api_key: String,
+    jwt_secret: String,
+    server_pid: Option<u32>,
+    /// The server `--spawn` started; dropping it stops the server.
+    spawned: Option<SpawnedServer>,
+}
+
+impl Target {
+    /// The spawned server (`--spawn`), or the one `--url` names with its keys; `Err` carries the
+    /// exit code of a usage error, already reported.
+    fn of(args: &BenchArgs) -> anyhow::Result<Result<Target, ExitCode>> {
+        if args.spawn {
+            let exe = std::env::current_exe().context("locating the herald binary")?;
+            let history = args.replay.map_or(1000, |n| n.max(1000));
+            let mut server_args = vec![
+                format!("--history-size={history}"),
+                "--max-connections-per-ip=0".to_owned(),
+                "--publish-rate-per-s=0".to_owned(),
+                format!("--max-connections-per-user={}", args.conns_per_user.max(32)),
+            ];
+            server_args.extend(args.server_arg.iter().cloned());
+            return Ok(match SpawnedServer::start(&exe, &server_args) {
+                Ok(s) => Ok(Target {
+                    url: s.url.clone(),
+                    api_key: s.api_key.clone(),
+                    jwt_secret: s.jwt_secret.clone(),
+                    server_pid: Some(s.pid()),
+                    spawned: Some(s),
+                }),
+                Err(e) => {
+                    eprintln!("herald bench: {e}");
+                    Err(ExitCode::from(USAGE))
+                }
+            });
+        }
+        let url = args.url.clone().unwrap_or_default().trim_end_matches('/').to_owned();
+        if !url.starts_with("http://") || url.len() <= "http://".len() {
+            return usage(format!("--url must be http://HOST:PORT, got {url:?}")).map(Err);
+        }
+        let api_key = args.api_key.as_deref().unwrap_or("").split(',').map(str::trim).find(|k| !k.is_empty());
+        let Some(api_key) = api_key else {
+            return usage("--api-key (or HERALD_API_KEY) is required with --url").map(Err);
+        };
+        let Some(jwt_secret) = args.jwt_secret.clone().filter(|s| !s.is_empty()) else {
+            return usage("--jwt-secret (or HERALD_JWT_SECRET) is required with --url").map(Err);
+        };
+        Ok(Ok(Target {
+            url,
+            api_key: api_key.to_owned(),
+            jwt_secret,
+            server_pid: args.server_pid,
+            spawned: None,
+        }))
+    }
+}
+
+/// `--idle N`: open N idle sockets and report the server's memory per connection.
+fn idle_mode(args: &BenchArgs, n: u32, target: &Target, runtime: &Runtime) -> anyhow::Result<ExitCode> {
+    let config = IdleConfig {
+        url: target.url.clone(),
+        jwt_secret: target.jwt_secret.clone(),
+        connections: n as usize,
+        conns_per_user: args.conns_per_user as usize,
+        hold: args.hold,
+        server_pid: target.server_pid,
+    };
+    let report = runtime.block_on(idle::run_idle(&config)).map_err(anyhow::Error::msg)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("idle connections:   {} opened of {} ({} errors)", report.opened, n, report.errors);
+        println!("source addresses:   {}", report.source_addresses);
+        println!("time to open all:   {:.2} s", report.open_s);
+        if let (Some(b), Some(a), Some(per)) = (
+            report.server_rss_before_bytes,
+            report.server_rss_after_bytes,
+            report.server_rss_per_connection_bytes,
+        ) {
+            println!("server RSS:         {} → {}", mib(b), mib(a));
+            println!("per connection:     {:.1} KiB", per / 1024.0);
+        } else {
+            println!("server RSS:         unknown (use --spawn or --server-pid)");
+        }
+        for e in &report.error_samples {
+            println!("error: {e}");
+        }
+    }
+    Ok(if report.errors == 0 && report.opened == n as usize { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `--replay N`: retain N events, then time resuming sockets.
+fn replay_mode(args: &BenchArgs, n: u32, target: &Target, runtime: &Runtime) -> anyhow::Result<ExitCode> {
+    let config = ReplayConfig {
+        url: target.url.clone(),
+        api_key: target.api_key.clone(),
+        jwt_secret: target.jwt_secret.clone(),
+        events: n as usize,
+        payload_bytes: args.payload_bytes as usize,
+        rounds: args.replay_rounds as usize,
+        server_pid: target.server_pid,
+    };
+    let report = runtime.block_on(replay::run_replay(&config)).map_err(anyhow::Error::msg)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("retained events:    {} (published in {:.2} s)", n, report.publish_s);
+        println!("replayed per round: {}", report.events_received);
+        let rounds: Vec<String> = report.replay_ms.iter().map(|m| format!("{m:.1}")).collect();
+        println!(
+            "connect → synced:   median {:.1} ms (rounds: {} ms)",
+            report.replay_ms_median,
+            rounds.join(", ")
+        );
+        if let Some(per) = report.server_rss_per_event_bytes {
+            println!("server RSS per retained event: {per:.0} bytes");
+        }
+    }
+    Ok(if report.events_received == n as u64 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The default mode: publish for `--duration` and count every frame; the server stops (when
+/// spawned) before the report is printed.
+fn load_mode(args: &BenchArgs, target: Target, runtime: &Runtime) -> anyhow::Result<ExitCode> {
     let config = LoadConfig {
-        url,
-        api_key,
-        jwt_secret,
+        url: target.url.clone(),
+        api_key: target.api_key.clone(),
+        jwt_secret: target.jwt_secret.clone(),
         users: args.users as usize,
         conns_per_user: args.conns_per_user as usize,
         rate: match args.rate {
@@ -252,7 +288,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         batch: args.batch as usize,
         publishers: args.publishers as usize,
         drain_timeout: args.drain_timeout,
-        server_pid,
+        server_pid: target.server_pid,
     };
     if let Err(e) = runtime.block_on(preflight(&config.url)) {
         eprintln!("herald bench: unreachable server: {e}");
@@ -266,23 +302,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     let report = result.map_err(anyhow::Error::msg)?;
-    drop(spawned);
+    drop(target.spawned);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
     }
     if report.ok() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        if !args.json {
-            eprintln!(
-                "herald bench: FAILED: {} lost, {} reordered, {} errors",
-                report.lost, report.reordered, report.errors
-            );
-        }
-        Ok(ExitCode::from(1))
+        return Ok(ExitCode::SUCCESS);
     }
+    if !args.json {
+        eprintln!(
+            "herald bench: FAILED: {} lost, {} reordered, {} errors",
+            report.lost, report.reordered, report.errors
+        );
+    }
+    Ok(ExitCode::from(1))
 }
 
 /// Any HTTP answer from the server is enough: it is up.
