@@ -3,8 +3,6 @@
 //! Usage: `autobahn_echo ADDR` (e.g. `127.0.0.1:9001`); `HERALD_MAX_MESSAGE_BYTES` sets the message
 //! limit (default 64 KiB, as `herald serve`). Runs until killed.
 
-use std::time::Duration;
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9001".into());
@@ -12,7 +10,5 @@ async fn main() -> std::io::Result<()> {
         std::env::var("HERALD_MAX_MESSAGE_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(64 * 1024);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("echo on ws://{}/__echo", listener.local_addr()?);
-    let app = herald_server::ws::echo::router(max);
-    let admit = |_| Ok(herald_server::limits::IpSlot::default());
-    herald_server::serve::serve(listener, app, Duration::from_secs(10), admit, std::future::pending()).await
+    herald_server::ws::echo::serve(listener, max).await
 }

@@ -10,6 +10,14 @@ use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::routing::get;
 
+/// Serves [`router`] alone on `listener` through Herald's own accept loop, until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, max_message_bytes: usize) -> std::io::Result<()> {
+    let admit = |_| Ok(crate::limits::IpSlot::default());
+    let handshake_timeout = std::time::Duration::from_secs(10);
+    crate::serve::serve(listener, router(max_message_bytes), handshake_timeout, admit, std::future::pending())
+        .await
+}
+
 /// `GET /__echo`, refusing messages over `max_message_bytes` like `/ws` does.
 pub fn router(max_message_bytes: usize) -> Router {
     Router::new().route(
