@@ -74,6 +74,7 @@ pub struct Compactor {
     runs: HashMap<String, Run>,
     through: u64,
     dropped_runs: u64,
+    truncated_runs: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -187,6 +188,12 @@ impl Compactor {
         self.dropped_runs
     }
 
+    /// Runs that became truncated (lost output past `max_run_bytes` or `max_custom`) since
+    /// creation.
+    pub fn truncated_runs(&self) -> u64 {
+        self.truncated_runs
+    }
+
     /// True when the run is compacted here.
     pub fn has_run(&self, run_id: &str) -> bool {
         self.runs.contains_key(run_id)
@@ -233,7 +240,9 @@ impl Compactor {
             },
             _ => run.plain(Plain { seq, id: id.to_owned(), kind, frame: frame.to_owned() }),
         }
-        run.enforce(&self.limits);
+        if run.enforce(&self.limits) {
+            self.truncated_runs += 1;
+        }
     }
 
     /// Folds one frame of a stored compacted state or log (either a plain event frame or a
@@ -260,7 +269,9 @@ impl Compactor {
             EventKind::AgentText | EventKind::AgentThinking => run.text(kind, parsed, frame),
             _ => run.plain(plain(&parsed)),
         }
-        run.enforce(&self.limits);
+        if run.enforce(&self.limits) {
+            self.truncated_runs += 1;
+        }
         Ok(())
     }
 
@@ -408,7 +419,9 @@ impl Run {
     }
 
     /// Keeps the run within its limits, dropping the oldest content first (never `agent_started`).
-    fn enforce(&mut self, limits: &Limits) {
+    /// True when this made the run truncated (it was not before).
+    fn enforce(&mut self, limits: &Limits) -> bool {
+        let was = self.truncated;
         while self.customs > limits.max_custom {
             let Some(i) =
                 self.items.iter().position(|i| matches!(i, Item::Plain(p) if p.kind == EventKind::Custom))
@@ -439,6 +452,7 @@ impl Run {
                 None => break,
             }
         }
+        self.truncated && !was
     }
 
     fn remove(&mut self, index: usize) {
@@ -702,6 +716,7 @@ mod tests {
         events.extend((2..=3001).map(|s| text(s, "r", &format!("{:04}", s))));
         apply_all(&mut c, &events);
         assert!(c.bytes() <= 4096, "{} bytes", c.bytes());
+        assert_eq!(c.truncated_runs(), 1, "counted once, when it first lost output");
         let snap = c.snapshot(None);
         let first = parse(&snap[0].frame);
         assert_eq!(first["truncated"], true);
@@ -732,7 +747,7 @@ mod tests {
         apply_all(&mut c, &[started(1, "a"), started(2, "b"), text(3, "a", "x"), started(4, "c")]);
         assert_eq!(c.runs(), 2);
         assert!(c.has_run("a") && c.has_run("c") && !c.has_run("b"));
-        assert_eq!(c.dropped_runs(), 1);
+        assert_eq!((c.dropped_runs(), c.truncated_runs()), (1, 0));
         c.expire(4);
         assert_eq!(c.runs(), 1, "a was last active at 3");
     }

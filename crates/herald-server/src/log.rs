@@ -217,7 +217,9 @@ impl UserLog {
         if seq > inner.head + 1 {
             return Err(NotNext::Gap);
         }
+        let lost_before = (inner.runs.truncated_runs(), inner.runs.dropped_runs());
         inner.runs.apply(seq, &id, run_id.as_deref(), kind, frame.as_str(), clock);
+        let lost = (inner.runs.truncated_runs() - lost_before.0, inner.runs.dropped_runs() - lost_before.1);
         inner.end_offset += frame.as_str().len() as u64;
         inner.retained_bytes += frame.as_str().len();
         let entry = LogEntry {
@@ -234,6 +236,7 @@ impl UserLog {
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
         self.head_tx.send_replace(seq);
+        crate::metrics::snapshot_losses(lost.0, lost.1);
         Ok(trimmed)
     }
 

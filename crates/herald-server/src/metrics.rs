@@ -107,6 +107,17 @@ pub fn active_runs(n: usize) {
     gauge!("herald_runs_active").set(n as f64);
 }
 
+/// Active runs whose snapshot lost output: `truncated` outgrew their per-run budget (their
+/// snapshot says `truncated`), `dropped` were left out past the per-user run limit.
+pub fn snapshot_losses(truncated: u64, dropped: u64) {
+    if truncated > 0 {
+        counter!("herald_run_snapshots_lossy_total", "limit" => "run_bytes").increment(truncated);
+    }
+    if dropped > 0 {
+        counter!("herald_run_snapshots_lossy_total", "limit" => "runs_per_user").increment(dropped);
+    }
+}
+
 /// A run was reported stalled.
 pub fn run_stalled() {
     counter!("herald_runs_stalled_total").increment(1);

@@ -309,6 +309,15 @@ async fn a_run_past_its_budget_says_truncated() {
     assert_eq!(events[0]["truncated"], true, "{}", events[0]);
     let kept = events[1]["data"]["delta"].as_str().unwrap().len();
     assert!(kept < 10 * delta.len() && kept > 256 * 1024, "{kept}");
+    // Operators see it too.
+    let metrics = server.http().get(format!("{}/metrics", server.url)).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(r#"herald_run_snapshots_lossy_total{limit="run_bytes"}"#))
+        .unwrap_or_else(|| panic!("no lossy-snapshot counter in {text}"));
+    let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1.0, "{line}");
 }
 
 // ---------------------------------------------------------------- Redis engine, across nodes
