@@ -33,6 +33,27 @@ pub(super) struct PublisherState {
 }
 
 impl PublisherState {
+    /// Appends `{"events":[…]}` with the next `n` events to `out`; `users` gets each event's
+    /// user index.
+    pub(super) fn push_batch(
+        &mut self,
+        out: &mut String,
+        tag: &str,
+        t: u64,
+        n: usize,
+        payload: usize,
+        users: &mut Vec<usize>,
+    ) {
+        out.push_str(r#"{"events":["#);
+        for i in 0..n {
+            if i > 0 {
+                out.push(',');
+            }
+            users.push(self.next_event(out, tag, t, payload));
+        }
+        out.push_str("]}");
+    }
+
     /// Appends the next event of the next user (round-robin) to `out`; returns the user index.
     pub(super) fn next_event(&mut self, out: &mut String, tag: &str, t: u64, payload: usize) -> usize {
         let i = self.next;

@@ -90,7 +90,7 @@ pub(super) async fn run_publisher(
         let t = u64::try_from(due.saturating_duration_since(shared.origin).as_micros()).unwrap_or(0);
         let body = batch_body(&mut state, &mut batch_users, &tag, t, cfg);
         match post(&http, &endpoint, &auth, body).await {
-            Ok(()) => {
+            Ok(_) => {
                 for &u in &batch_users {
                     shared.accepted[u].fetch_add(1, Ordering::Relaxed);
                 }
@@ -121,22 +121,21 @@ fn batch_body(
     let mut body = String::with_capacity(cfg.batch * (cfg.payload_bytes + 128));
     batch_users.clear();
     if cfg.batch > 1 {
-        body.push_str(r#"{"events":["#);
-    }
-    for i in 0..cfg.batch {
-        if i > 0 {
-            body.push(',');
-        }
+        state.push_batch(&mut body, tag, t, cfg.batch, cfg.payload_bytes, batch_users);
+    } else {
         batch_users.push(state.next_event(&mut body, tag, t, cfg.payload_bytes));
-    }
-    if cfg.batch > 1 {
-        body.push_str("]}");
     }
     body
 }
 
-/// POSTs one body; the error says what the server answered.
-async fn post(http: &reqwest::Client, endpoint: &str, auth: &str, body: String) -> Result<(), String> {
+/// POSTs one body to `endpoint` (`…/v1/events`) with `auth` (`Bearer <key>`); returns the
+/// answer's body, or an error that says what the server answered.
+pub(super) async fn post(
+    http: &reqwest::Client,
+    endpoint: &str,
+    auth: &str,
+    body: String,
+) -> Result<bytes::Bytes, String> {
     let sent = http
         .post(endpoint)
         .header("authorization", auth)
@@ -148,7 +147,7 @@ async fn post(http: &reqwest::Client, endpoint: &str, auth: &str, body: String) 
     let status = sent.status();
     let text = sent.bytes().await.unwrap_or_default();
     if status.is_success() {
-        Ok(())
+        Ok(text)
     } else {
         Err(format!("POST /v1/events: {status}: {}", String::from_utf8_lossy(&text)))
     }

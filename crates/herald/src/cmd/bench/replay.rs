@@ -2,6 +2,7 @@
 //! connect to `synced`; and the server's RSS delta per retained event.
 
 use super::events::{PublisherState, random_hex};
+use super::publish::post;
 use super::socket::open_socket;
 use super::stats::process_rss_bytes;
 use serde::Serialize;
@@ -54,6 +55,7 @@ pub async fn run_replay(config: &ReplayConfig) -> Result<ReplayReport, String> {
     let token = herald_client::sign_token(&config.jwt_secret, &user, Duration::from_secs(3600));
     let http = reqwest::Client::new();
     let endpoint = format!("{}/v1/events", config.url.trim_end_matches('/'));
+    let auth = format!("Bearer {}", config.api_key);
     let mut state = PublisherState { users: vec![(0, user.clone())], position: vec![(0, 0)], next: 0 };
     // Warm the server's per-user structures with one socket, so the RSS delta is the events'.
     let (ws, _, _) = open_socket(&config.url, &token, "", None, Duration::from_secs(30)).await?;
@@ -65,27 +67,10 @@ pub async fn run_replay(config: &ReplayConfig) -> Result<ReplayReport, String> {
     let mut left = config.events;
     while left > 0 {
         let n = left.min(1000);
-        let mut body = String::from(r#"{"events":["#);
-        for i in 0..n {
-            if i > 0 {
-                body.push(',');
-            }
-            state.next_event(&mut body, &tag, 0, config.payload_bytes);
-        }
-        body.push_str("]}");
-        let response = http
-            .post(&endpoint)
-            .bearer_auth(&config.api_key)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("POST /v1/events: {e}"))?;
-        let status = response.status();
-        let value: serde_json::Value = response.json().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(format!("POST /v1/events: {status}: {value}"));
-        }
+        let mut body = String::new();
+        state.push_batch(&mut body, &tag, 0, n, config.payload_bytes, &mut Vec::new());
+        let answer = post(&http, &endpoint, &auth, body).await?;
+        let value: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
         if let Some(e) = value["results"][0]["epoch"].as_str() {
             epoch = e.to_owned();
         }
