@@ -7,6 +7,8 @@
 #   ROUNDS=1 DURATION=10s bench/compare.sh
 #   SERVERS="herald node" bench/compare.sh
 #   LATENCY=1 bench/compare.sh             # fixed 1000 events/s, one per request: compare p99
+#   SERVERS="herald redis" bench/compare.sh # Herald on the Redis engine (REDIS_URL, default local)
+#                                          # (bench/redis_engine.py adds redis-server's CPU and commandstats)
 #
 # It installs what it needs (a venv from requirements.txt, `npm ci` from the committed lockfile,
 # a release build of herald), stops everything it started (also on Ctrl-C), and targets only
@@ -78,6 +80,12 @@ start_server() {
       RUST_LOG="warn,herald_server=info,herald_server::ws=warn,herald_server::api=warn" \
         "$ROOT/target/release/herald" serve --listen "127.0.0.1:$port" \
         --max-connections-per-ip 0 --publish-rate-per-s 0 ${HERALD_ARGS:-} \
+        >"$OUT/$name.log" 2>&1 &
+      ;;
+    redis)
+      RUST_LOG="warn" "$ROOT/target/release/herald" serve --listen "127.0.0.1:$port" \
+        --max-connections-per-ip 0 --publish-rate-per-s 0 --engine redis \
+        --redis-url "${REDIS_URL:-redis://127.0.0.1:6379}" --redis-prefix "bench-$(rand_hex 4)" ${HERALD_ARGS:-} \
         >"$OUT/$name.log" 2>&1 &
       ;;
     python)

@@ -29,7 +29,7 @@ npx tsc -p ../../console/tsconfig.json
 fresh="$(mktemp -d)"
 trap 'rm -rf "$fresh"' EXIT
 node scripts/build-console.mjs "$fresh" >/dev/null
-for f in app.js; do
+for f in app.js admin.js; do
   if ! cmp -s "$fresh/$f" "../../console/dist/$f"; then
     echo "console/dist/$f is stale: run (cd clients/typescript && npm run build:console) and rebuild herald" >&2
     exit 1
@@ -45,5 +45,5 @@ node --test test/client.test.mjs test/upstream.test.mjs test/ai-sdk.test.mjs
 echo "== typecheck the AI SDK example page (examples/ai-sdk-chat)"
 npx tsc -p ../../examples/ai-sdk-chat/tsconfig.json
 
-echo "== browser tests (playwright-core + chromium): the console, the AI SDK example page"
-node --test test/browser.test.mjs test/example.test.mjs
+echo "== browser tests (playwright-core + chromium): the console, the admin page, the AI SDK example page"
+node --test test/browser.test.mjs test/admin.test.mjs test/example.test.mjs

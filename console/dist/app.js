@@ -12,6 +12,8 @@ var CloseCode = {
   Abnormal: 1006,
   TooBig: 1009,
   TokenExpired: 4001,
+  /** An operator disconnected the user (logout, ban): the client does not reconnect. */
+  Disconnected: 4003,
   SlowConsumer: 4008,
   TooManyConnections: 4029
 };
@@ -48,6 +50,8 @@ var HeraldClient = class {
     __publicField(this, "welcomed", false);
     __publicField(this, "reconnectTimer", null);
     __publicField(this, "refreshTimer", null);
+    /** The token sent in a `refresh` frame, until the server answers it. */
+    __publicField(this, "refreshing", null);
     __publicField(this, "nextRef", 1);
     __publicField(this, "pending", /* @__PURE__ */ new Map());
     __publicField(this, "pings", []);
@@ -318,8 +322,20 @@ var HeraldClient = class {
         }
         break;
       }
+      case "refreshed":
+        if (this.refreshing != null) this.currentToken = this.refreshing;
+        this.refreshing = null;
+        this.scheduleRefresh();
+        this.emit("refreshed", { exp: frame.exp });
+        break;
       case "error": {
         const err = new HeraldError(frame.code, frame.message, frame.ref);
+        if (this.refreshing != null && frame.ref == null && REFRESH_ERRORS.has(frame.code)) {
+          this.refreshing = null;
+          this.emit("error", err);
+          this.reconnect();
+          break;
+        }
         const p = frame.ref != null ? this.pending.get(frame.ref) : void 0;
         if (p && frame.ref != null) {
           this.pending.delete(frame.ref);
@@ -354,10 +370,11 @@ var HeraldClient = class {
   }
   onSocketClose(code, reason) {
     this.ws = null;
+    this.refreshing = null;
     this.clearRefreshTimer();
     this.failRequests(new HeraldError("disconnected", `connection closed (${code}) before the answer`));
     if (this.stopped) return;
-    if (this.opts.reconnect === false) {
+    if (this.opts.reconnect === false || code === CloseCode.Disconnected) {
       this.stopped = true;
       this.setStatus("closed");
       this.emit("close", { code, reason, reconnectInMs: null });
@@ -407,8 +424,24 @@ var HeraldClient = class {
     if (delay <= 0) return;
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = null;
-      this.reconnect();
+      void this.refreshToken();
     }, Math.min(delay, MAX_TIMER_MS));
+  }
+  /** Asks the provider for a fresh token and sends it on the open socket. */
+  async refreshToken() {
+    const provider = this.opts.token;
+    if (typeof provider !== "function") return;
+    const socket = this.ws;
+    let token;
+    try {
+      token = await provider();
+    } catch (e) {
+      this.emit("error", asError(e, "token_provider"));
+      return;
+    }
+    if (this.ws !== socket || socket == null || this.stopped) return;
+    this.refreshing = token;
+    this.sendFrame({ type: "refresh", token });
   }
   loadCursor() {
     if (!this.storage) return null;
@@ -476,6 +509,7 @@ var HeraldClient = class {
     }
   }
 };
+var REFRESH_ERRORS = /* @__PURE__ */ new Set(["invalid_token", "wrong_user", "token_revoked", "not_ready"]);
 function jwtExp(token) {
   const part = token.split(".")[1];
   if (!part) return null;
@@ -631,13 +665,10 @@ function end(run, state, ts) {
   run.endedAt = ts;
 }
 
-// ../../console/src/main.ts
-var DROP_OFFLINE_MS = 2e3;
-var MAX_RAW_FRAMES = 300;
-var MAX_LOG_LINES = 200;
+// ../../console/src/dom.ts
 var $ = (sel) => {
   const el = document.querySelector(sel);
-  if (!el) throw new Error(`console markup lacks ${sel}`);
+  if (!el) throw new Error(`page markup lacks ${sel}`);
   return el;
 };
 function h(tag, attrs = {}, ...children) {
@@ -646,6 +677,11 @@ function h(tag, attrs = {}, ...children) {
   for (const c of children) if (c != null) el.append(c);
   return el;
 }
+
+// ../../console/src/main.ts
+var DROP_OFFLINE_MS = 2e3;
+var MAX_RAW_FRAMES = 300;
+var MAX_LOG_LINES = 200;
 var ui = {
   url: $("#url"),
   token: $("#token"),

@@ -8,6 +8,7 @@ import {
   type Run,
   type ToolCall,
 } from "../../clients/typescript/src/index.js";
+import { $, h } from "./dom.js";
 
 /** How long "Drop connection" stays offline before resuming, so events can pile up meanwhile. */
 const DROP_OFFLINE_MS = 2000;
@@ -18,24 +19,6 @@ interface DevInfo {
   token: string;
   api_key: string;
   user_id: string;
-}
-
-const $ = <T extends HTMLElement = HTMLElement>(sel: string): T => {
-  const el = document.querySelector<T>(sel);
-  if (!el) throw new Error(`console markup lacks ${sel}`);
-  return el;
-};
-
-/** Creates an element with attributes and children (text is always set as text, never HTML). */
-function h(
-  tag: string,
-  attrs: Record<string, string | undefined> = {},
-  ...children: (Node | string | null | undefined)[]
-): HTMLElement {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) el.setAttribute(k, v);
-  for (const c of children) if (c != null) el.append(c);
-  return el;
 }
 
 const ui = {

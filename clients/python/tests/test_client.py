@@ -10,7 +10,8 @@ import pytest
 
 from conftest import API_KEY, make_token
 from helpers import Collector
-from herald_client import AsyncPublisher, AuthError, Client, TokenExpiredError, ws_url
+from herald_client import AsyncPublisher, AuthError, Client, DisconnectedError, TokenExpiredError, ws_url
+from herald_client.client import jwt_exp
 
 
 def test_ws_url_is_derived_from_the_base_url():
@@ -200,6 +201,80 @@ async def test_ticket_connects_a_client(server, user):
             await pub.publish(user, "custom", data={"name": "via ticket"})
             event = await asyncio.wait_for(client.__anext__(), 10)
             assert event.data == {"name": "via ticket"}
+
+
+async def test_token_provider_refreshes_the_open_socket_before_expiry(server, user):
+    """With a token provider, a fresh token goes over the open socket (``refresh`` frame) before the
+    first one expires: ``refreshed`` comes back and the client never reconnects."""
+    issued = []
+
+    def token_provider() -> str:
+        # The first token expires in 33 s and is refreshed 31 s before: after about 2 s.
+        issued.append(make_token(user, ttl_s=33 if not issued else 3600))
+        return issued[-1]
+
+    refreshed = asyncio.Event()
+    frames = []
+
+    def on_frame(frame: dict) -> None:
+        frames.append(frame)
+        if frame["type"] == "refreshed":
+            refreshed.set()
+
+    client = Client(server.url, token_provider, refresh_before_s=31, on_frame=on_frame)
+    seen = Collector(client)
+    await client.wait_synced(timeout=10)
+    await asyncio.wait_for(refreshed.wait(), timeout=10)
+    async with AsyncPublisher(server.url, API_KEY) as pub:
+        await pub.publish(user, "agent_started", run_id="r1")
+    await seen.wait_events(1)
+    await seen.stop()
+
+    assert len(issued) == 2 and client.refreshes == 1 and client.connects == 1
+    assert [f for f in frames if f["type"] == "refreshed"] == [{"type": "refreshed", "exp": jwt_exp(issued[1])}]
+
+
+async def test_a_refused_refresh_reconnects_with_the_next_token(server, user):
+    """The provider's refresh token is for another user: the server refuses it (``wrong_user``) and
+    the client reconnects with the provider's next, valid token, resuming where it was."""
+    calls = 0
+
+    def token_provider() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return make_token(user, ttl_s=33)
+        if calls == 2:
+            return make_token("someone-else", ttl_s=3600)
+        return make_token(user, ttl_s=3600)
+
+    errors = []
+    client = Client(server.url, token_provider, refresh_before_s=31, on_frame=lambda f: errors.append(f.get("code")))
+    seen = Collector(client)
+    await seen.wait(lambda c: len(c.welcomes) == 2, timeout=15)
+    await seen.stop()
+    assert "wrong_user" in errors
+    assert [w.recovery for w in seen.welcomes] == ["none", "replayed"]
+
+
+async def test_disconnect_by_an_operator_ends_the_iteration(server, user, token):
+    import urllib.request
+
+    client = Client(server.url, token)
+    seen = Collector(client)
+    await client.wait_synced(timeout=10)
+    request = urllib.request.Request(
+        f"{server.url}/v1/users/{user}/disconnect",
+        data=b'{"reason":"banned"}',
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with await asyncio.to_thread(urllib.request.urlopen, request) as response:
+        assert response.status == 200
+    await asyncio.wait_for(seen.task, timeout=10)
+    assert isinstance(seen.error, DisconnectedError), seen.error
+    assert str(seen.error).endswith("banned") and client.last_close_code == 4003
+    assert client.connects == 1
 
 
 async def test_a_client_opened_mid_answer_gets_the_whole_text_then_the_rest(server, user, token):

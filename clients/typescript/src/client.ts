@@ -76,8 +76,10 @@ export interface HeraldClientOptions {
   /** Key of the cursor in `storage`. Use one per user. Default `"herald.cursor"`. */
   storageKey?: string;
   /**
-   * With a token provider, reconnect with a fresh token this long before the JWT's `exp`
-   * (the server closes expired connections with 4001). Default 30000; 0 turns it off.
+   * With a token provider, send a fresh token on the open socket (a `refresh` frame) this long
+   * before the JWT's `exp`, so the connection outlives its token without reconnecting (the server
+   * closes expired connections with 4001). If the server refuses the new token, the client
+   * reconnects with the next one. Default 30000; 0 turns it off.
    */
   refreshBeforeExpiryMs?: number;
   /** How long `cancel`, `message` and `ping` wait for their answer. Default 10000 ms. */
@@ -97,6 +99,11 @@ export interface ResetInfo {
   epoch: string;
   /** The cursor the server could not honour. */
   previous: Cursor | null;
+}
+
+export interface RefreshedInfo {
+  /** The new token's `exp` (unix seconds): the connection now lives until then. */
+  exp: number;
 }
 
 export interface CloseInfo {
@@ -120,6 +127,7 @@ export interface ClientEvents {
   synced: SyncedInfo;
   reset: ResetInfo;
   close: CloseInfo;
+  refreshed: RefreshedInfo;
   error: Error;
   frame: RawFrame;
 }
@@ -177,6 +185,8 @@ export class HeraldClient {
   private welcomed = false;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The token sent in a `refresh` frame, until the server answers it. */
+  private refreshing: string | null = null;
   private nextRef = 1;
   private readonly pending = new Map<string, Pending>();
   private pings: PendingPing[] = [];
@@ -475,8 +485,21 @@ export class HeraldClient {
         }
         break;
       }
+      case "refreshed":
+        if (this.refreshing != null) this.currentToken = this.refreshing;
+        this.refreshing = null;
+        this.scheduleRefresh();
+        this.emit("refreshed", { exp: frame.exp });
+        break;
       case "error": {
         const err = new HeraldError(frame.code, frame.message, frame.ref);
+        if (this.refreshing != null && frame.ref == null && REFRESH_ERRORS.has(frame.code)) {
+          // The new token was refused: connect again with the provider's next one.
+          this.refreshing = null;
+          this.emit("error", err);
+          this.reconnect();
+          break;
+        }
         const p = frame.ref != null ? this.pending.get(frame.ref) : undefined;
         if (p && frame.ref != null) {
           this.pending.delete(frame.ref);
@@ -514,10 +537,12 @@ export class HeraldClient {
 
   private onSocketClose(code: number, reason: string): void {
     this.ws = null;
+    this.refreshing = null;
     this.clearRefreshTimer();
     this.failRequests(new HeraldError("disconnected", `connection closed (${code}) before the answer`));
     if (this.stopped) return;
-    if (this.opts.reconnect === false) {
+    // 4003: an operator disconnected the user (logout, ban); reconnecting is the app's call.
+    if (this.opts.reconnect === false || code === CloseCode.Disconnected) {
       this.stopped = true;
       this.setStatus("closed");
       this.emit("close", { code, reason, reconnectInMs: null });
@@ -574,8 +599,25 @@ export class HeraldClient {
     if (delay <= 0) return; // too close: the server's 4001 triggers an immediate reconnect
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = null;
-      this.reconnect();
+      void this.refreshToken();
     }, Math.min(delay, MAX_TIMER_MS));
+  }
+
+  /** Asks the provider for a fresh token and sends it on the open socket. */
+  private async refreshToken(): Promise<void> {
+    const provider = this.opts.token;
+    if (typeof provider !== "function") return;
+    const socket = this.ws;
+    let token: string;
+    try {
+      token = await provider();
+    } catch (e) {
+      this.emit("error", asError(e, "token_provider"));
+      return; // the server's 4001 reconnects, asking the provider again
+    }
+    if (this.ws !== socket || socket == null || this.stopped) return;
+    this.refreshing = token;
+    this.sendFrame({ type: "refresh", token });
   }
 
   private loadCursor(): Cursor | null {
@@ -653,6 +695,9 @@ export class HeraldClient {
     }
   }
 }
+
+/** Error codes that answer a `refresh` frame (docs/protocol.md). */
+const REFRESH_ERRORS = new Set(["invalid_token", "wrong_user", "token_revoked", "not_ready"]);
 
 /** The `exp` claim of a JWT, or `null` if it has none or is not a JWT. */
 export function jwtExp(token: string): number | null {

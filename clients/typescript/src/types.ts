@@ -36,6 +36,12 @@ export interface AckFrame {
 }
 
 /** A refused client frame; the connection stays open. */
+/** Answer to a `refresh`: the connection now lives until `exp` (unix seconds). */
+export interface RefreshedFrame {
+  type: "refreshed";
+  exp: number;
+}
+
 export interface ErrorFrame {
   type: "error";
   code: string;
@@ -113,7 +119,14 @@ export type HeraldEvent =
 export type EventName = HeraldEvent["event"];
 
 /** Every frame the server sends. */
-export type ServerFrame = WelcomeFrame | HeraldEvent | SyncedFrame | PongFrame | AckFrame | ErrorFrame;
+export type ServerFrame =
+  | WelcomeFrame
+  | HeraldEvent
+  | SyncedFrame
+  | PongFrame
+  | AckFrame
+  | RefreshedFrame
+  | ErrorFrame;
 
 /** Names of events that end a run. */
 export const TERMINAL_EVENTS: readonly EventName[] = ["agent_completed", "agent_error", "agent_cancelled"];
@@ -126,6 +139,8 @@ export const CloseCode = {
   Abnormal: 1006,
   TooBig: 1009,
   TokenExpired: 4001,
+  /** An operator disconnected the user (logout, ban): the client does not reconnect. */
+  Disconnected: 4003,
   SlowConsumer: 4008,
   TooManyConnections: 4029,
 } as const;

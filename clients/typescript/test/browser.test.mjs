@@ -7,19 +7,8 @@ import { dirname, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { publish, sampleRun, startHerald } from "./helpers.mjs";
+import { CHROMIUM, CHROMIUM_ARGS, publish, sampleRun, startHerald } from "./helpers.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const SCREENSHOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../../target/console.png");
 const NAMES = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"];
 
@@ -30,7 +19,7 @@ const pageErrors = [];
 
 before(async () => {
   server = await startHerald({ dev: true });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.on("pageerror", (e) => pageErrors.push(e.message));
 });

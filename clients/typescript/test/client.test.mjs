@@ -222,23 +222,43 @@ describe("against a running herald", () => {
     b.client.close();
   });
 
-  test("a token provider is asked for a fresh token before the JWT expires", async () => {
+  test("a token provider's fresh token is sent on the open socket before the JWT expires", async () => {
     const user = uniqueUser();
     const issued = [];
     const { client } = clientFor(server, user, {
       // A 45 s token refreshed 43 s before expiry: the refresh is due after 1 to 2 s.
       token: () => {
-        const t = signJwt(server.secret, user, 45);
+        const t = signJwt(server.secret, user, 45 + issued.length * 3600);
         issued.push(t);
         return t;
       },
       refreshBeforeExpiryMs: 43_000,
     });
+    let welcomes = 0;
+    client.on("welcome", () => welcomes++);
     await client.connect();
-    const second = await next(client, "welcome");
+    const refreshed = await next(client, "refreshed");
     assert.equal(issued.length, 2);
-    assert.equal(second.recovery, "replayed");
+    assert.equal(refreshed.exp, JSON.parse(Buffer.from(issued[1].split(".")[1], "base64url")).exp);
+    assert.equal(welcomes, 1, "no reconnect: the same socket carries on");
+    assert.equal(client.status, "live");
     client.close();
+  });
+
+  test("a disconnect by an operator (4003) closes the client for good", async () => {
+    const user = uniqueUser();
+    const { client } = clientFor(server, user);
+    await client.connect();
+    const closed = next(client, "close");
+    const res = await fetch(`${server.http}/v1/users/${user}/disconnect`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ reason: "logged out" }),
+    });
+    assert.equal(res.status, 200);
+    const info = await closed;
+    assert.deepEqual(info, { code: 4003, reason: "logged out", reconnectInMs: null });
+    assert.equal(client.status, "closed");
   });
 
   test("ticket auth: the provider is called for every connection and each ticket works once", async () => {

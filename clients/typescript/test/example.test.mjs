@@ -14,12 +14,10 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { startBackend, weatherRun } from "./ai-sdk-helpers.mjs";
-import { publish, signJwt, startHerald, uniqueUser } from "./helpers.mjs";
+import { CHROMIUM, CHROMIUM_ARGS, publish, signJwt, startHerald, uniqueUser } from "./helpers.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const EXAMPLE = resolve(here, "../../../examples/ai-sdk-chat");
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 let backend;
 let server;
@@ -39,7 +37,7 @@ before(async () => {
   await new Promise((r) => site.listen(0, "127.0.0.1", r));
   backend = await startBackend();
   server = await startHerald({ args: ["--upstream-url", `${backend.url}/herald`, "--upstream-secret", "s3cret", "--allowed-origins", "*"] });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
 });
 
 after(async () => {

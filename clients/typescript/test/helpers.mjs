@@ -8,6 +8,20 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
+/** The browser for the page tests (Debian chromium; CHROMIUM_PATH overrides). */
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+/** Headless flags that keep chromium off the network except for the page under test. */
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
 /** Path of the herald binary: $HERALD_BIN (relative to the working directory), or the debug build. */
 export const HERALD_BIN = process.env.HERALD_BIN
   ? resolve(process.env.HERALD_BIN)

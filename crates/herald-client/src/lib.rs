@@ -16,6 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod publish_socket;
+
+pub use publish_socket::PublishSocket;
+
 pub use herald_protocol;
 
 /// Errors of the client.
@@ -52,6 +56,14 @@ pub enum ClientError {
     /// No frame in time.
     #[error("timed out waiting for a frame")]
     Timeout,
+    /// The publisher socket refused a frame (nothing of it was appended).
+    #[error("{code}: {message}")]
+    Rejected {
+        /// The HTTP API's error code (`invalid_event`, `run_state`, …).
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
 }
 
 /// How a socket authenticates.
@@ -66,8 +78,8 @@ pub enum AuthMode {
 /// Signs an HS256 client token for `sub`, valid for `ttl`.
 pub fn sign_token(secret: &str, sub: &str, ttl: Duration) -> String {
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl;
-    let claims = serde_json::json!({ "sub": sub, "exp": exp.as_secs() });
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let claims = serde_json::json!({ "sub": sub, "exp": (now + ttl).as_secs(), "iat": now.as_secs() });
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -190,29 +202,13 @@ impl Connection {
 
     /// The next protocol frame, skipping WebSocket pings and pongs.
     pub async fn next_frame(&mut self, timeout: Duration) -> Result<ServerFrame, ClientError> {
-        loop {
-            let message =
-                tokio::time::timeout(timeout, self.ws.next()).await.map_err(|_| ClientError::Timeout)?;
-            match message {
-                None => return Err(ClientError::Ended),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Message::Text(text))) => {
-                    let frame: ServerFrame = serde_json::from_str(text.as_str())
-                        .map_err(|e| ClientError::Protocol(format!("{e}: {}", text.as_str())))?;
-                    if let ServerFrame::Event(e) = &frame {
-                        self.last_seq = e.seq;
-                    }
-                    return Ok(frame);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) =
-                        frame.map(|f| (f.code.into(), f.reason.to_string())).unwrap_or((1005, String::new()));
-                    return Err(ClientError::Closed { code, reason });
-                }
-                Some(Ok(Message::Binary(_))) => return Err(ClientError::Protocol("binary frame".into())),
-                Some(Ok(_)) => continue,
-            }
+        let text = next_text(&mut self.ws, timeout).await?;
+        let frame: ServerFrame = serde_json::from_str(text.as_str())
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", text.as_str())))?;
+        if let ServerFrame::Event(e) = &frame {
+            self.last_seq = e.seq;
         }
+        Ok(frame)
     }
 
     /// The next event frame; any other frame is an error.
@@ -250,6 +246,35 @@ impl Connection {
     /// Drops the TCP connection without a close frame (a network failure, as the server sees it).
     pub fn abort(self) {
         drop(self);
+    }
+}
+
+/// How long a publish waits for its answer.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The next text message of a socket, skipping pings and pongs; a close frame is
+/// [`ClientError::Closed`], a binary frame a protocol error.
+pub(crate) async fn next_text<S>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<tungstenite::Utf8Bytes, ClientError>
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(timeout, stream.next()).await.map_err(|_| ClientError::Timeout)?;
+        match message {
+            None => return Err(ClientError::Ended),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Message::Text(text))) => return Ok(text),
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) =
+                    frame.map(|f| (f.code.into(), f.reason.to_string())).unwrap_or((1005, String::new()));
+                return Err(ClientError::Closed { code, reason });
+            }
+            Some(Ok(Message::Binary(_))) => return Err(ClientError::Protocol("binary frame".into())),
+            Some(Ok(_)) => continue,
+        }
     }
 }
 

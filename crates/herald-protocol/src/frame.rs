@@ -55,6 +55,11 @@ pub enum ServerFrame {
         /// The backend's JSON body.
         body: Value,
     },
+    /// Answer to a client `refresh`: the connection now lives until the new token's `exp`.
+    Refreshed {
+        /// The new token's expiry, unix seconds: the 4001 close moves to this time.
+        exp: u64,
+    },
     /// A client frame was refused; the connection stays open.
     Error {
         /// Machine-readable code, e.g. `invalid_json`.
@@ -129,6 +134,12 @@ pub enum ClientFrame {
         #[serde(default)]
         data: Value,
     },
+    /// A fresh token for the same user, so the socket outlives the token it opened with
+    /// (answered with `refreshed`, or an `error` frame that leaves the old expiry in place).
+    Refresh {
+        /// The new JWT; its `sub` must be the connection's user.
+        token: String,
+    },
 }
 
 /// Why a client text frame was refused; becomes an `error` frame.
@@ -138,7 +149,7 @@ pub enum ClientFrameError {
     #[error("frame is not valid JSON: {0}")]
     InvalidJson(String),
     /// JSON, but the `type` is missing or unknown.
-    #[error("unknown frame type {0:?}; known types: ping, cancel, message")]
+    #[error("unknown frame type {0:?}; known types: ping, cancel, message, refresh")]
     UnknownType(String),
     /// A known type with missing or malformed fields.
     #[error("invalid {kind} frame: {reason}")]
@@ -171,7 +182,7 @@ impl ClientFrame {
             Some(other) => return Err(ClientFrameError::UnknownType(other.to_string())),
             None => return Err(ClientFrameError::UnknownType(String::new())),
         };
-        if !matches!(kind.as_str(), "ping" | "cancel" | "message") {
+        if !matches!(kind.as_str(), "ping" | "cancel" | "message" | "refresh") {
             return Err(ClientFrameError::UnknownType(kind));
         }
         serde_json::from_value(value).map_err(|e| ClientFrameError::Invalid { kind, reason: e.to_string() })
@@ -203,6 +214,9 @@ impl CloseCode {
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     /// The token's `exp` passed: reconnect with a fresh token and resume.
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// An operator disconnected the user (`POST /v1/users/{user_id}/disconnect`: logout, ban).
+    /// Do not reconnect on your own: the old token may be revoked; the app decides what next.
+    pub const DISCONNECTED: u16 = 4003;
     /// The connection fell more than `max_pending_bytes` behind: resume from the last seq.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// Over the per-user connection limit: close another tab first.
@@ -239,6 +253,16 @@ mod tests {
         let e = ClientFrame::parse(r#"{"type":"cancel"}"#).unwrap_err();
         assert_eq!(e.code(), "invalid_frame");
         assert!(e.to_string().contains("run_id"), "{e}");
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"refresh","token":"t"}"#),
+            Ok(ClientFrame::Refresh { token: "t".into() })
+        );
+        assert_eq!(ClientFrame::parse(r#"{"type":"refresh"}"#).unwrap_err().code(), "invalid_frame");
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"refresh","token":7}"#).unwrap_err().code(),
+            "invalid_frame"
+        );
+        assert_eq!(ServerFrame::Refreshed { exp: 9 }.to_json(), r#"{"type":"refreshed","exp":9}"#);
         assert_eq!(
             ClientFrame::parse(r#"{"type":"cancel","run_id":"r","ref":"x"}"#),
             Ok(ClientFrame::Cancel { run_id: "r".into(), reference: Some("x".into()) })

@@ -14,6 +14,7 @@ pub mod data;
 pub mod event;
 pub mod frame;
 pub mod publish;
+pub mod publish_socket;
 pub mod run;
 pub mod unique_keys;
 pub mod user;
@@ -24,6 +25,7 @@ pub use frame::{ClientFrame, ClientFrameError, CloseCode, Recovery, ServerFrame}
 pub use publish::{
     ApiError, BatchError, EventInput, FieldError, PublishBatch, PublishBody, Receipt, Receipts, WireEvent,
 };
+pub use publish_socket::{AnswerError, FrameError, Outcome, PublishAnswer, PublishFrame};
 pub use run::{RunRuleError, RunState};
 pub use user::{UserId, UserIdError};
 

@@ -35,7 +35,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self { message: message.into() }
     }
 }
@@ -159,12 +159,7 @@ impl PublishBody {
         // is wrong (field, index) at the cost of a second parse.
         if let Ok(batch) = serde_json::from_slice::<PublishBatch>(body) {
             if !batch.events.is_empty() && batch.events.len() <= max_batch {
-                let events = batch
-                    .events
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, wire)| EventInput::from_wire(wire).map_err(|e| invalid(Some(i), e)))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let events = Self::batch_from_wires(batch.events)?;
                 return Ok(PublishBody::Batch(keep_float_texts(body, events)));
             }
         } else if let Ok(wire) = serde_json::from_slice::<WireEvent>(body) {
@@ -186,23 +181,76 @@ impl PublishBody {
                         )),
                     ));
                 }
-                let Some(Value::Array(items)) = obj.remove("events") else {
-                    return Err(invalid(None, FieldError::new("events must be an array of event objects")));
-                };
-                if items.is_empty() {
-                    return Err(invalid(None, FieldError::new("events must not be empty")));
-                }
-                if items.len() > max_batch {
-                    return Err(BatchError::TooMany { len: items.len(), max: max_batch });
-                }
-                let events = items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, item)| EventInput::from_value(item).map_err(|e| invalid(Some(i), e)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(PublishBody::Batch(events))
+                let items = obj.remove("events").unwrap_or_default();
+                Self::batch_from_value(items, max_batch).map(PublishBody::Batch)
             }
             other => EventInput::from_value(other).map(PublishBody::Single).map_err(|e| invalid(None, e)),
+        }
+    }
+
+    /// Parses and validates one event object (the publisher socket's `"event"`).
+    pub fn parse_event(body: &[u8]) -> Result<EventInput, BatchError> {
+        let invalid = |error| BatchError::Invalid { index: None, error };
+        if let Ok(wire) = serde_json::from_slice::<WireEvent>(body) {
+            let event = EventInput::from_wire(wire).map_err(invalid)?;
+            return Ok(keep_float_texts(body, vec![event]).remove(0));
+        }
+        crate::unique_keys::check_unique_keys(body).map_err(BatchError::InvalidJson)?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| BatchError::InvalidJson(e.to_string()))?;
+        EventInput::from_value(value).map_err(invalid)
+    }
+
+    /// Parses and validates the array of a batch (the publisher socket's `"events"`), as a whole,
+    /// up to `max_batch` events.
+    pub fn parse_events(items: &[u8], max_batch: usize) -> Result<Vec<EventInput>, BatchError> {
+        if let Ok(wires) = serde_json::from_slice::<Vec<WireEvent>>(items)
+            && !wires.is_empty()
+            && wires.len() <= max_batch
+        {
+            return Ok(keep_float_texts(items, Self::batch_from_wires(wires)?));
+        }
+        crate::unique_keys::check_unique_keys(items).map_err(BatchError::InvalidJson)?;
+        let value: Value =
+            serde_json::from_slice(items).map_err(|e| BatchError::InvalidJson(e.to_string()))?;
+        Self::batch_from_value(value, max_batch)
+    }
+
+    /// Validates deserialized batch items; an error names the item's index.
+    fn batch_from_wires(wires: Vec<WireEvent>) -> Result<Vec<EventInput>, BatchError> {
+        wires
+            .into_iter()
+            .enumerate()
+            .map(|(i, wire)| {
+                EventInput::from_wire(wire).map_err(|error| BatchError::Invalid { index: Some(i), error })
+            })
+            .collect()
+    }
+
+    /// Validates the value of `events`: a non-empty array of at most `max_batch` event objects.
+    fn batch_from_value(items: Value, max_batch: usize) -> Result<Vec<EventInput>, BatchError> {
+        let invalid = |index, error| BatchError::Invalid { index, error };
+        let Value::Array(items) = items else {
+            return Err(invalid(None, FieldError::new("events must be an array of event objects")));
+        };
+        if items.is_empty() {
+            return Err(invalid(None, FieldError::new("events must not be empty")));
+        }
+        if items.len() > max_batch {
+            return Err(BatchError::TooMany { len: items.len(), max: max_batch });
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| EventInput::from_value(item).map_err(|e| invalid(Some(i), e)))
+            .collect()
+    }
+
+    /// The events in body order, borrowed.
+    pub fn events(&self) -> &[EventInput] {
+        match self {
+            PublishBody::Single(e) => std::slice::from_ref(e),
+            PublishBody::Batch(v) => v,
         }
     }
 
@@ -283,10 +331,12 @@ fn keep_float_texts(body: &[u8], mut events: Vec<EventInput>) -> Vec<EventInput>
     if !events.iter().any(|e| e.data.holds_float()) {
         return events;
     }
-    let texts = match serde_json::from_slice::<DataTexts>(body) {
-        Ok(batch) => batch.events,
-        Err(_) => serde_json::from_slice::<DataText>(body).map(|one| vec![one]).unwrap_or_default(),
-    };
+    // A batch body, a batch's bare array (the publisher socket's "events"), or one event.
+    let texts = serde_json::from_slice::<DataTexts>(body)
+        .map(|batch| batch.events)
+        .or_else(|_| serde_json::from_slice::<Vec<DataText>>(body))
+        .or_else(|_| serde_json::from_slice::<DataText>(body).map(|one| vec![one]))
+        .unwrap_or_default();
     for (event, text) in events.iter_mut().zip(texts) {
         if let Some(text) = text.data
             && event.data.holds_float()

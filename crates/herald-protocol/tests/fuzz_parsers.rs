@@ -3,7 +3,7 @@
 //! never panic, and every refusal must be one the server can turn into a clean error.
 //! (The cargo-fuzz targets in `fuzz/` run the same parsers open-ended; see docs/conformance.md.)
 
-use herald_protocol::{BatchError, ClientFrame, PublishBody};
+use herald_protocol::{BatchError, ClientFrame, PublishBody, PublishFrame};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -24,6 +24,14 @@ fn check_publish_body(bytes: &[u8]) {
         }
         Err(BatchError::TooMany { .. }) => {}
         Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+/// The publisher socket's frames: never a panic; an accepted frame holds 1..=MAX_BATCH events.
+fn check_publish_frame(text: &str) {
+    match PublishFrame::parse(text, MAX_BATCH) {
+        Ok(frame) => assert!((1..=MAX_BATCH).contains(&frame.body.events().len())),
+        Err(refused) => assert!(!refused.error.to_string().is_empty()),
     }
 }
 
@@ -110,6 +118,7 @@ proptest! {
     fn random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         check_publish_body(&bytes);
         check_client_frame(&String::from_utf8_lossy(&bytes));
+        check_publish_frame(&String::from_utf8_lossy(&bytes));
     }
 
 
@@ -131,12 +140,15 @@ proptest! {
     fn json_shaped_soup(text in json_soup()) {
         check_client_frame(&text);
         check_publish_body(text.as_bytes());
+        check_publish_frame(&text);
     }
 
     #[test]
     fn mutated_events_single_and_batched(events in prop::collection::vec(mutated_event(), 1..12)) {
         check_publish_body(events[0].to_string().as_bytes());
         check_publish_body(json!({"events": events}).to_string().as_bytes());
+        check_publish_frame(&json!({"ref": "f", "event": events[0]}).to_string());
+        check_publish_frame(&json!({"ref": 1, "events": events}).to_string());
     }
 }
 
@@ -145,6 +157,8 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     check_client_frame(&deep);
     check_publish_body(deep.as_bytes());
+    check_publish_frame(&deep);
+    check_publish_frame(&format!(r#"{{"ref":"d","events":{deep}}}"#));
     let deep_data = format!(
         r#"{{"user_id":"u","event":"custom","data":{{"name":"n","x":{}1{}}}}}"#,
         "[".repeat(100_000),

@@ -76,6 +76,22 @@ pub struct Settings {
     #[arg(long, env = "HERALD_API_KEY", value_name = "KEYS", hide_env_values = true, help_heading = "Auth")]
     pub api_key: Option<Secret>,
 
+    /// Token for operators: the `/admin` page and the operator API (`/v1/info`, `/v1/runs`,
+    /// `/v1/users/{id}/presence|disconnect`) accept it as well as an API key; it cannot publish.
+    #[arg(
+        long,
+        env = "HERALD_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        help_heading = "Auth"
+    )]
+    pub admin_token: Option<Secret>,
+
+    /// Seconds a revocation (`revoke_before` of a disconnect) is kept: set it to your longest
+    /// token lifetime, since a revoked token outliving it is accepted again. Default 86400.
+    #[arg(long, env = "HERALD_REVOCATION_TTL_S", value_name = "SECONDS", help_heading = "Auth")]
+    pub revocation_ttl_s: Option<u64>,
+
     /// Least seconds between two JWKS fetches (a token with an unknown `kid` triggers one).
     /// Default 10.
     #[arg(long, env = "HERALD_JWKS_MIN_REFRESH_S", value_name = "SECONDS", help_heading = "Auth")]
@@ -140,6 +156,11 @@ pub struct Settings {
     /// 429 `rate_limited` with Retry-After. 0 means no limit. Default 5000.
     #[arg(long, env = "HERALD_PUBLISH_RATE_PER_S", value_name = "N", help_heading = "Limits")]
     pub publish_rate_per_s: Option<u32>,
+
+    /// Frames read and not yet answered per publisher socket (`/v1/publish`); past it the server
+    /// stops reading that socket (TCP backpressure). Default 256.
+    #[arg(long, env = "HERALD_PUBLISH_MAX_IN_FLIGHT", value_name = "N", help_heading = "Limits")]
+    pub publish_max_in_flight: Option<usize>,
 
     /// Seconds a client has to send a complete HTTP request head (handshake) on a new or idle
     /// keep-alive connection; slower ones are dropped. Default 10.
@@ -355,6 +376,10 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// Accepted publisher API keys.
     pub api_keys: Vec<Secret>,
+    /// Operator token (admin page and operator API, no publishing).
+    pub admin_token: Option<Secret>,
+    /// How long a revocation is kept.
+    pub revocation_ttl: Duration,
     /// Origin policy for `/ws`.
     pub origins: OriginPolicy,
     /// Events kept per user.
@@ -383,6 +408,8 @@ pub struct Config {
     pub max_client_msgs_per_s: u32,
     /// Publish requests per second per API key (0: no limit).
     pub publish_rate_per_s: u32,
+    /// Frames in flight per publisher socket.
+    pub publish_max_in_flight: usize,
     /// Time to send a complete request head.
     pub handshake_timeout: Duration,
     /// Where client frames go, if anywhere.
@@ -418,6 +445,8 @@ impl Settings {
             jwt_leeway_s: self.jwt_leeway_s.or(lower.jwt_leeway_s),
             jwks_min_refresh_s: self.jwks_min_refresh_s.or(lower.jwks_min_refresh_s),
             api_key: self.api_key.or(lower.api_key),
+            admin_token: self.admin_token.or(lower.admin_token),
+            revocation_ttl_s: self.revocation_ttl_s.or(lower.revocation_ttl_s),
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
             history_size: self.history_size.or(lower.history_size),
             history_ttl_s: self.history_ttl_s.or(lower.history_ttl_s),
@@ -433,6 +462,7 @@ impl Settings {
             max_client_msgs_per_s: self.max_client_msgs_per_s.or(lower.max_client_msgs_per_s),
             publish_rate_per_s: self.publish_rate_per_s.or(lower.publish_rate_per_s),
             handshake_timeout_s: self.handshake_timeout_s.or(lower.handshake_timeout_s),
+            publish_max_in_flight: self.publish_max_in_flight.or(lower.publish_max_in_flight),
             log_format: self.log_format.or(lower.log_format),
             upstream_url: self.upstream_url.or(lower.upstream_url),
             upstream_secret: self.upstream_secret.or(lower.upstream_secret),
@@ -510,6 +540,11 @@ impl Settings {
                 leeway: Duration::from_secs(self.jwt_leeway_s.unwrap_or(5)),
             },
             api_keys,
+            admin_token: Self::admin_token(self.admin_token, self.dev)?,
+            revocation_ttl: Duration::from_secs(positive(
+                "revocation_ttl_s",
+                self.revocation_ttl_s.unwrap_or(86_400),
+            )?),
             origins,
             history_size: positive("history_size", self.history_size.unwrap_or(1000))?,
             history_ttl: Duration::from_secs(positive("history_ttl_s", self.history_ttl_s.unwrap_or(900))?),
@@ -530,6 +565,10 @@ impl Settings {
                 self.max_client_msgs_per_s.unwrap_or(20),
             )?,
             publish_rate_per_s: self.publish_rate_per_s.unwrap_or(5000),
+            publish_max_in_flight: positive(
+                "publish_max_in_flight",
+                self.publish_max_in_flight.unwrap_or(256),
+            )?,
             handshake_timeout: Duration::from_secs(positive(
                 "handshake_timeout_s",
                 self.handshake_timeout_s.unwrap_or(10),
@@ -664,6 +703,18 @@ impl Settings {
     }
 
     /// `json` or `text` logs.
+    /// The operator token, refused when too short to resist guessing (outside `--dev`).
+    fn admin_token(token: Option<Secret>, dev: bool) -> Result<Option<Secret>, ConfigError> {
+        match token {
+            Some(t) if t.expose().len() < 16 && !dev => Err(ConfigError::Invalid {
+                key: "admin_token",
+                value: "***".into(),
+                reason: "an admin token must be at least 16 bytes; use 32 random bytes".into(),
+            }),
+            other => Ok(other),
+        }
+    }
+
     fn log_json(format: Option<&str>) -> Result<bool, ConfigError> {
         let log_json = match format.unwrap_or("text") {
             "text" => false,
@@ -739,6 +790,22 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_and_revocation_ttl_are_checked() {
+        let c = base().validate().unwrap();
+        assert!(c.admin_token.is_none());
+        assert_eq!(c.revocation_ttl, Duration::from_secs(86_400));
+        let short = Settings { admin_token: Some(Secret::new("short")), ..base() }.validate().unwrap_err();
+        assert!(short.to_string().contains("admin_token"), "{short}");
+        let zero = Settings { revocation_ttl_s: Some(0), ..base() }.validate().unwrap_err();
+        assert!(zero.to_string().contains("revocation_ttl_s"), "{zero}");
+        let file: Settings =
+            toml::from_str("admin_token = \"0123456789abcdef-admin\"\nrevocation_ttl_s = 600").unwrap();
+        let c = file.or(base()).validate().unwrap();
+        assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("0123456789abcdef-admin"));
+        assert_eq!(c.revocation_ttl, Duration::from_secs(600));
+    }
+
+    #[test]
     fn defaults_follow_the_design() {
         let c = base().validate().unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
@@ -808,13 +875,16 @@ mod tests {
         assert_eq!(c.max_client_msgs_per_s, 20);
         assert_eq!(c.publish_rate_per_s, 5000);
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.publish_max_in_flight, 256);
         assert_eq!(c.jwt.leeway, Duration::from_secs(5));
         assert!(c.jwt.secret().is_some());
         let file: Settings = toml::from_str(
-            "max_connections_per_ip = 0\npublish_rate_per_s = 7\njwt_leeway_s = 30\nhandshake_timeout_s = 3",
+            "max_connections_per_ip = 0\npublish_rate_per_s = 7\njwt_leeway_s = 30\nhandshake_timeout_s = 3\n\
+             publish_max_in_flight = 9",
         )
         .unwrap();
         let c = file.or(base()).validate().unwrap();
+        assert_eq!(c.publish_max_in_flight, 9);
         assert_eq!((c.max_connections_per_ip, c.publish_rate_per_s), (0, 7));
         assert_eq!(c.jwt.leeway, Duration::from_secs(30));
         assert_eq!(c.handshake_timeout, Duration::from_secs(3));

@@ -72,7 +72,8 @@ async fn asset(Path(file): Path<String>) -> Response {
     }
 }
 
-fn serve(content_type: &'static str, body: &'static str) -> Response {
+/// An embedded asset, revalidated on every load (assets change with the binary).
+pub(crate) fn serve(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),

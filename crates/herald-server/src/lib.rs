@@ -10,8 +10,11 @@
 //! connection loop), [`stream`] (one stream session shared by the WebSocket and the AG-UI SSE
 //! stream), [`upstream`] (client frames to the backend), [`runs`] (stalled-run detection), [`api`]
 //! (HTTP routes, the AG-UI bridge and the OpenAPI document), [`console`] (the embedded web
-//! console), [`serve`] (the accept loop), [`metrics`].
+//! console), [`admin`] (the embedded admin page), [`node`] (this node among the others: its report,
+//! its users' presence, disconnect orders), [`rates`] (recent rates for operators), [`serve`] (the
+//! accept loop), [`metrics`].
 
+pub(crate) mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -20,6 +23,8 @@ pub mod engine;
 pub(crate) mod limits;
 pub mod log;
 pub(crate) mod metrics;
+pub mod node;
+pub(crate) mod rates;
 pub mod registry;
 pub(crate) mod runs;
 pub mod secret;
@@ -84,6 +89,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Where client `message`/`cancel` frames go, when configured.
     pub upstream: Option<upstream::Upstream>,
+    /// This node's identity among the others.
+    pub node: node::Node,
     draining: AtomicBool,
 }
 
@@ -122,6 +129,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     metrics::install();
     Router::from(api::routes::routes())
         .merge(console::routes())
+        .merge(admin::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -145,11 +153,14 @@ pub async fn run_with_engine(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(AppState {
         auth: Authenticator::new(&config)?,
         limits: limits::Limits::new(&config),
         upstream: config.upstream.clone().map(upstream::Upstream::new),
-        registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user),
+        registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user)
+            .with_presence_changes(presence_tx),
+        node: node::Node::new(),
         engine,
         config: Arc::new(config),
         shutdown: shutdown.child_token(),
@@ -162,6 +173,7 @@ pub async fn run_with_engine(
     let sweeper = tokio::spawn(sweep(state.clone()));
     let monitor =
         tokio::spawn(runs::monitor(state.engine.clone(), state.config.run_stall, state.shutdown.clone()));
+    let node_task = tokio::spawn(node::run(state.clone(), presence_rx));
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();
@@ -180,6 +192,7 @@ pub async fn run_with_engine(
     }
     sweeper.abort();
     monitor.abort();
+    node_task.abort();
     info!("stopped");
     Ok(())
 }

@@ -69,16 +69,19 @@ pub fn recovery(recovery: Recovery) {
 /// `n` event frames were written to sockets.
 pub fn delivered(n: usize) {
     counter!("herald_events_delivered_total").increment(n as u64);
+    crate::rates::delivered(n as u64);
 }
 
 /// An event of `kind` was appended.
 pub fn published(kind: EventKind) {
     counter!("herald_events_published_total", "event" => kind.as_str()).increment(1);
+    crate::rates::published(1);
 }
 
 /// A publish broke the run rule `rule`.
 pub fn run_rejected(rule: &'static str) {
     counter!("herald_run_rejections_total", "rule" => rule).increment(1);
+    crate::rates::rejected(rule);
 }
 
 /// The engine failed a request.
@@ -148,6 +151,7 @@ impl Delivery {
         written: std::time::Instant,
     ) {
         self.delivered.increment(appended.len() as u64);
+        crate::rates::delivered(appended.len() as u64);
         for at in appended {
             self.latency.record(written.saturating_duration_since(at).as_secs_f64());
         }
@@ -157,5 +161,60 @@ impl Delivery {
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Delivery")
+    }
+}
+
+/// Metric handles of one publisher socket (`/v1/publish`), held so that every frame records
+/// without a registry lookup. The socket counts as open (`herald_publisher_sockets_open`) while
+/// this value lives.
+#[derive(Debug)]
+pub struct PublisherSocket {
+    in_flight: metrics::Gauge,
+    answered_ok: metrics::Counter,
+}
+
+impl PublisherSocket {
+    /// Handles for one socket, counted open until dropped.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        gauge!("herald_publisher_sockets_open").increment(1.0);
+        Self {
+            in_flight: gauge!("herald_publish_in_flight"),
+            answered_ok: counter!("herald_publish_frames_total", "result" => "ok"),
+        }
+    }
+
+    /// Counts a frame read and not yet answered (`herald_publish_in_flight`, all sockets) until
+    /// the returned guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.increment(1.0);
+        InFlight(self.in_flight.clone())
+    }
+
+    /// The counter of frames answered with receipts (`herald_publish_frames_total{result="ok"}`).
+    pub fn ok(&self) -> metrics::Counter {
+        self.answered_ok.clone()
+    }
+}
+
+/// A publisher-socket frame was refused with the error `code`
+/// (`herald_publish_frames_total{result=code}`).
+pub fn publish_frame_refused(code: &str) {
+    counter!("herald_publish_frames_total", "result" => code.to_owned()).increment(1);
+}
+
+impl Drop for PublisherSocket {
+    fn drop(&mut self) {
+        gauge!("herald_publisher_sockets_open").decrement(1.0);
+    }
+}
+
+/// One publisher-socket frame in flight, counted until dropped.
+#[derive(Debug)]
+pub struct InFlight(metrics::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }

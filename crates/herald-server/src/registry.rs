@@ -41,8 +41,9 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
 
 /// Who a manager is for. Only constructible from a valid user id: no anonymous context exists.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -123,7 +124,8 @@ pub enum EmitError {
 #[error("user already has {0} open connections (the limit)")]
 pub struct TooManyConnections(pub usize);
 
-/// Everything Herald does for one user: emit events to their log, count their connections.
+/// Everything Herald does for one user: emit events to their log, count their connections,
+/// and tell them to close when an operator disconnects the user.
 #[derive(Debug)]
 pub struct UserManager {
     user: UserId,
@@ -131,6 +133,12 @@ pub struct UserManager {
     max_connections: usize,
     connections: AtomicUsize,
     last_active: Mutex<Instant>,
+    /// The operator's last disconnect reason; connections watch it and close with 4003.
+    kick: watch::Sender<Arc<str>>,
+    /// Open connections on this node: slot number and when it opened (presence's "since").
+    opened: Mutex<Vec<(u64, SystemTime)>>,
+    /// Where presence changes go (the node's presence writer), if anywhere.
+    changes: Option<mpsc::UnboundedSender<UserId>>,
 }
 
 impl UserManager {
@@ -173,18 +181,41 @@ impl UserManager {
 
     /// Claims a connection slot, refused past the per-user limit. Released on drop.
     pub fn connect(self: &Arc<Self>) -> Result<ConnectionSlot, TooManyConnections> {
+        static NEXT_SLOT: AtomicU64 = AtomicU64::new(0);
         self.touch();
         let previous = self.connections.fetch_add(1, Ordering::AcqRel);
         if previous >= self.max_connections {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return Err(TooManyConnections(self.max_connections));
         }
-        Ok(ConnectionSlot(self.clone()))
+        let number = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+        self.opened.lock().push((number, SystemTime::now()));
+        self.presence_changed();
+        Ok(ConnectionSlot { manager: self.clone(), number, kicked: self.kick.subscribe() })
     }
 
     /// Open connections of this user on this node.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Open connections on this node and when the oldest opened; `None` without any.
+    pub fn presence(&self) -> Option<(usize, SystemTime)> {
+        let opened = self.opened.lock();
+        opened.iter().map(|(_, at)| *at).min().map(|since| (opened.len(), since))
+    }
+
+    /// Closes every connection of the user on this node with 4003 and `reason`; returns how
+    /// many were open.
+    pub fn disconnect(&self, reason: &str) -> usize {
+        self.kick.send_replace(reason.into());
+        self.connections()
+    }
+
+    fn presence_changed(&self) {
+        if let Some(changes) = &self.changes {
+            let _ = changes.send(self.user.clone());
+        }
     }
 
     fn touch(&self) {
@@ -194,12 +225,26 @@ impl UserManager {
 
 /// A claimed connection slot; dropping it frees the slot and marks the manager active.
 #[derive(Debug)]
-pub struct ConnectionSlot(Arc<UserManager>);
+pub struct ConnectionSlot {
+    manager: Arc<UserManager>,
+    number: u64,
+    kicked: watch::Receiver<Arc<str>>,
+}
+
+impl ConnectionSlot {
+    /// Changes when an operator disconnects the user (the value is the reason): the holder
+    /// closes its stream (4003 on a socket). Orders from before the slot was claimed are not seen.
+    pub fn kicked(&self) -> watch::Receiver<Arc<str>> {
+        self.kicked.clone()
+    }
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.manager.touch();
+        self.manager.opened.lock().retain(|(n, _)| *n != self.number);
+        self.manager.connections.fetch_sub(1, Ordering::AcqRel);
+        self.manager.presence_changed();
     }
 }
 
@@ -210,12 +255,41 @@ pub struct Registry {
     idle: Duration,
     max_connections: usize,
     managers: Mutex<HashMap<UserId, Arc<UserManager>>>,
+    changes: Option<mpsc::UnboundedSender<UserId>>,
 }
 
 impl Registry {
     /// A registry over `engine`; managers idle for `idle` are dropped by [`Registry::evict_idle`].
     pub fn new(engine: Arc<dyn Engine>, idle: Duration, max_connections_per_user: usize) -> Self {
-        Self { engine, idle, max_connections: max_connections_per_user, managers: Mutex::new(HashMap::new()) }
+        Self {
+            engine,
+            idle,
+            max_connections: max_connections_per_user,
+            managers: Mutex::new(HashMap::new()),
+            changes: None,
+        }
+    }
+
+    /// Sends the user id to `changes` whenever a user's connections on this node open or close
+    /// (so a writer can record presence where other nodes see it).
+    pub fn with_presence_changes(mut self, changes: mpsc::UnboundedSender<UserId>) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// The manager of `user` if one is alive (never creates one).
+    pub fn get(&self, user: &UserId) -> Option<Arc<UserManager>> {
+        self.managers.lock().get(user).cloned()
+    }
+
+    /// Users with at least one open connection on this node, and the connections they hold.
+    pub fn online(&self) -> (usize, usize) {
+        self.managers
+            .lock()
+            .values()
+            .map(|m| m.connections())
+            .filter(|&n| n > 0)
+            .fold((0, 0), |a, n| (a.0 + 1, a.1 + n))
     }
 
     /// The manager of `ctx`'s user: the same `Arc` for the same user while it is alive, created on
@@ -229,6 +303,9 @@ impl Registry {
                 max_connections: self.max_connections,
                 connections: AtomicUsize::new(0),
                 last_active: Mutex::new(Instant::now()),
+                kick: watch::Sender::new(Arc::from("")),
+                opened: Mutex::new(Vec::new()),
+                changes: self.changes.clone(),
             })
         });
         manager.touch();

@@ -52,6 +52,8 @@ pub enum Stop {
     Shutdown,
     /// The client's token expired.
     TokenExpired,
+    /// An operator disconnected the user ([`Session::disconnect_reason`] says why).
+    Disconnected,
     /// The log is gone (the engine dropped it).
     Gone,
 }
@@ -84,6 +86,8 @@ pub struct Session {
     cursor: u64,
     max_pending_bytes: u64,
     expiry: Pin<Box<Sleep>>,
+    /// Changes when an operator disconnects the user (the value is the reason).
+    kicked: watch::Receiver<Arc<str>>,
     shutdown: CancellationToken,
     live: bool,
 }
@@ -108,6 +112,7 @@ impl Session {
         {
             warn!("could not catch up with the shared log: {e}");
         }
+        let kicked = slot.kicked();
         let guards =
             Guards { _slot: slot, _attached: log.attach(), _open: crate::metrics::OpenConnection::new() };
         Ok(Session {
@@ -117,6 +122,7 @@ impl Session {
             cursor: 0,
             max_pending_bytes,
             expiry: Box::pin(tokio::time::sleep(until(expires_at))),
+            kicked,
             shutdown,
             live: false,
         })
@@ -143,6 +149,16 @@ impl Session {
         self.cursor
     }
 
+    /// Moves the expiry to `expires_at` (a refreshed token).
+    pub fn extend(&mut self, expires_at: SystemTime) {
+        self.expiry.as_mut().reset(tokio::time::Instant::now() + until(Some(expires_at)));
+    }
+
+    /// The operator's reason, once the session stopped with [`Stop::Disconnected`].
+    pub fn disconnect_reason(&self) -> Arc<str> {
+        self.kicked.borrow().clone()
+    }
+
     /// True once a read found nothing new: the backlog is behind the stream.
     pub fn is_live(&self) -> bool {
         self.live
@@ -166,6 +182,7 @@ impl Session {
                 biased;
                 _ = self.shutdown.cancelled() => return Next::Stop(Stop::Shutdown),
                 _ = &mut self.expiry => return Next::Stop(Stop::TokenExpired),
+                Ok(()) = self.kicked.changed() => return Next::Stop(Stop::Disconnected),
                 changed = self.head_rx.changed() => if changed.is_err() { return Next::Stop(Stop::Gone) },
                 out = &mut other => return Next::Other(out),
             }
@@ -190,6 +207,7 @@ impl Session {
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                Ok(()) = self.kicked.changed() => return Stop::Disconnected,
                 changed = self.head_rx.changed() => {
                     if changed.is_err() {
                         return Stop::Gone;

@@ -128,3 +128,19 @@ async fn a_master_dies_publishes_get_a_receipt_or_503_and_resume_after_promotion
     }
     assert_eq!(seen[1..], acknowledged[..], "acknowledged events survive, once each, in order");
 }
+
+#[tokio::test]
+async fn with_wait_replicas_an_append_no_replica_confirmed_gets_503_not_a_receipt() {
+    // The shared test Redis has no replicas: WAIT can never confirm.
+    let node = TestServer::redis(
+        &unique_prefix("wait"),
+        Settings { redis_wait_replicas: Some(1), ..Settings::default() },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let body = json!({"user_id": "w", "event": "agent_started", "run_id": "r", "id": "x"});
+    let (status, body) = node.publisher.post(&body).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("not_ready")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("replicas"), "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "WAIT gave the replica its second");
+}

@@ -67,9 +67,15 @@ async fn every_documented_operation_is_served() {
             checked.push(format!("{method} {path}"));
         }
     }
-    for known in
-        ["POST /v1/events", "GET /ws", "POST /v1/agui/stream", "OPTIONS /v1/agui/stream", "GET /metrics"]
-    {
+    for known in [
+        "POST /v1/events",
+        "GET /v1/publish",
+        "POST /v1/users/{user_id}/disconnect",
+        "GET /ws",
+        "POST /v1/agui/stream",
+        "OPTIONS /v1/agui/stream",
+        "GET /metrics",
+    ] {
         assert!(checked.iter().any(|c| c == known), "{known} is not in the document: {checked:?}");
     }
 }

@@ -1,6 +1,7 @@
 """Python publisher and client for Herald, the real-time gateway for AI-agent run events.
 
 - :class:`Publisher` / :class:`AsyncPublisher`: backends publish events over HTTP (docs/protocol.md, "Publishing").
+- :class:`SocketPublisher`: the same API over one publisher socket (``/v1/publish``), for token streams.
 - :class:`Run`: ``async with publisher.run(user, thread) as run`` emits a run's events in order.
 - :class:`Client`: an async iterator of a user's events with reconnect and resume (docs/protocol.md);
   ``send``/``cancel`` reach the backend through Herald's upstream (docs/protocol.md, "Upstream").
@@ -19,11 +20,13 @@ from .errors import (
     RunStateError,
     SignatureError,
     TokenExpiredError,
+    DisconnectedError,
     TooLargeError,
     UpstreamError,
     ValidationError,
     error_from_response,
 )
+from .publish_socket import SocketPublisher
 from .publisher import AsyncPublisher, Publisher
 from .run import Run, SyncRun, SyncToolCall, ToolCall
 from .signature import SIGNATURE_HEADER, check_signature, sign, verify_signature
@@ -52,10 +55,12 @@ __all__ = [
     "RunStateError",
     "SIGNATURE_HEADER",
     "SignatureError",
+    "SocketPublisher",
     "SyncRun",
     "SyncToolCall",
     "Ticket",
     "TokenExpiredError",
+    "DisconnectedError",
     "TooLargeError",
     "ToolCall",
     "UpstreamError",

@@ -18,10 +18,12 @@ the client's cursor moves past the snapshot at ``synced``, not on its frames.
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import json
 import logging
 import random
+import time
 import uuid
 from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple, Union
@@ -30,7 +32,14 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .errors import HeraldConnectionError, HeraldError, TokenExpiredError, UpstreamError, error_from_response
+from .errors import (
+    DisconnectedError,
+    HeraldConnectionError,
+    HeraldError,
+    TokenExpiredError,
+    UpstreamError,
+    error_from_response,
+)
 from .types import Ack, Event, Ticket, Welcome
 
 __all__ = ["Client", "CloseCode", "ws_url"]
@@ -49,6 +58,7 @@ class CloseCode:
     UNSUPPORTED_DATA = 1003
     MESSAGE_TOO_BIG = 1009
     TOKEN_EXPIRED = 4001
+    DISCONNECTED = 4003  # an operator disconnected the user: not reconnected
     SLOW_CONSUMER = 4008
     TOO_MANY_CONNECTIONS = 4029
 
@@ -57,6 +67,20 @@ class CloseCode:
 FATAL_STATUSES = frozenset({400, 401, 403, 404})
 
 SUBPROTOCOL = "herald.v1"
+
+#: Error codes that answer a ``refresh`` frame (docs/protocol.md).
+REFRESH_ERRORS = frozenset({"invalid_token", "wrong_user", "token_revoked", "not_ready"})
+
+
+def jwt_exp(token: str) -> Optional[int]:
+    """The ``exp`` claim of a JWT (unverified), or ``None`` when it has none or is not a JWT."""
+    try:
+        part = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (IndexError, ValueError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return exp if isinstance(exp, int) else None
 
 
 def ws_url(url: str) -> str:
@@ -94,8 +118,11 @@ _CLOSED = object()
 class Client:
     """Async iterator over one user's events, with automatic reconnect and resume.
 
-    - ``token``: a JWT, or a callable (sync or async) returning a fresh one on every connect (then
-      an expired token, close 4001, is renewed instead of ending the stream).
+    - ``token``: a JWT, or a callable (sync or async) returning a fresh one on every connect. With
+      a callable, ``refresh_before_s`` (default 30) before the JWT's ``exp`` the client asks it for
+      a new token and sends it on the open socket (a ``refresh`` frame), so the stream outlives its
+      token without reconnecting; if the server refuses it, the client reconnects with the next
+      one (and an expired token, close 4001, is renewed too). ``0`` turns the refresh off.
     - ``ticket``: instead of a token, a callable (sync or async) returning a new single-use ticket
       (a string or a :class:`Ticket`) per connect, e.g. ``lambda: publisher.ticket(user)``.
     - ``auth``: ``"header"`` (``Authorization: Bearer``) or ``"subprotocol"`` (``bearer.<jwt>``).
@@ -107,6 +134,8 @@ class Client:
       that also settle a :meth:`send` or :meth:`cancel`.
     - ``request_timeout_s``: how long :meth:`send` and :meth:`cancel` wait for their answer.
     - ``reconnect=False``: end with :class:`HeraldConnectionError` on the first disconnect.
+
+    A disconnect by an operator (close 4003) ends the iteration with :class:`DisconnectedError`.
 
     Fatal problems (401/403/400 at the handshake, an expired static token) are raised from the
     iteration as typed errors. At most ``max_queue`` received events wait for the consumer; after
@@ -132,6 +161,7 @@ class Client:
         max_queue: int = 1024,
         max_message_bytes: Optional[int] = 16 * 1024 * 1024,
         request_timeout_s: float = 10.0,
+        refresh_before_s: float = 30.0,
     ) -> None:
         if (token is None) == (ticket is None):
             raise ValueError("give exactly one of token= or ticket=")
@@ -153,6 +183,13 @@ class Client:
         self.max_queue = max(1, max_queue)
         self.max_message_bytes = max_message_bytes
         self.request_timeout_s = request_timeout_s
+        self.refresh_before_s = refresh_before_s
+        #: How many tokens the server accepted on an open socket (``refreshed`` frames).
+        self.refreshes = 0
+        # The token of the open connection, and one sent in a refresh frame until it is answered.
+        self._current_token: Optional[str] = None
+        self._refreshing: Optional[str] = None
+        self._refresher: Optional["asyncio.Task[None]"] = None
 
         # Cursor of what the consumer has been given (save it to resume in another process).
         self.epoch: Optional[str] = epoch
@@ -352,6 +389,7 @@ class Client:
         else:
             assert self._token is not None
             token = await _resolve(self._token)
+            self._current_token = token
             if self._auth == "header":
                 headers["Authorization"] = f"Bearer {token}"
             else:
@@ -392,6 +430,9 @@ class Client:
                 self.last_close_code = int(code) if code is not None else None
                 if welcomed:
                     backoff = self.min_backoff_s
+                if code == CloseCode.DISCONNECTED:
+                    self._fail(DisconnectedError("disconnected", reason or "disconnected by an operator", None))
+                    return
                 if code == CloseCode.TOKEN_EXPIRED and self._ticket is None and not callable(self._token):
                     self._fail(TokenExpiredError("token_expired", "the token expired; pass token= as a callable to renew it", None))
                     return
@@ -434,6 +475,7 @@ class Client:
                         self._recv_seq = 0  # backlog: the active runs of this epoch
                     self._recv_epoch = welcome.epoch
                     self._resume = True
+                    self._schedule_refresh(ws)
                     await self._put("welcome", welcome)
                 elif kind == "synced":
                     self._recv_seq = max(self._recv_seq, int(frame["seq"]))
@@ -445,6 +487,16 @@ class Client:
                         if not future.done():
                             future.set_result(None)
                             break
+                elif kind == "refreshed":
+                    self._current_token, self._refreshing = self._refreshing, None
+                    self.refreshes += 1
+                    self._schedule_refresh(ws)
+                    await _call(self.on_frame, frame)
+                elif kind == "error" and self._refreshing is not None and frame.get("ref") is None and frame.get("code") in REFRESH_ERRORS:
+                    log.info("herald: refreshed token refused (%s); reconnecting", frame.get("message"))
+                    self._refreshing = None
+                    await _call(self.on_frame, frame)
+                    await ws.close(CloseCode.NORMAL, "refresh refused")
                 else:
                     if kind in ("ack", "error"):
                         self._settle(frame)
@@ -459,9 +511,39 @@ class Client:
             ws.transport.abort()
         finally:
             self._ws = None
+            self._refreshing = None
+            if self._refresher is not None:
+                self._refresher.cancel()
+                self._refresher = None
             self._synced.clear()
             self._fail_requests(HeraldConnectionError(f"connection closed ({ws.close_code}) before the answer"))
         return ws.close_code, ws.close_reason or "", welcomed
+
+    def _schedule_refresh(self, ws: ClientConnection) -> None:
+        """Sends the provider's next token ``refresh_before_s`` before the current one expires."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+        exp = jwt_exp(self._current_token) if self._current_token else None
+        if self.refresh_before_s <= 0 or not callable(self._token) or exp is None:
+            return
+        delay = exp - time.time() - self.refresh_before_s
+        if delay > 0:  # too close: the server's 4001 reconnects with a new token
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh(ws, delay))
+
+    async def _refresh(self, ws: ClientConnection, delay: float) -> None:
+        await asyncio.sleep(delay)
+        assert self._token is not None
+        try:
+            token = await _resolve(self._token)
+        except Exception:  # noqa: BLE001  (the 4001 at expiry asks the provider again)
+            log.exception("herald: token provider failed; the connection closes at the token's expiry")
+            return
+        self._refreshing = token
+        try:
+            await ws.send(json.dumps({"type": "refresh", "token": token}))
+        except ConnectionClosed:
+            pass
 
     async def _put(self, kind: str, item: Any) -> None:
         while self._queue.qsize() >= self.max_queue:

@@ -49,6 +49,11 @@ class TokenExpiredError(AuthError):
     """The server closed the socket with 4001 and no token provider can make a new token."""
 
 
+class DisconnectedError(HeraldError):
+    """The server closed the socket with 4003: an operator disconnected the user (logout, ban).
+    The client does not reconnect; whether to sign in again is the application's call."""
+
+
 class ValidationError(HeraldError):
     """400: ``invalid_json``, ``invalid_event`` (the message names the field), ``invalid_request``, …"""
 

@@ -239,11 +239,21 @@ class AsyncPublisher(_PublisherBase):
     ) -> Receipt:
         """Appends one event to ``user_id``'s log; returns once it is stored."""
         body = self._event_body(user_id, event, run_id, thread_id, data, id)
-        return Receipt.from_json(await self._request("POST", "/v1/events", json=body))
+        return Receipt.from_json(await self._send_event(body))
 
     async def publish_batch(self, events: Iterable[EventLike]) -> List[Receipt]:
         """Appends events all-or-nothing (any invalid one: nothing appended, error names the index)."""
-        return self._receipts(await self._request("POST", "/v1/events", json=self._batch_body(events)))
+        return [Receipt.from_json(r) for r in await self._send_batch(self._batch_body(events)["events"])]
+
+    # The transport of publish and publish_batch (SocketPublisher sends them over its socket).
+
+    async def _send_event(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        """Sends one event body; returns its receipt as JSON."""
+        return await self._request("POST", "/v1/events", json=body)
+
+    async def _send_batch(self, events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Sends a batch's event bodies; returns their receipts as JSON."""
+        return (await self._request("POST", "/v1/events", json={"events": events}))["results"]
 
     async def ticket(self, user_id: str, ttl_s: Optional[int] = None) -> Ticket:
         """A single-use ticket a page can connect with (``/ws?ticket=``)."""

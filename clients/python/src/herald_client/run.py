@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Type
+from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Type, Union
 
 from .types import Receipt, new_id
 
@@ -41,6 +41,16 @@ def _merge(base: Optional[Mapping[str, Any]], **fields: Any) -> Dict[str, Any]:
 
 def _error_data(exc: BaseException) -> Dict[str, Any]:
     return {"message": str(exc) or type(exc).__name__, "error_type": type(exc).__name__}
+
+
+async def _each(items: Union[AsyncIterable[str], Iterable[str]]) -> AsyncIterator[str]:
+    """Iterates an async or a plain iterable alike."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
 
 
 class _RunState:
@@ -120,6 +130,18 @@ class Run(_RunState):
     async def text(self, delta: str, **data: Any) -> Receipt:
         """``agent_text`` with ``{"delta": …}``: a piece of the streamed answer."""
         return await self.emit("agent_text", _merge(data, delta=delta))
+
+    async def stream_text(self, deltas: Union[AsyncIterable[str], Iterable[str]], **data: Any) -> str:
+        """Publishes each delta of an LLM stream as one ``agent_text`` event, in order, as it
+        arrives; returns the whole text. Empty deltas are skipped. Each delta is stored before the
+        next is read, so a retried delta can never overtake a later one. With a
+        :class:`SocketPublisher` each delta is one frame on an open socket, not an HTTP request."""
+        parts: List[str] = []
+        async for delta in _each(deltas):
+            if delta:
+                await self.text(delta, **data)
+                parts.append(delta)
+        return "".join(parts)
 
     async def progress(self, **data: Any) -> Receipt:
         """``progress`` with free-form fields."""
@@ -259,6 +281,15 @@ class SyncRun(_RunState):
 
     def text(self, delta: str, **data: Any) -> Receipt:
         return self.emit("agent_text", _merge(data, delta=delta))
+
+    def stream_text(self, deltas: Iterable[str], **data: Any) -> str:
+        """Publishes each delta as one ``agent_text`` event, in order; returns the whole text."""
+        parts: List[str] = []
+        for delta in deltas:
+            if delta:
+                self.text(delta, **data)
+                parts.append(delta)
+        return "".join(parts)
 
     def progress(self, **data: Any) -> Receipt:
         return self.emit("progress", data)

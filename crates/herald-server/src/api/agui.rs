@@ -348,6 +348,7 @@ impl Reader {
             Stop::SlowConsumer => "too far behind: reconnect with Last-Event-ID",
             Stop::Shutdown => "server shutting down",
             Stop::TokenExpired => "token expired: reconnect with a fresh token",
+            Stop::Disconnected => "disconnected by an operator: do not reconnect on your own",
             Stop::Gone => "the log is gone",
         };
         debug!(cursor = self.session.cursor(), "agui stream ends: {why}");

@@ -64,7 +64,19 @@ pub async fn publish(
 ) -> Result<Response, ApiFailure> {
     let parsed = PublishBody::parse(&body, state.config.max_batch)?;
     let single = matches!(parsed, PublishBody::Single(_));
-    let events = parsed.into_events();
+    let receipts = append(&state, parsed).await?;
+    let published = if single {
+        Published::One(receipts.into_iter().next().expect("one receipt per event"))
+    } else {
+        Published::Batch(Receipts { results: receipts })
+    };
+    Ok(Json(published).into_response())
+}
+
+/// Appends a parsed body all-or-nothing and counts what was new: the one append path of both
+/// transports (`POST /v1/events` and the publisher socket), so they refuse and count alike.
+pub async fn append(state: &AppState, body: PublishBody) -> Result<Vec<Receipt>, ApiFailure> {
+    let events = body.into_events();
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     let started = std::time::Instant::now();
     let receipts = state.engine.append(events).await?;
@@ -74,10 +86,5 @@ pub async fn publish(
         }
     }
     debug!(events = receipts.len(), elapsed_us = started.elapsed().as_micros() as u64, "published");
-    let published = if single {
-        Published::One(receipts.into_iter().next().expect("one receipt per event"))
-    } else {
-        Published::Batch(Receipts { results: receipts })
-    };
-    Ok(Json(published).into_response())
+    Ok(receipts)
 }

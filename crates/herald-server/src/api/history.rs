@@ -120,7 +120,8 @@ fn flag(query: &HashMap<String, String>, key: &str) -> Result<bool, ApiFailure> 
     }
 }
 
-fn number(query: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, ApiFailure> {
+/// The query parameter `key` as a non-negative integer (`default` when absent), else 400.
+pub(crate) fn number(query: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, ApiFailure> {
     match query.get(key) {
         None => Ok(default),
         // Digits only: `parse` would also take a leading `+`, which is not an integer in the spec.

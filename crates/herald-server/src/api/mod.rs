@@ -6,10 +6,13 @@ pub mod agui;
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod info;
 pub mod openapi;
 pub mod responses;
 pub mod routes;
+pub mod runs;
 pub mod tickets;
+pub mod users;
 
 use crate::AppState;
 use crate::auth::AuthError;
@@ -45,6 +48,11 @@ impl ApiFailure {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The error body (`code`, `message`), e.g. for the publisher socket's error answers.
+    pub fn error(&self) -> &herald_protocol::publish::ApiErrorBody {
+        &self.body.error
     }
 
     /// 503 `not_ready`.
@@ -112,9 +120,13 @@ impl From<EngineError> for ApiFailure {
     }
 }
 
-/// Proof that the request carried a valid publisher API key.
+/// Proof that the request carried a valid publisher API key; `key` is its position in the
+/// configured list (its own publish rate bucket).
 #[derive(Debug)]
-pub struct Publisher;
+pub struct Publisher {
+    /// Which configured API key.
+    pub key: usize,
+}
 
 impl FromRequestParts<Arc<AppState>> for Publisher {
     type Rejection = ApiFailure;
@@ -122,7 +134,23 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let key = state.auth.api_key(&parts.headers)?;
         state.limits.publish(key)?;
-        Ok(Publisher)
+        Ok(Publisher { key })
+    }
+}
+
+/// Proof that the request carried an operator credential: a publisher API key (rate-limited as
+/// its publishes are) or the admin token.
+#[derive(Debug)]
+pub struct Operator;
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        if let crate::auth::OperatorKey::ApiKey(key) = state.auth.operator(&parts.headers)? {
+            state.limits.publish(key)?;
+        }
+        Ok(Operator)
     }
 }
 

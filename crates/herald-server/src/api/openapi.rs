@@ -26,6 +26,7 @@ See docs/protocol.md for the WebSocket protocol and docs/agui.md for the AG-UI b
     tags(
         (name = "publish", description = "Backends publish agent events (API key)."),
         (name = "stream", description = "Browsers and apps read a user's events (JWT or ticket)."),
+        (name = "operator", description = "Operators act on users and see every node (API key or admin token)."),
         (name = "operations", description = "Health, metrics and this document (no auth)."),
     )
 )]
@@ -45,6 +46,18 @@ impl Modify for SecuritySchemes {
                     .description(Some(
                         "A publisher API key (HERALD_API_KEY; comma-separated keys rotate): \
                          `Authorization: Bearer <API key>`.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The operator token (HERALD_ADMIN_TOKEN): operator routes and /admin only, \
+                         no publishing. `Authorization: Bearer <admin token>`.",
                     ))
                     .build(),
             ),

@@ -14,8 +14,9 @@ use utoipa::{IntoResponses, ToResponse};
 
 /// The request is malformed. Codes: `invalid_json` (the body is not JSON), `invalid_event` (an
 /// event breaks a field rule; the message names the field and, in a batch, the index),
-/// `invalid_request` (a ticket or history request breaks a rule), `invalid_cursor` (a resume
-/// cursor is not a seq), `not_websocket` (`GET /ws` without an upgrade).
+/// `invalid_request` (a ticket, history, operator request breaks a rule), `invalid_cursor` (a resume
+/// cursor is not a seq), `not_websocket` (`GET /ws` or `GET /v1/publish`
+/// without an upgrade).
 #[derive(ToResponse)]
 #[response(examples(
     ("invalid_json" = (value = json!({"error": {"code": "invalid_json", "message": "body is not valid JSON: EOF while parsing an object at line 1 column 1"}}))),
@@ -105,7 +106,8 @@ pub enum AppendRefused {
     NotReady(#[ref_response] NotReady),
 }
 
-/// Why another API-key request (history, tickets) was refused.
+/// Why another API-key request (history, tickets, the publisher socket, the operator API) was
+/// refused.
 #[derive(IntoResponses)]
 pub enum RequestRefused {
     /// See [`BadRequest`].

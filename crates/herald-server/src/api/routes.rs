@@ -9,7 +9,7 @@
 //! `HERALD_WRITE_OPENAPI=1 cargo test -p herald-server --test openapi`.
 
 use super::openapi::ApiDoc;
-use super::{agui, events, health, history, tickets};
+use super::{agui, events, health, history, info, runs, tickets, users};
 use crate::AppState;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -26,9 +26,14 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(events::publish))
         .routes(routes!(history::list))
         .routes(routes!(tickets::create))
+        .routes(routes!(users::disconnect))
+        .routes(routes!(users::presence))
+        .routes(routes!(runs::list))
+        .routes(routes!(info::show))
         .routes(routes!(agui::publish))
         .routes(routes!(agui::stream, agui::stream_post, agui::preflight))
         .routes(routes!(crate::ws::upgrade))
+        .routes(routes!(crate::ws::publish::upgrade))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))

@@ -1,6 +1,6 @@
 //! `POST /v1/tickets`: a single-use ticket for `/ws?ticket=`, for browsers that cannot set headers.
 
-use super::{ApiFailure, Body, Publisher};
+use super::{ApiFailure, Body, Operator};
 use crate::AppState;
 use crate::auth::ticket::{DEFAULT_TTL, MAX_TTL, new_ticket, ticket_hash};
 use axum::Json;
@@ -33,13 +33,13 @@ pub struct Ticket {
 }
 
 /// Creates a single-use ticket with which a browser that cannot set headers opens a stream as
-/// `user_id`.
+/// `user_id`. The admin token may create tickets too (the admin page watches a user's stream so).
 #[utoipa::path(
     post,
     path = "/v1/tickets",
     tag = "publish",
     operation_id = "create_ticket",
-    security(("api_key" = [])),
+    security(("api_key" = []), ("admin_token" = [])),
     request_body(content = TicketRequest, example = json!({"user_id": "user-42", "ttl_s": 60})),
     responses(
         (status = 200, description = "The ticket.", body = Ticket,
@@ -49,7 +49,7 @@ pub struct Ticket {
 )]
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    _: Publisher,
+    _: Operator,
     Body(body): Body,
 ) -> Result<Json<Ticket>, ApiFailure> {
     let request: TicketRequest = serde_json::from_slice(&body).map_err(|e| {

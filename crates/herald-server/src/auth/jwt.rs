@@ -154,7 +154,11 @@ impl Rules {
         })?;
         let sub = data.claims.sub.ok_or_else(|| AuthError::Invalid("token has no sub claim".into()))?;
         let user = UserId::parse(&sub).map_err(|e| AuthError::Invalid(format!("token sub: {e}")))?;
-        Ok(Identity { user, expires_at: Some(UNIX_EPOCH + Duration::from_secs(data.claims.exp)) })
+        Ok(Identity {
+            user,
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(data.claims.exp)),
+            issued_at: data.claims.iat.or(data.claims.nbf),
+        })
     }
 }
 
@@ -186,6 +190,12 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sub: Option<String>,
     exp: u64,
+    /// Issued-at, unix seconds: compared with a user's revocation (`revoke_before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    /// Not-before: stands in for a missing `iat` when checking revocations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
 /// The parts of a token header that select the key.
@@ -256,8 +266,9 @@ impl JwtVerifier {
 /// Signs an HS256 token for `sub` valid for `ttl` (used by `herald token`, `--dev` and tests).
 pub fn sign_token(secret: &str, sub: &str, ttl: Duration) -> String {
     install_crypto_provider();
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl;
-    let claims = Claims { sub: Some(sub.to_owned()), exp: exp.as_secs() };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let claims =
+        Claims { sub: Some(sub.to_owned()), exp: (now + ttl).as_secs(), iat: Some(now.as_secs()), nbf: None };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,

@@ -25,6 +25,9 @@ pub struct Identity {
     /// When the token expires (the connection is closed with 4001 then); `None` for tickets,
     /// which are checked once, at the handshake.
     pub expires_at: Option<SystemTime>,
+    /// When the token was issued (`iat`, else `nbf`), unix seconds; checked against the user's
+    /// revocation. `None` for tickets and for tokens with neither claim.
+    pub issued_at: Option<u64>,
 }
 
 /// Why a request was refused. Maps to 401 or 403 with a JSON body in one place (`api`).
@@ -42,6 +45,10 @@ pub enum AuthError {
     /// An API key that is not configured.
     #[error("invalid API key")]
     BadApiKey,
+    /// A token issued before the user's revocation (`revoke_before` of a disconnect), or one
+    /// without `iat`/`nbf` while a revocation is in effect.
+    #[error("token was revoked: {0}")]
+    Revoked(&'static str),
     /// A browser Origin that may not open sockets here.
     #[error("origin {0:?} is not allowed: add it to HERALD_ALLOWED_ORIGINS")]
     Origin(String),
@@ -57,11 +64,36 @@ impl AuthError {
     }
 }
 
+/// Who called an operator route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorKey {
+    /// A publisher API key (its index: its rate-limit bucket).
+    ApiKey(usize),
+    /// The admin token.
+    AdminToken,
+}
+
+/// Refuses a token issued before `revoked_before` (unix seconds). A token with no issue time
+/// cannot show it is newer, so it is refused while a revocation is in effect.
+pub fn check_revocation(revoked_before: Option<u64>, issued_at: Option<u64>) -> Result<(), AuthError> {
+    match (revoked_before, issued_at) {
+        (None, _) => Ok(()),
+        (Some(before), Some(iat)) if iat >= before => Ok(()),
+        (Some(_), Some(_)) => {
+            Err(AuthError::Revoked("it was issued before the user's revoke_before: get a new one"))
+        }
+        (Some(_), None) => Err(AuthError::Revoked(
+            "it has no iat claim and the user has a revocation in effect: issue tokens with iat",
+        )),
+    }
+}
+
 /// Checks every credential kind Herald accepts.
 #[derive(Debug)]
 pub struct Authenticator {
     jwt: JwtVerifier,
     api_keys: Vec<Secret>,
+    admin_token: Option<Secret>,
     origins: OriginPolicy,
 }
 
@@ -72,6 +104,7 @@ impl Authenticator {
         Ok(Self {
             jwt: JwtVerifier::new(&config.jwt)?,
             api_keys: config.api_keys.clone(),
+            admin_token: config.admin_token.clone(),
             origins: config.origins.clone(),
         })
     }
@@ -105,6 +138,22 @@ impl Authenticator {
             ok |= eq;
         }
         if bool::from(ok) { Ok(index as usize) } else { Err(AuthError::BadApiKey) }
+    }
+
+    /// Checks an operator credential in `Authorization: Bearer`: a publisher API key or the
+    /// admin token (compared in constant time).
+    pub fn operator(&self, headers: &HeaderMap) -> Result<OperatorKey, AuthError> {
+        if let (Some(admin), Some(given)) = (&self.admin_token, bearer(headers))
+            && bool::from(admin.expose().as_bytes().ct_eq(given.as_bytes()))
+        {
+            return Ok(OperatorKey::AdminToken);
+        }
+        self.api_key(headers).map(OperatorKey::ApiKey)
+    }
+
+    /// Verifies a JWT given in a frame (a `refresh`), with the same rules as at the handshake.
+    pub async fn token(&self, token: &str) -> Result<Identity, AuthError> {
+        self.jwt.verify(token).await
     }
 
     /// Refuses a browser Origin that the policy does not allow (cross-site WebSocket hijacking).
@@ -143,4 +192,20 @@ fn subprotocol_token(headers: &HeaderMap) -> Option<&str> {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .find_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_refuses_older_and_undated_tokens_only_while_in_effect() {
+        assert!(check_revocation(None, None).is_ok());
+        assert!(check_revocation(None, Some(5)).is_ok());
+        assert!(check_revocation(Some(100), Some(100)).is_ok());
+        assert!(check_revocation(Some(100), Some(101)).is_ok());
+        assert!(matches!(check_revocation(Some(100), Some(99)), Err(AuthError::Revoked(_))));
+        let undated = check_revocation(Some(100), None).unwrap_err();
+        assert!(undated.to_string().contains("iat"), "{undated}");
+    }
 }

@@ -7,7 +7,9 @@
 //! writes — which is what makes a batch all-or-nothing.
 
 use super::plan::{self, Written};
-use super::{AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch};
+use super::{
+    ActiveRun, AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch,
+};
 use crate::log::{NewEntry, Retention, UserLog};
 use async_trait::async_trait;
 use herald_protocol::{EventInput, Receipt, RunState, UserId};
@@ -22,6 +24,8 @@ pub struct MemoryEngine {
     retention: Retention,
     users: Mutex<HashMap<UserId, Arc<Mutex<UserBook>>>>,
     tickets: Mutex<HashMap<String, (UserId, Instant)>>,
+    /// Per user: tokens issued before this (unix seconds) are refused, until the instant.
+    revocations: Mutex<HashMap<UserId, (u64, Instant)>>,
 }
 
 #[derive(Debug)]
@@ -43,7 +47,12 @@ struct RunSlot {
 impl MemoryEngine {
     /// An empty engine keeping at most `retention` per user.
     pub fn new(retention: Retention) -> Self {
-        Self { retention, users: Mutex::new(HashMap::new()), tickets: Mutex::new(HashMap::new()) }
+        Self {
+            retention,
+            users: Mutex::new(HashMap::new()),
+            tickets: Mutex::new(HashMap::new()),
+            revocations: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Users with state on this engine (for tests and metrics of bounded memory).
@@ -234,9 +243,55 @@ impl Engine for MemoryEngine {
         true
     }
 
+    async fn active_runs(
+        &self,
+        silent_for: Duration,
+        limit: usize,
+    ) -> Result<(usize, Vec<ActiveRun>), EngineError> {
+        let now = Instant::now();
+        let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let books: Vec<(UserId, Arc<Mutex<UserBook>>)> =
+            self.users.lock().iter().map(|(u, b)| (u.clone(), b.clone())).collect();
+        let mut runs = Vec::new();
+        for (user, book) in books {
+            for (run_id, slot) in book.lock().runs.iter().filter(|(_, r)| !r.state.is_ended()) {
+                let silent = now.saturating_duration_since(slot.last_event);
+                if silent >= silent_for {
+                    runs.push(ActiveRun {
+                        user: user.clone(),
+                        run_id: run_id.clone(),
+                        last_event_ms: wall_ms.saturating_sub(silent.as_millis() as u64),
+                    });
+                }
+            }
+        }
+        if silent_for.is_zero() {
+            runs.sort_by_key(|r| std::cmp::Reverse(r.last_event_ms));
+        } else {
+            runs.sort_by_key(|r| r.last_event_ms);
+        }
+        let total = runs.len();
+        runs.truncate(limit);
+        Ok((total, runs))
+    }
+
+    async fn revoke(&self, user: &UserId, before: u64, keep: Duration) -> Result<(), EngineError> {
+        let until = Instant::now() + keep;
+        let mut revocations = self.revocations.lock();
+        let entry = revocations.entry(user.clone()).or_insert((before, until));
+        *entry = (entry.0.max(before), entry.1.max(until));
+        Ok(())
+    }
+
+    async fn revoked_before(&self, user: &UserId) -> Result<Option<u64>, EngineError> {
+        let now = Instant::now();
+        Ok(self.revocations.lock().get(user).filter(|(_, until)| now < *until).map(|(before, _)| *before))
+    }
+
     fn sweep(&self) {
         let now = Instant::now();
         self.tickets.lock().retain(|_, (_, expires)| now < *expires);
+        self.revocations.lock().retain(|_, (_, until)| now < *until);
         let mut users = self.users.lock();
         users.retain(|_, book| {
             let Some(mut guard) = book.try_lock() else {

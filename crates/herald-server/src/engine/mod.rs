@@ -6,6 +6,7 @@
 //! two publishers racing on one user can neither reuse a seq nor both break a run rule.
 
 pub mod memory;
+pub mod nodes;
 pub mod plan;
 pub mod redis;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use memory::MemoryEngine;
+pub use nodes::{ActiveRun, Control, NodePresence, NodeReport};
 pub use redis::RedisEngine;
 
 /// The engine cannot serve the request now (e.g. Redis is unreachable). Nothing was stored.
@@ -142,6 +144,59 @@ pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
 
     /// Periodic upkeep: expire events past their TTL, forget idle users. Cheap when idle.
     fn sweep(&self) {}
+
+    /// Active runs silent for at least `silent_for` (zero: all), most recently active first —
+    /// or, with a non-zero `silent_for`, longest silent first — at most `limit`, with the count
+    /// of all that match.
+    async fn active_runs(
+        &self,
+        silent_for: Duration,
+        limit: usize,
+    ) -> Result<(usize, Vec<ActiveRun>), EngineError>;
+
+    /// Refuses `user`'s tokens issued before `before` (unix seconds) from now on, for `keep`
+    /// (tokens outliving that are not refused). A later call with an earlier time keeps the
+    /// later one.
+    async fn revoke(&self, user: &UserId, before: u64, keep: Duration) -> Result<(), EngineError>;
+
+    /// The user's revocation in effect: tokens issued before it are refused.
+    async fn revoked_before(&self, user: &UserId) -> Result<Option<u64>, EngineError>;
+
+    /// Sends an order to every other node. One node (the default) has no one to tell.
+    async fn broadcast(&self, _control: &Control) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Orders other nodes sent, for this node to carry out; `None` on a single node.
+    fn control(&self) -> Option<tokio::sync::broadcast::Receiver<Control>> {
+        None
+    }
+
+    /// Stores this node's heartbeat report for `ttl` (a node that stops reporting drops out).
+    async fn report_node(&self, _report: &NodeReport, _ttl: Duration) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Every node's latest report (this node's included, when it has reported).
+    async fn nodes(&self) -> Result<Vec<NodeReport>, EngineError> {
+        Ok(Vec::new())
+    }
+
+    /// Records `user`'s connections on `node` (`None`: none left).
+    async fn put_presence(
+        &self,
+        _user: &UserId,
+        _node: &str,
+        _here: Option<&NodePresence>,
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// `user`'s connections per node as recorded by [`Engine::put_presence`], any node that still
+    /// reports; empty on a single node, which knows its own connections first-hand.
+    async fn presence(&self, _user: &UserId) -> Result<Vec<NodePresence>, EngineError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The start of every event frame, up to its seq. Frames are this, the seq, then the tail that

@@ -54,12 +54,25 @@ pub struct Params {
 #[derive(Debug)]
 enum End {
     Close(u16, &'static str),
+    /// An operator disconnected the user (4003), with their reason.
+    Disconnected(Arc<str>),
     Gone,
+}
+
+impl End {
+    /// Why `session` stopped, as the socket says it.
+    fn from_stop(session: &Session, stop: Stop) -> Self {
+        match stop {
+            Stop::Disconnected => End::Disconnected(session.disconnect_reason()),
+            other => other.into(),
+        }
+    }
 }
 
 impl From<Stop> for End {
     fn from(stop: Stop) -> Self {
         match stop {
+            Stop::Disconnected => End::Disconnected(Arc::from("disconnected by an operator")),
             Stop::Reset => End::Close(CloseCode::LOG_RESET, "history was reset: reconnect and resume"),
             Stop::SlowConsumer => {
                 End::Close(CloseCode::SLOW_CONSUMER, "too far behind: resume from your last seq")
@@ -107,6 +120,7 @@ struct Connection {
     upstream: Option<UpstreamLink>,
     connection_id: String,
     user: UserId,
+    refresher: super::refresh::Refresher,
 }
 
 /// Serves one upgraded socket until it closes, the token expires, or the server drains. Every
@@ -118,12 +132,17 @@ pub async fn serve(
     params: Params,
     upstream: Option<Upstream>,
     shutdown: CancellationToken,
+    refresher: super::refresh::Refresher,
 ) {
     let connection_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let span = tracing::info_span!("connection", user_id = %manager.user(), connection_id = %connection_id);
-    serve_in_span(socket, manager, cursor, params, upstream, shutdown, connection_id).instrument(span).await
+    serve_in_span(socket, manager, cursor, params, upstream, shutdown, connection_id, refresher)
+        .instrument(span)
+        .await
 }
 
+// Everything `serve` was given, plus the id its span names.
+#[allow(clippy::too_many_arguments)]
 async fn serve_in_span(
     mut socket: WebSocket,
     manager: Arc<UserManager>,
@@ -132,6 +151,7 @@ async fn serve_in_span(
     upstream: Option<Upstream>,
     shutdown: CancellationToken,
     connection_id: String,
+    refresher: super::refresh::Refresher,
 ) {
     let user = manager.user().clone();
     let started =
@@ -165,6 +185,7 @@ async fn serve_in_span(
         upstream: upstream.map(UpstreamLink::new),
         connection_id: connection_id.clone(),
         user: user.clone(),
+        refresher,
     };
     conn.presence("connected");
     info!(resume = cursor.is_some(), "connection opened");
@@ -177,6 +198,9 @@ async fn serve_in_span(
             crate::metrics::slow_consumer_closed();
         }
         close(&mut conn.socket, code, reason).await;
+    }
+    if let End::Disconnected(reason) = &end {
+        close(&mut conn.socket, CloseCode::DISCONNECTED, reason.as_ref()).await;
     }
     conn.presence("disconnected");
     info!(?end, seq = conn.session.cursor(), "connection closed");
@@ -226,7 +250,7 @@ impl Connection {
             };
             let end = match self.session.next(WRITE_BATCH_BYTES, input).await {
                 Next::Batch(batch) => self.write(&batch).await.err(),
-                Next::Stop(stop) => Some(stop.into()),
+                Next::Stop(stop) => Some(End::from_stop(&self.session, stop)),
                 Next::Other(Input::Message(message)) => self.on_message(message).await,
                 Next::Other(Input::Answer(reply)) => {
                     self.socket.send(Message::Text(reply.to_json().into())).await.err().map(|_| End::Gone)
@@ -253,6 +277,8 @@ impl Connection {
                 reference,
             ),
             ClientFrame::Ping => return Some(ServerFrame::Pong),
+            // Answered by the connection itself (see `refresh`), never forwarded.
+            ClientFrame::Refresh { .. } => return None,
         };
         let Some(link) = &self.upstream else {
             return Some(ServerFrame::Error {
@@ -312,7 +338,7 @@ impl Connection {
                     result.map_err(|_| End::Gone)?;
                     break;
                 }
-                stop = self.session.stalled() => return Err(stop.into()),
+                stop = self.session.stalled() => return Err(End::from_stop(&self.session, stop)),
                 _ = self.heartbeat.tick() => {
                     // A write blocked for two heartbeats: the peer is not reading at all.
                     self.unanswered_pings += 1;
@@ -349,6 +375,7 @@ impl Connection {
                 "over max_client_msgs_per_s: this message was dropped; keep sending and the socket closes (1008)",
             ),
             Message::Text(text) => match ClientFrame::parse(text.as_str()) {
+                Ok(ClientFrame::Refresh { token }) => self.refresh(&token).await,
                 Ok(frame) => match self.forward(frame) {
                     Some(reply) => reply,
                     None => return None,
@@ -372,6 +399,20 @@ impl Connection {
         self.socket.send(Message::Text(text)).await.err().map(|_| End::Gone)
     }
 
+    /// Takes a fresh token: the expiry moves to its `exp`, or an error frame says why not (and
+    /// the old expiry stays).
+    async fn refresh(&mut self, token: &str) -> ServerFrame {
+        match self.refresher.check(&self.user, token).await {
+            Ok(expires_at) => {
+                self.session.extend(expires_at);
+                let exp = expires_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+                info!(exp, "token refreshed");
+                ServerFrame::Refreshed { exp }
+            }
+            Err(frame) => frame,
+        }
+    }
+
     async fn ping(&mut self) -> Option<End> {
         if self.unanswered_pings >= 2 {
             return Some(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
@@ -390,8 +431,8 @@ async fn next_answer(link: &mut Option<UpstreamLink>) -> Option<Box<ServerFrame>
 }
 
 /// Sends a close frame (bounded in time) and waits briefly for the client's close.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+async fn close(socket: &mut WebSocket, code: u16, reason: impl Into<Utf8Bytes>) {
+    let frame = CloseFrame { code, reason: reason.into() };
     let patience = if code == CloseCode::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_TIMEOUT } else { CLOSE_TIMEOUT };
     let _ = tokio::time::timeout(patience, socket.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

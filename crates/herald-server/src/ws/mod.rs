@@ -5,7 +5,9 @@
 
 pub mod connection;
 pub mod echo;
+pub mod publish;
 pub mod read_error;
+pub mod refresh;
 
 use crate::AppState;
 use crate::api::{Accepting, ApiFailure};
@@ -92,6 +94,7 @@ pub async fn upgrade(
     let tracker = state.tracker.clone();
     let shutdown = state.shutdown.clone();
     let upstream = state.upstream.clone();
+    let refresher = refresh::Refresher::new(state.clone());
     Ok(upgrade
         .protocols([SUBPROTOCOL])
         .max_message_size(max)
@@ -101,7 +104,7 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 let _ip_slot = ip_slot;
-                connection::serve(socket, manager, cursor, params, upstream, shutdown).await
+                connection::serve(socket, manager, cursor, params, upstream, shutdown, refresher).await
             })
         })
         .into_response())
@@ -115,15 +118,28 @@ pub(crate) async fn authenticate(
     query: &HashMap<String, String>,
 ) -> Result<crate::auth::Identity, ApiFailure> {
     let Some(ticket) = query.get("ticket") else {
-        return Ok(state.auth.socket(headers).await?);
+        let identity = state.auth.socket(headers).await?;
+        not_revoked(state, &identity).await?;
+        return Ok(identity);
     };
     let hash = crate::auth::ticket::ticket_hash(ticket);
     match state.engine.take_ticket(&hash).await? {
-        Some(user) => Ok(crate::auth::Identity { user, expires_at: None }),
+        Some(user) => Ok(crate::auth::Identity { user, expires_at: None, issued_at: None }),
         None => {
             Err(crate::auth::AuthError::Invalid("ticket is unknown, expired or already used".into()).into())
         }
     }
+}
+
+/// Refuses a token the user's revocation covers. (Tickets are minted by the backend with an API
+/// key, so they are not checked: do not mint tickets for a user you banned.)
+pub(crate) async fn not_revoked(
+    state: &AppState,
+    identity: &crate::auth::Identity,
+) -> Result<(), ApiFailure> {
+    let revoked_before = state.engine.revoked_before(&identity.user).await?;
+    crate::auth::check_revocation(revoked_before, identity.issued_at)?;
+    Ok(())
 }
 
 fn parse_cursor(query: &HashMap<String, String>) -> Result<Option<Cursor>, ApiFailure> {

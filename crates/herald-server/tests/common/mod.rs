@@ -110,6 +110,11 @@ impl TestServer {
         Connection::open(&self.url, &self.token(user), Some((after, epoch)), T).await.expect("resume")
     }
 
+    /// Starts the drain (as SIGTERM does) without waiting for it; the engine stays inspectable.
+    pub fn drain(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Drains: stops accepting and closes sockets with 1001; waits until the server returned.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

@@ -17,6 +17,10 @@ use tracing::{debug, warn};
 /// Attempts of one user's append when concurrent publishers keep changing its run states.
 const MAX_APPEND_ATTEMPTS: usize = 20;
 
+/// How stale a run's last-activity score in the active-runs index may get (stall detection is
+/// accurate to within this).
+const INDEX_REFRESH: Duration = Duration::from_secs(1);
+
 /// How long an append waits for its replicas (`--redis-wait-replicas`) before it is refused.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -106,6 +110,8 @@ impl RedisEngine {
         }
         let user = part.user;
         let mut pipe = redis::pipe();
+        // The epoch (for the receipts of duplicates) also keeps this a pipeline of two commands
+        // or more, whose reply is always an array.
         pipe.hget(self.key(user, "meta"), "epoch");
         for &k in &keyed {
             pipe.zscore(self.key(user, "ids"), &part.ids[k]);
@@ -261,12 +267,13 @@ impl RedisEngine {
                         let activity = part.events.iter().any(|(_, e)| {
                             e.run_id.as_deref() == Some(*run) && e.kind != EventKind::RunStalled
                         });
-                        if activity {
+                        if activity && self.index_due(&member, now_ms) {
                             pipe.zadd(self.active_runs_key(), &member, now_ms).ignore();
                             commands += 1;
                         }
                     }
                     _ if before.is_some() => {
+                        self.indexed.lock().remove(&member);
                         pipe.zrem(self.active_runs_key(), &member).ignore();
                         commands += 1;
                     }
@@ -281,6 +288,25 @@ impl RedisEngine {
         if let Err(e) = pipe.query_async::<()>(&mut con).await {
             warn!("could not update the active-runs index: {e}");
         }
+    }
+
+    /// True when this node has not recorded activity of the run `member` for [`INDEX_REFRESH`]:
+    /// a run's last-activity score is kept to within that, not rewritten on every batch.
+    fn index_due(&self, member: &str, now_ms: u64) -> bool {
+        let mut indexed = self.indexed.lock();
+        match indexed.get(member) {
+            Some(&at) if now_ms.saturating_sub(at) < INDEX_REFRESH.as_millis() as u64 => false,
+            _ => {
+                indexed.insert(member.to_owned(), now_ms);
+                true
+            }
+        }
+    }
+
+    /// Forgets the index marks older than [`INDEX_REFRESH`] (they would be due anyway).
+    pub(super) fn prune_index_marks(&self) {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        self.indexed.lock().retain(|_, at| now_ms.saturating_sub(*at) < INDEX_REFRESH.as_millis() as u64);
     }
 
     /// Waits until `wait_replicas` replicas of the master that owns `key` confirm every write
@@ -309,7 +335,7 @@ impl RedisEngine {
         Ok(())
     }
 
-    fn active_runs_key(&self) -> String {
+    pub(super) fn active_runs_key(&self) -> String {
         format!("{}:active-runs", self.prefix)
     }
 

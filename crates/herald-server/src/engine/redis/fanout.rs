@@ -65,6 +65,10 @@ impl RedisEngine {
                 else {
                     return;
                 };
+                if channel == self.control_channel().as_bytes() {
+                    self.on_control(&payload);
+                    return;
+                }
                 let Some(user) = self.user_of_channel(&channel) else { return };
                 match wire::decode_published(Bytes::from(payload)) {
                     Ok(message) => self.deliver(&user, message),
@@ -76,6 +80,9 @@ impl RedisEngine {
                 // Messages published while we were away are in the streams: fetch them once the
                 // connection is back (catch-up retries until it is).
                 warn!("redis pub/sub connection lost; catching up when it returns");
+                if self.subscriber.is_cluster() {
+                    self.resubscribe_control();
+                }
                 let users: Vec<_> = self.locals.lock().iter().map(|(u, l)| (u.clone(), l.clone())).collect();
                 for (user, local) in users {
                     // On a cluster the lost node's sharded subscriptions must be made again, on
@@ -91,6 +98,10 @@ impl RedisEngine {
                 // another master (or that master failed over). Subscribe again — the cluster client
                 // follows the slot to its new owner — and read what was published meanwhile.
                 let Some(Value::BulkString(channel)) = push.data.first() else { return };
+                if channel == self.control_channel().as_bytes() {
+                    self.resubscribe_control();
+                    return;
+                }
                 let Some(user) = self.user_of_channel(channel) else { return };
                 let Some(local) = self.locals.lock().get(&user).cloned() else { return };
                 debug!(%user, "sharded subscription dropped by the cluster; subscribing again");

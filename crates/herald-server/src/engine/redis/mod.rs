@@ -18,10 +18,11 @@
 mod append;
 mod compact;
 mod conn;
+mod control;
 mod fanout;
 pub mod wire;
 
-use super::{Engine, EngineError, History, RunScan, new_epoch};
+use super::{ActiveRun, Control, Engine, EngineError, History, NodePresence, NodeReport, RunScan, new_epoch};
 use crate::log::{LogEntry, Retention, UserLog};
 use async_trait::async_trait;
 use conn::{Commands, Subscriber};
@@ -64,9 +65,13 @@ pub struct RedisEngine {
     /// Redis Cluster: each append script touches one user's slot only.
     one_user_per_script: bool,
     locals: Mutex<HashMap<UserId, Arc<fanout::Local>>>,
+    /// When this node last wrote each active run's activity to the index (ms).
+    indexed: Mutex<HashMap<String, u64>>,
     /// Serializes SUBSCRIBE/UNSUBSCRIBE so an unsubscribe of a user going idle cannot undo the
     /// subscribe of a connection arriving at the same moment.
     subscriptions: tokio::sync::Mutex<()>,
+    /// Orders from the control channel, for this node's [`crate::node`] task.
+    control_tx: tokio::sync::broadcast::Sender<Control>,
     /// Events appended through this node per active run, to compact the runs' lists now and then.
     appended: compact::Appended,
     me: Weak<RedisEngine>,
@@ -115,7 +120,9 @@ impl RedisEngine {
             epoch_script: redis::Script::new(EPOCH_SCRIPT),
             one_user_per_script: options.cluster,
             locals: Mutex::new(HashMap::new()),
+            indexed: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
+            control_tx: tokio::sync::broadcast::channel(64).0,
             appended: compact::Appended::default(),
             me: me.clone(),
         });
@@ -125,6 +132,7 @@ impl RedisEngine {
             let mut con = engine.commands.clone();
             script.prepare_invoke().load_async(&mut con).await.map_err(engine_error)?;
         }
+        engine.subscriber.subscribe(&engine.control_channel()).await.map_err(engine_error)?;
         let weak = Arc::downgrade(&engine);
         tokio::spawn(async move {
             while let Some(push) = rx.recv().await {
@@ -270,5 +278,51 @@ impl Engine for RedisEngine {
 
     fn sweep(&self) {
         self.forget_idle();
+        self.prune_index_marks();
+    }
+
+    async fn active_runs(
+        &self,
+        silent_for: Duration,
+        limit: usize,
+    ) -> Result<(usize, Vec<ActiveRun>), EngineError> {
+        self.list_active_runs(silent_for, limit).await
+    }
+
+    async fn revoke(&self, user: &UserId, before: u64, keep: Duration) -> Result<(), EngineError> {
+        self.store_revocation(user, before, keep).await
+    }
+
+    async fn revoked_before(&self, user: &UserId) -> Result<Option<u64>, EngineError> {
+        self.read_revocation(user).await
+    }
+
+    async fn broadcast(&self, control: &Control) -> Result<(), EngineError> {
+        self.broadcast_control(control).await
+    }
+
+    fn control(&self) -> Option<tokio::sync::broadcast::Receiver<Control>> {
+        Some(self.control_tx.subscribe())
+    }
+
+    async fn report_node(&self, report: &NodeReport, ttl: Duration) -> Result<(), EngineError> {
+        self.store_report(report, ttl).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeReport>, EngineError> {
+        self.reports().await
+    }
+
+    async fn put_presence(
+        &self,
+        user: &UserId,
+        node: &str,
+        here: Option<&NodePresence>,
+    ) -> Result<(), EngineError> {
+        self.store_presence(user, node, here).await
+    }
+
+    async fn presence(&self, user: &UserId) -> Result<Vec<NodePresence>, EngineError> {
+        self.read_presence(user).await
     }
 }

@@ -123,7 +123,7 @@ impl LoadReport {
 }
 
 /// Per-socket delivery accounting.
-struct Tally {
+pub(super) struct Tally {
     /// Highest seq seen.
     max_seq: u64,
     /// Seqs skipped over and not (yet) seen.
@@ -161,7 +161,7 @@ impl Tally {
     }
 }
 
-struct SocketResult {
+pub(super) struct SocketResult {
     user: usize,
     tally: Tally,
     error: Option<String>,
@@ -174,7 +174,7 @@ fn micros_since(origin: Instant) -> u64 {
 
 /// Reads frames until the user's target seq is reached after publishing ended, or the drain
 /// deadline passes.
-async fn read_socket(
+pub(super) async fn read_socket(
     mut ws: Ws,
     start_seq: u64,
     user: usize,
@@ -257,12 +257,16 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-struct Shared {
-    origin: Instant,
+/// What the readers and publishers of one run share.
+pub(super) struct Shared {
+    /// Time zero of the payload timestamps.
+    pub(super) origin: Instant,
     /// Per user: the seq its sockets must reach (u64::MAX until publishing ended).
-    targets: Vec<AtomicU64>,
-    counters: Arc<Counters>,
-    last_frame_us: AtomicU64,
+    pub(super) targets: Vec<AtomicU64>,
+    /// Live counters.
+    pub(super) counters: Arc<Counters>,
+    /// When the last frame arrived, µs after `origin`.
+    pub(super) last_frame_us: AtomicU64,
 }
 
 /// Opens every socket, publishes for `duration`, waits for the last frames, and reports.
@@ -330,7 +334,7 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
 
 /// Opens `conns_per_user` sockets per user, at most [`CONNECT_CONCURRENCY`] at a time; returns
 /// each socket with its user and the seq it synced at.
-async fn open_sockets(
+pub(super) async fn open_sockets(
     config: &LoadConfig,
     users: &[String],
     counters: &Arc<Counters>,
@@ -395,17 +399,17 @@ async fn publish(
 }
 
 /// What every socket received, summed.
-struct Totals {
-    hist: Histogram<u64>,
-    delivered: u64,
-    lost: u64,
-    reordered: u64,
+pub(super) struct Totals {
+    pub(super) hist: Histogram<u64>,
+    pub(super) delivered: u64,
+    pub(super) lost: u64,
+    pub(super) reordered: u64,
     /// `samples` given, then the sockets' errors (at most 5 in all).
-    samples: Vec<String>,
+    pub(super) samples: Vec<String>,
 }
 
 /// Waits for every reader and sums their tallies.
-async fn collect(
+pub(super) async fn collect(
     mut readers: tokio::task::JoinSet<SocketResult>,
     shared: &Shared,
     mut samples: Vec<String>,
@@ -429,7 +433,7 @@ async fn collect(
 
 impl LatencyMs {
     /// The percentiles of a histogram of microseconds (all 0 when it is empty).
-    fn of(hist: &Histogram<u64>) -> LatencyMs {
+    pub(super) fn of(hist: &Histogram<u64>) -> LatencyMs {
         if hist.is_empty() {
             return LatencyMs::default();
         }

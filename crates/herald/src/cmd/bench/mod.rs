@@ -18,6 +18,7 @@ mod replay;
 mod socket;
 mod spawn;
 mod stats;
+mod tokens;
 
 use anyhow::Context;
 use idle::IdleConfig;
@@ -93,6 +94,25 @@ pub struct BenchArgs {
     /// With --replay: how many resuming sockets to time.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     replay_rounds: u32,
+    /// Instead of the load: stream tokens. `--runs` concurrent runs, each of its own user with
+    /// one socket, publish `agent_started`, `--token-rate` `agent_text` events per second (one
+    /// event per message) for `--duration`, then `agent_completed`; once per `--transport`.
+    /// Reports server CPU per delivered token and publish→receive latency per transport.
+    #[arg(long, conflicts_with_all = ["idle", "replay"])]
+    token_stream: bool,
+    /// With --token-stream: concurrent runs.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    runs: u32,
+    /// With --token-stream: `agent_text` events per second per run.
+    #[arg(long, default_value_t = 50.0)]
+    token_rate: f64,
+    /// With --token-stream: how to publish, in order: `http` (one POST per token, keep-alive)
+    /// and/or `socket` (one frame per token on the publisher socket, GET /v1/publish).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "http,socket")]
+    transport: Vec<tokens::Transport>,
+    /// With --token-stream and the socket transport: publisher sockets the runs share.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    publish_sockets: u32,
     /// Print one JSON object instead of the report (and no progress bar).
     #[arg(long)]
     json: bool,
@@ -143,6 +163,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.replay {
         return replay_mode(&args, n, &target, &runtime);
+    }
+    if args.token_stream {
+        return tokens_mode(&args, target, &runtime);
     }
     load_mode(&args, target, &runtime)
 }
@@ -268,6 +291,36 @@ fn replay_mode(args: &BenchArgs, n: u32, target: &Target, runtime: &Runtime) -> 
         }
     }
     Ok(if report.events_received == n as u64 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `--token-stream`: runs streaming tokens, once per transport; one table.
+fn tokens_mode(args: &BenchArgs, target: Target, runtime: &Runtime) -> anyhow::Result<ExitCode> {
+    if !(args.token_rate.is_finite() && args.token_rate > 0.0) {
+        return usage("--token-rate must be a positive number of tokens per second");
+    }
+    let config = tokens::TokenConfig {
+        url: target.url.clone(),
+        api_key: target.api_key.clone(),
+        jwt_secret: target.jwt_secret.clone(),
+        runs: args.runs as usize,
+        token_rate: args.token_rate,
+        duration: args.duration,
+        payload_bytes: args.payload_bytes as usize,
+        sockets: args.publish_sockets as usize,
+        drain_timeout: args.drain_timeout,
+        server_pid: target.server_pid,
+    };
+    let mut reports = Vec::new();
+    for transport in &args.transport {
+        reports.push(runtime.block_on(tokens::run_tokens(&config, *transport)).map_err(anyhow::Error::msg)?);
+    }
+    drop(target.spawned);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        tokens::print_reports(&config, &reports);
+    }
+    Ok(if reports.iter().all(tokens::TokenReport::ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The default mode: publish for `--duration` and count every frame; the server stops (when

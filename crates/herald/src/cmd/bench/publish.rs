@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How late a timer may fire before the delay counts as the server's (see [`Schedule::next_due`]).
-const TIMER_SLACK: Duration = Duration::from_millis(2);
+pub(super) const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// What every publisher of one load run shares.
 pub(super) struct Publishing {

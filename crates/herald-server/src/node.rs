@@ -1,0 +1,133 @@
+//! This node among the others: its identity, the report it heartbeats, the presence of its users,
+//! and the disconnect orders it carries out.
+//!
+//! Everything an operator sees across nodes goes through the engine (Redis for many nodes), and
+//! this node's own part is always read first-hand: a node never trusts its own stale report.
+
+use crate::AppState;
+use crate::engine::{Control, NodePresence, NodeReport};
+use herald_protocol::UserId;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// How often the node reports itself.
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// A report older than this means the node is gone.
+pub const REPORT_TTL: Duration = Duration::from_secs(10);
+
+/// Seconds the rates in a report average over.
+const RATE_WINDOW_S: u64 = 10;
+
+/// Who this node is.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Random per process start, so a restarted node is a new node.
+    pub id: String,
+    /// When it started.
+    pub started_at: SystemTime,
+}
+
+impl Node {
+    /// A new identity.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self { id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(), started_at: SystemTime::now() }
+    }
+}
+
+/// Unix milliseconds of `at`.
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// This node's report, now.
+pub fn report(state: &AppState) -> NodeReport {
+    let (users, connections) = state.registry.online();
+    let rates = crate::rates::snapshot(RATE_WINDOW_S);
+    NodeReport {
+        id: state.node.id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms: unix_ms(state.node.started_at),
+        reported_at_ms: unix_ms(SystemTime::now()),
+        connections,
+        users,
+        published_per_s: rates.published_per_s,
+        delivered_per_s: rates.delivered_per_s,
+        rejected: rates.rejected,
+    }
+}
+
+/// Every live node's report, this node's fresh one first.
+pub async fn all_reports(state: &AppState) -> Result<Vec<NodeReport>, crate::engine::EngineError> {
+    let mut reports = vec![report(state)];
+    let now = unix_ms(SystemTime::now());
+    let others = state.engine.nodes().await?;
+    reports.extend(others.into_iter().filter(|r| {
+        r.id != state.node.id && now.saturating_sub(r.reported_at_ms) < REPORT_TTL.as_millis() as u64
+    }));
+    Ok(reports)
+}
+
+/// The user's connections on this node.
+pub fn local_presence(state: &AppState, user: &UserId) -> Option<NodePresence> {
+    let (connections, since) = state.registry.get(user)?.presence()?;
+    Some(NodePresence { node: state.node.id.clone(), connections, since_ms: unix_ms(since) })
+}
+
+/// Closes the user's sockets on this node; returns how many were open.
+pub fn disconnect_here(state: &AppState, user: &UserId, reason: &str) -> usize {
+    let closed = state.registry.get(user).map_or(0, |m| m.disconnect(reason));
+    if closed > 0 {
+        info!(user_id = %user, closed, "disconnected by an operator");
+    }
+    closed
+}
+
+/// Runs until the server drains: heartbeats the report, records presence changes, carries out
+/// other nodes' disconnect orders.
+pub async fn run(state: Arc<AppState>, mut changes: mpsc::UnboundedReceiver<UserId>) {
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    let mut control = state.engine.control();
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(e) = state.engine.report_node(&report(&state), REPORT_TTL).await {
+                    debug!("node report not stored: {e}");
+                }
+            }
+            Some(user) = changes.recv() => {
+                let here = local_presence(&state, &user);
+                if let Err(e) = state.engine.put_presence(&user, &state.node.id, here.as_ref()).await {
+                    debug!(user_id = %user, "presence not recorded: {e}");
+                }
+            }
+            order = next_order(&mut control) => match order {
+                Some(Control::Disconnect { user, reason, origin }) if origin != state.node.id => {
+                    match UserId::parse(&user) {
+                        Ok(user) => { disconnect_here(&state, &user, &reason); }
+                        Err(e) => warn!("disconnect order for an invalid user id: {e}"),
+                    }
+                }
+                Some(_) => {}
+                None => control = None,
+            },
+        }
+    }
+}
+
+/// The next order, or never without a control channel. `None` when the channel closed.
+async fn next_order(control: &mut Option<tokio::sync::broadcast::Receiver<Control>>) -> Option<Control> {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(rx) = control else { return std::future::pending().await };
+    loop {
+        match rx.recv().await {
+            Ok(order) => return Some(order),
+            Err(RecvError::Lagged(n)) => warn!("{n} control orders were missed"),
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
