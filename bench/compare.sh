@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs the same `herald bench` workload against Herald and the reference peers in bench/peers/
-# (Python FastAPI + uvicorn + websockets, Node http + ws), one server at a time on 127.0.0.1,
-# in interleaved rounds, and prints one table with the ratio of each peer to Herald.
+# (Python: FastAPI + uvicorn + websockets, and plain aiohttp; Node: http + ws), one server at a
+# time on 127.0.0.1, in interleaved rounds, and prints one table with the ratio of each peer to
+# Herald, the server's CPU per delivered frame split into user and system time.
 #
-#   bench/compare.sh                       # 3 rounds of 15 s each per server
-#   ROUNDS=1 DURATION=10s bench/compare.sh
+#   bench/compare.sh                       # 3 rounds of 15 s each per server, 50 users × 2 tabs
+#   bench/compare.sh 500                   # 500 users × 2 = 1,000 connections
+#   ROUNDS=1 DURATION=10s bench/compare.sh 2500
 #   SERVERS="herald node" bench/compare.sh
-#   LATENCY=1 bench/compare.sh             # fixed 1000 events/s, one per request: compare p99
+#   LATENCY=1 bench/compare.sh 2500        # fixed 1000 events/s, one per request: compare p99
+#   BASELINE=/tmp/herald-old SERVERS="baseline herald" bench/compare.sh 500
+#                                          # an older herald binary, as server `baseline`
 #   SERVERS="herald redis" bench/compare.sh # Herald on the Redis engine (REDIS_URL, default local)
 #                                          # (bench/redis_engine.py adds redis-server's CPU and commandstats)
 #
@@ -19,15 +23,24 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-15s}"
-SERVERS="${SERVERS:-herald python node}"
-# The workload of issue 7: 50 users × 2 connections, 4 publishers, batches of 20, 200-byte payload.
-WORKLOAD=(--users 50 --conns-per-user 2 --publishers 4 --batch 20 --payload-bytes 200
+SERVERS="${SERVERS:-herald python aiohttp node}"
+# Users (each with 2 connections, like a user with two tabs): the first argument, or USERS.
+USERS="${1:-${USERS:-50}}"
+if ! [[ "$USERS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: bench/compare.sh [USERS]   (a positive number of users, each with 2 connections)" >&2
+  exit 2
+fi
+# Every event goes to one user (both tabs): 4 publishers, batches of 20, 200-byte payload.
+WORKLOAD=(--users "$USERS" --conns-per-user 2 --publishers 4 --batch 20 --payload-bytes 200
   --rate max --duration "$DURATION")
 # LATENCY=1: the latency workload instead: a fixed 1000 events/s, one event per request (open loop).
 if [[ "${LATENCY:-0}" == 1 ]]; then
-  WORKLOAD=(--users 50 --conns-per-user 2 --publishers 4 --batch 1 --payload-bytes 200
+  WORKLOAD=(--users "$USERS" --conns-per-user 2 --publishers 4 --batch 1 --payload-bytes 200
     --rate 1000 --duration "$DURATION")
 fi
+# Each connection is a file descriptor in the server and one in the bench: raise the soft limit
+# to the hard one (children inherit it).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 
@@ -49,7 +62,7 @@ log() { echo "compare: $*" >&2; }
 install() {
   log "building herald (release)"
   cargo build --release -q -p herald
-  if [[ " $SERVERS " == *" python "* ]]; then
+  if [[ " $SERVERS " == *" python "* || " $SERVERS " == *" aiohttp "* ]]; then
     local venv="$ROOT/bench/peers/python/.venv"
     if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$ROOT/bench/peers/python/requirements.txt" "$venv/.installed"; then
       log "installing the Python peer (venv + pip)"
@@ -76,9 +89,11 @@ rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 start_server() {
   local name="$1" port="$2"
   case "$name" in
-    herald)
+    herald | baseline)
+      local bin="$ROOT/target/release/herald"
+      [[ "$name" == baseline ]] && bin="${BASELINE:?set BASELINE to a herald binary}"
       RUST_LOG="warn,herald_server=info,herald_server::ws=warn,herald_server::api=warn" \
-        "$ROOT/target/release/herald" serve --listen "127.0.0.1:$port" \
+        "$bin" serve --listen "127.0.0.1:$port" \
         --max-connections-per-ip 0 --publish-rate-per-s 0 ${HERALD_ARGS:-} \
         >"$OUT/$name.log" 2>&1 &
       ;;
@@ -90,6 +105,10 @@ start_server() {
       ;;
     python)
       "$ROOT/bench/peers/python/.venv/bin/python" "$ROOT/bench/peers/python/server.py" --port "$port" \
+        >"$OUT/$name.log" 2>&1 &
+      ;;
+    aiohttp)
+      "$ROOT/bench/peers/python/.venv/bin/python" "$ROOT/bench/peers/python/aiohttp_server.py" --port "$port" \
         >"$OUT/$name.log" 2>&1 &
       ;;
     node)
@@ -120,7 +139,7 @@ install
 export HERALD_JWT_SECRET HERALD_API_KEY
 HERALD_JWT_SECRET="$(rand_hex 32)"
 HERALD_API_KEY="$(rand_hex 16)"
-log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT"
+log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $USERS users × 2 connections; results in $OUT"
 
 for round in $(seq 1 "$ROUNDS"); do
   for name in $SERVERS; do
@@ -157,6 +176,8 @@ for name in servers:
         "p50": med([r["latency_ms"]["p50"] for r in runs]),
         "p99": med([r["latency_ms"]["p99"] for r in runs]),
         "cpu_us": med([r["server_cpu_s"] * 1e6 / max(r["delivered"], 1) for r in runs]),
+        "user_us": med([r.get("server_user_s", 0) * 1e6 / max(r["delivered"], 1) for r in runs]),
+        "sys_us": med([r.get("server_sys_s", 0) * 1e6 / max(r["delivered"], 1) for r in runs]),
         "client_us": med([r["client_cpu_s"] * 1e6 / max(r["delivered"], 1) for r in runs]),
         "rss": med([r["server_rss_bytes"] for r in runs]) / 2**20,
         "lost": sum(r["lost"] + r["reordered"] for r in runs),
@@ -164,13 +185,13 @@ for name in servers:
     }
 base = rows.get("herald")
 print(f"\n{'server':<8} {'rounds':>6} {'delivered/s':>12} {'p50 ms':>8} {'p99 ms':>8} "
-      f"{'srv CPU µs/frame':>17} {'client µs/frame':>16} {'RSS MiB':>8} {'lost+reord':>10} {'errors':>6}  vs herald")
+      f"{'srv CPU µs/frame':>17} {'user+sys':>12} {'client µs/frame':>16} {'RSS MiB':>8} {'lost+reord':>10} {'errors':>6}  vs herald")
 for name, r in rows.items():
     ratio = ""
     if base and name != "herald":
         ratio = (f"{r['delivered_per_s'] / base['delivered_per_s']:.2f}× delivered/s, "
                  f"{r['cpu_us'] / base['cpu_us']:.1f}× CPU/frame")
     print(f"{name:<8} {r['rounds']:>6} {r['delivered_per_s']:>12,.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
-          f"{r['cpu_us']:>17.1f} {r['client_us']:>16.1f} {r['rss']:>8.1f} {r['lost']:>10} {r['errors']:>6}  {ratio}")
+          f"{r['cpu_us']:>17.1f} {r['user_us']:>5.1f}+{r['sys_us']:<6.1f} {r['client_us']:>16.1f} {r['rss']:>8.1f} {r['lost']:>10} {r['errors']:>6}  {ratio}")
 (out / "table.json").write_text(json.dumps(rows, indent=2))
 PY

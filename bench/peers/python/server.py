@@ -2,7 +2,8 @@
 
 This is the stack Herald replaces, written the way such services usually are: a dict of the
 user's open sockets, a per-user seq counter, and a publish endpoint that encodes each event once
-and awaits `send_text` on every socket of the user. It implements only what `herald bench` uses:
+and awaits `send_text` on every socket of the user. It implements only what `herald bench` uses
+(the frames and bodies are built by `contract`, shared with aiohttp_server.py):
 
 - `GET /ws` with `Authorization: Bearer <HS256 JWT>` (sub = user id, exp required); sends
   `welcome` and `synced`, then `{"type":"event","seq",...}` frames;
@@ -14,61 +15,31 @@ No retention, resume, idempotency or run state machine. Run:
 """
 
 import argparse
-import json
-import os
-import uuid
 from collections import defaultdict
-from datetime import datetime, timezone
 
-import jwt
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
-SECRET = os.environ["HERALD_JWT_SECRET"]
-API_KEYS = {k.strip() for k in os.environ["HERALD_API_KEY"].split(",") if k.strip()}
-EPOCH = uuid.uuid4().hex[:12]
+import contract
 
 app = FastAPI()
 sockets: dict[str, set[WebSocket]] = defaultdict(set)
-seqs: dict[str, int] = defaultdict(int)
-
-
-def error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def bearer(value: str | None) -> str | None:
-    if value and value.startswith("Bearer "):
-        return value[len("Bearer "):]
-    return None
 
 
 @app.websocket("/ws")
 async def ws_endpoint(ws: WebSocket):
-    token = bearer(ws.headers.get("authorization"))
-    try:
-        claims = jwt.decode(token or "", SECRET, algorithms=["HS256"], options={"require": ["exp", "sub"]})
-    except jwt.PyJWTError:
+    user = contract.socket_user(ws.headers.get("authorization"))
+    if user is None:
         await ws.close(code=1008)  # uvicorn answers 403 before the upgrade
         return
-    user = claims["sub"]
     await ws.accept()
-    seq = seqs[user]
     sockets[user].add(ws)
     try:
-        await ws.send_text(json.dumps({
-            "type": "welcome", "v": 1, "connection_id": uuid.uuid4().hex[:12], "user_id": user,
-            "epoch": EPOCH, "seq": seq, "heartbeat_ms": 25000, "recovery": "none",
-        }))
-        await ws.send_text(json.dumps({"type": "synced", "seq": seq}))
+        for frame in contract.opening_frames(user):
+            await ws.send_text(frame)
         while True:
-            text = await ws.receive_text()
-            try:
-                frame = json.loads(text)
-            except ValueError:
-                frame = None
-            if isinstance(frame, dict) and frame.get("type") == "ping":
+            if contract.is_ping(await ws.receive_text()):
                 await ws.send_text('{"type":"pong"}')
     except Exception:
         pass
@@ -76,41 +47,17 @@ async def ws_endpoint(ws: WebSocket):
         sockets[user].discard(ws)
 
 
-async def deliver(event: dict) -> dict:
-    user = event["user_id"]
-    seqs[user] += 1
-    seq = seqs[user]
-    event_id = event.get("id") or uuid.uuid4().hex
-    now = datetime.now(timezone.utc)
-    frame = json.dumps({
-        "type": "event", "seq": seq, "id": event_id, "user_id": user,
-        "thread_id": event.get("thread_id"), "run_id": event.get("run_id"),
-        "event": event["event"], "data": event.get("data") or {},
-        "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
-    })
-    targets = list(sockets.get(user, ()))
-    for ws in targets:
-        try:
-            await ws.send_text(frame)
-        except Exception:
-            sockets[user].discard(ws)
-    return {"id": event_id, "seq": seq, "epoch": EPOCH, "connections": len(targets), "duplicate": False}
-
-
 @app.post("/v1/events")
 async def publish(request: Request):
-    if bearer(request.headers.get("authorization")) not in API_KEYS:
-        return error(401, "unauthorized", "missing or unknown API key")
     try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return error(400, "invalid_json", "body is not JSON")
-    batch = isinstance(body, dict) and isinstance(body.get("events"), list)
-    events = body["events"] if batch else [body]
-    for i, e in enumerate(events):
-        if not isinstance(e, dict) or not e.get("user_id") or not e.get("event"):
-            return error(400, "invalid_event", f"events[{i}]: user_id and event are required")
-    receipts = [await deliver(e) for e in events]
+        batch, events = contract.parse_publish(request.headers.get("authorization"), await request.body())
+    except contract.Refused as refused:
+        return JSONResponse(refused.body, status_code=refused.status)
+    receipts = []
+    for e in events:
+        user = e["user_id"]
+        receipts.append(await contract.deliver(
+            e, sockets.get(user, ()), lambda ws, text: ws.send_text(text), sockets[user].discard))
     return {"results": receipts} if batch else receipts[0]
 
 

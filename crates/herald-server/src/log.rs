@@ -311,12 +311,25 @@ impl UserLog {
 
     /// Up to `max_bytes` (at least one event) of the events after `after`.
     pub fn read_after(&self, after: u64, max_bytes: usize) -> Result<Vec<Arc<LogEntry>>, Trimmed> {
+        let mut out = Vec::new();
+        self.read_after_into(after, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`UserLog::read_after`] into `out` (cleared first), so a reader reuses one buffer for
+    /// every batch instead of allocating one per write.
+    pub fn read_after_into(
+        &self,
+        after: u64,
+        max_bytes: usize,
+        out: &mut Vec<Arc<LogEntry>>,
+    ) -> Result<(), Trimmed> {
+        out.clear();
         let inner = self.inner.lock();
         let Some(start) = position_after(&inner, after)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let mut bytes = 0;
-        let mut out = Vec::new();
         for entry in inner.entries.range(start..) {
             if !out.is_empty() && bytes + entry.frame.as_str().len() > max_bytes {
                 break;
@@ -324,7 +337,7 @@ impl UserLog {
             bytes += entry.frame.as_str().len();
             out.push(entry.clone());
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Retained events after `after` (up to `limit`), for the history API; `Trimmed` when some

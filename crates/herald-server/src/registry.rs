@@ -33,13 +33,13 @@
 use crate::engine::AppendError;
 use crate::engine::{Engine, EngineError};
 use crate::log::UserLog;
+use foldhash::{HashMap, HashMapExt};
 #[cfg(any(test, feature = "test-util"))]
 use herald_protocol::{EventInput, EventKind, FieldError, Receipt};
 use herald_protocol::{UserId, UserIdError};
 use parking_lot::Mutex;
 #[cfg(any(test, feature = "test-util"))]
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::warn;
 
 /// Where a resuming client says it is.
@@ -61,7 +61,8 @@ pub enum Stop {
 /// What [`Session::next`] found.
 #[derive(Debug)]
 pub enum Next<T> {
-    /// Events after the cursor, oldest first; [`Session::advance`] once they are written.
+    /// Events after the cursor, oldest first; hand the batch back to [`Session::advance`] once
+    /// it is written (its buffer is reused for the next one).
     Batch(Vec<Arc<LogEntry>>),
     /// The stream ends.
     Stop(Stop),
@@ -88,8 +89,13 @@ pub struct Session {
     expiry: Pin<Box<Sleep>>,
     /// Changes when an operator disconnects the user (the value is the reason).
     kicked: watch::Receiver<Arc<str>>,
-    shutdown: CancellationToken,
+    /// The server's drain, as this session's own child token: waiting on it registers once and
+    /// polls a lock no other connection touches (the server's token is shared by all of them).
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    drain: CancellationToken,
     live: bool,
+    /// The batch buffer, lent out by [`Session::next`] and returned by [`Session::advance`].
+    spare: Vec<Arc<LogEntry>>,
 }
 
 impl Session {
@@ -113,6 +119,7 @@ impl Session {
             warn!("could not catch up with the shared log: {e}");
         }
         let kicked = slot.kicked();
+        let drain = shutdown.child_token();
         let guards =
             Guards { _slot: slot, _attached: log.attach(), _open: crate::metrics::OpenConnection::new() };
         Ok(Session {
@@ -123,8 +130,10 @@ impl Session {
             max_pending_bytes,
             expiry: Box::pin(tokio::time::sleep(until(expires_at))),
             kicked,
-            shutdown,
+            shutdown: Box::pin(drain.clone().cancelled_owned()),
+            drain,
             live: false,
+            spare: Vec::new(),
         })
     }
 
@@ -169,31 +178,41 @@ impl Session {
     pub async fn next<T>(&mut self, max_bytes: usize, other: impl Future<Output = T>) -> Next<T> {
         tokio::pin!(other);
         loop {
+            // A reader kept busy by a publisher on another node may never wait below.
+            if self.drain.is_cancelled() {
+                return Next::Stop(Stop::Shutdown);
+            }
             self.head_rx.borrow_and_update();
             if self.log.is_closed() {
                 return Next::Stop(Stop::Reset);
             }
-            match self.log.read_after(self.cursor, max_bytes) {
+            let mut batch = std::mem::take(&mut self.spare);
+            match self.log.read_after_into(self.cursor, max_bytes, &mut batch) {
                 Err(Trimmed) => return Next::Stop(Stop::SlowConsumer),
-                Ok(batch) if !batch.is_empty() => return Next::Batch(batch),
-                Ok(_) => self.live = true,
+                Ok(()) if !batch.is_empty() => return Next::Batch(batch),
+                Ok(()) => {
+                    self.spare = batch;
+                    self.live = true;
+                }
             }
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return Next::Stop(Stop::Shutdown),
+                changed = self.head_rx.changed() => if changed.is_err() { return Next::Stop(Stop::Gone) },
+                _ = &mut self.shutdown => return Next::Stop(Stop::Shutdown),
                 _ = &mut self.expiry => return Next::Stop(Stop::TokenExpired),
                 Ok(()) = self.kicked.changed() => return Next::Stop(Stop::Disconnected),
-                changed = self.head_rx.changed() => if changed.is_err() { return Next::Stop(Stop::Gone) },
                 out = &mut other => return Next::Other(out),
             }
         }
     }
 
-    /// Moves the cursor past `batch`, once its frames are written.
-    pub fn advance(&mut self, batch: &[Arc<LogEntry>]) {
+    /// Moves the cursor past `batch`, once its frames are written, and keeps its buffer.
+    pub fn advance(&mut self, mut batch: Vec<Arc<LogEntry>>) {
         if let Some(last) = batch.last() {
             self.cursor = last.seq;
         }
+        batch.clear();
+        self.spare = batch;
     }
 
     /// The slow-consumer check: more than `max_pending_bytes` behind, or out of the retained window.
@@ -206,7 +225,7 @@ impl Session {
     pub async fn stalled(&mut self) -> Stop {
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                _ = &mut self.shutdown => return Stop::Shutdown,
                 Ok(()) = self.kicked.changed() => return Stop::Disconnected,
                 changed = self.head_rx.changed() => {
                     if changed.is_err() {

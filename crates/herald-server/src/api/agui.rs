@@ -319,7 +319,7 @@ impl Reader {
                     self.write(&mut buf, entry, true);
                 }
                 crate::metrics::delivered(batch.len());
-                self.session.advance(&batch);
+                self.session.advance(batch);
                 Some(buf)
             }
             Next::Stop(Stop::Gone) => None,

@@ -14,7 +14,9 @@ use crate::log::{NewEntry, Retention, UserLog};
 use async_trait::async_trait;
 use herald_protocol::{EventInput, Receipt, RunState, UserId};
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::HashMap;
+// foldhash: these maps are hit for every published event; SipHash's flood resistance is not
+// needed for keys that are already authenticated (user ids, publisher event ids), seeded per process.
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -10,8 +10,9 @@
 //! planned in.
 
 use super::{AppendError, new_event_id};
+use foldhash::{HashMap, HashMapExt};
 use herald_protocol::{EventInput, Receipt, RunRuleError, RunState, UserId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// One user's share of a batch, in batch order, with every event's id (given or generated).
 #[derive(Debug)]

@@ -249,7 +249,7 @@ impl Connection {
                 }
             };
             let end = match self.session.next(WRITE_BATCH_BYTES, input).await {
-                Next::Batch(batch) => self.write(&batch).await.err(),
+                Next::Batch(batch) => self.write(batch).await.err(),
                 Next::Stop(stop) => Some(End::from_stop(&self.session, stop)),
                 Next::Other(Input::Message(message)) => self.on_message(message).await,
                 Next::Other(Input::Answer(reply)) => {
@@ -323,27 +323,31 @@ impl Connection {
 
     /// Writes one batch and flushes it; while the socket does not take the bytes, the session
     /// watches the lag and the heartbeat counts how long the peer has not read.
-    async fn write(&mut self, batch: &[Arc<LogEntry>]) -> Result<(), End> {
-        let socket = &mut self.socket;
-        let write = async {
-            for entry in batch {
-                socket.feed(Message::Text(entry.frame.clone())).await?;
-            }
-            socket.flush().await
-        };
-        tokio::pin!(write);
-        loop {
-            tokio::select! {
-                result = &mut write => {
-                    result.map_err(|_| End::Gone)?;
-                    break;
+    async fn write(&mut self, batch: Vec<Arc<LogEntry>>) -> Result<(), End> {
+        {
+            let socket = &mut self.socket;
+            let write = async {
+                for entry in &batch {
+                    socket.feed(Message::Text(entry.frame.clone())).await?;
                 }
-                stop = self.session.stalled() => return Err(End::from_stop(&self.session, stop)),
-                _ = self.heartbeat.tick() => {
-                    // A write blocked for two heartbeats: the peer is not reading at all.
-                    self.unanswered_pings += 1;
-                    if self.unanswered_pings > 2 {
-                        return Err(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "not reading"));
+                socket.flush().await
+            };
+            tokio::pin!(write);
+            loop {
+                tokio::select! {
+                    // Most writes complete at once: only a blocked one watches the lag.
+                    biased;
+                    result = &mut write => {
+                        result.map_err(|_| End::Gone)?;
+                        break;
+                    }
+                    stop = self.session.stalled() => return Err(End::from_stop(&self.session, stop)),
+                    _ = self.heartbeat.tick() => {
+                        // A write blocked for two heartbeats: the peer is not reading at all.
+                        self.unanswered_pings += 1;
+                        if self.unanswered_pings > 2 {
+                            return Err(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "not reading"));
+                        }
                     }
                 }
             }

@@ -444,6 +444,9 @@ fn print_report(r: &LoadReport) {
         if r.delivered > 0 {
             print!(" ({:.1} µs per delivered frame)", cpu * 1e6 / r.delivered as f64);
         }
+        if let (Some(user), Some(sys)) = (r.server_user_s, r.server_sys_s) {
+            print!(", user {user:.2} s + system {sys:.2} s");
+        }
         println!();
     }
     if let Some(rss) = r.server_rss_bytes {

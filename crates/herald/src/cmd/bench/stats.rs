@@ -6,8 +6,14 @@
 #![allow(unsafe_code)]
 
 /// Seconds of CPU (user + system) a process (`None`: this one) has used, from `/proc/PID/stat`.
-#[cfg(target_os = "linux")]
 pub fn process_cpu_s(pid: Option<u32>) -> Option<f64> {
+    process_cpu_split_s(pid).map(|(user, sys)| user + sys)
+}
+
+/// Seconds of CPU a process (`None`: this one) has used in user space and in the kernel: a server
+/// bound by syscalls and one bound by its own code need different fixes.
+#[cfg(target_os = "linux")]
+pub fn process_cpu_split_s(pid: Option<u32>) -> Option<(f64, f64)> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_owned(),
@@ -20,12 +26,12 @@ pub fn process_cpu_s(pid: Option<u32>) -> Option<f64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((utime + stime) as f64 / ticks)
+    Some((utime as f64 / ticks, stime as f64 / ticks))
 }
 
 /// Unknown without `/proc`.
 #[cfg(not(target_os = "linux"))]
-pub fn process_cpu_s(_pid: Option<u32>) -> Option<f64> {
+pub fn process_cpu_split_s(_pid: Option<u32>) -> Option<(f64, f64)> {
     None
 }
 
