@@ -124,7 +124,7 @@ pub async fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerErro
 }
 
 /// The router with every route, over `state`: the documented API ([`api::routes`]), then the
-/// pages outside it (the console) and the JSON 404/405 answers.
+/// pages outside it (the console, `/admin`) and the JSON 404/405 answers.
 pub fn router(state: Arc<AppState>) -> Router {
     metrics::install();
     Router::from(api::routes::routes())

@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// The documented routes, over the server's state. A route registered here with `routes!` is in
-/// the OpenAPI document; pages that are not part of the API (the console) are added to the
+/// the OpenAPI document; pages that are not part of the API (the console, `/admin`) are added to the
 /// plain router by [`crate::router`].
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
