@@ -73,6 +73,43 @@ pub enum PublishBody {
     Batch(Vec<EventInput>),
 }
 
+/// In the OpenAPI document (as `PublishRequest`): the body's wire form, one event
+/// ([`WireEvent`]) or a batch ([`PublishBatch`]). Written by hand because the parsed form holds
+/// checked events, not the wire types the document shows.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for PublishBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::ToSchema;
+        use utoipa::openapi::OneOfBuilder;
+        use utoipa::openapi::schema::RefBuilder;
+        let variant = |name: std::borrow::Cow<'static, str>, description: &str| {
+            RefBuilder::new().ref_location_from_schema_name(name).description(Some(description))
+        };
+        OneOfBuilder::new()
+            .item(variant(WireEvent::name(), "One event."))
+            .item(variant(PublishBatch::name(), "`{\"events\":[…]}`, all-or-nothing."))
+            .description(Some(
+                "A `POST /v1/events` body as the OpenAPI document shows it: one event, or a batch.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for PublishBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "PublishRequest".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use utoipa::{PartialSchema, ToSchema};
+        schemas.push((WireEvent::name().into(), WireEvent::schema()));
+        <WireEvent as ToSchema>::schemas(schemas);
+        schemas.push((PublishBatch::name().into(), PublishBatch::schema()));
+        <PublishBatch as ToSchema>::schemas(schemas);
+    }
+}
+
 // Every field is optional here so that a missing one gets an error that names it
 // ([`EventInput::from_value`] checks them); the OpenAPI document marks the required ones.
 /// One agent event to publish (`POST /v1/events`).

@@ -36,7 +36,6 @@ pub mod ws;
 use auth::Authenticator;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use config::{Config, EngineConfig};
 use engine::{Engine, MemoryEngine, RedisEngine};
 use log::Retention;
@@ -126,28 +125,11 @@ pub async fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerErro
     }
 }
 
-/// The router with every route, over `state`.
+/// The router with every route, over `state`: the documented API ([`api::routes`]), then the
+/// pages outside it (the console, `/admin`) and the JSON 404/405 answers.
 pub fn router(state: Arc<AppState>) -> Router {
-    let prometheus = metrics::install();
-    Router::new()
-        .route("/ws", get(ws::upgrade))
-        .route("/v1/events", post(api::events::publish))
-        .route("/v1/publish", get(ws::publish::upgrade))
-        .route("/v1/users/{user_id}/events", get(api::history::list))
-        .route("/v1/tickets", post(api::tickets::create))
-        .route("/v1/users/{user_id}/disconnect", post(api::users::disconnect))
-        .route("/v1/users/{user_id}/presence", get(api::users::presence))
-        .route("/v1/runs", get(api::runs::list))
-        .route("/v1/info", get(api::info::show))
-        .route(
-            "/v1/agui/stream",
-            get(api::agui::stream).post(api::agui::stream).options(api::agui::preflight),
-        )
-        .route("/v1/agui/events", post(api::agui::publish))
-        .route("/health/live", get(api::health::live))
-        .route("/health/ready", get(api::health::ready))
-        .route("/metrics", get(move || std::future::ready(prometheus.render())))
-        .route("/openapi.json", get(api::openapi::serve))
+    metrics::install();
+    Router::from(api::routes::routes())
         .merge(console::routes())
         .merge(admin::routes())
         .fallback(api::not_found)

@@ -6,6 +6,11 @@ mod common;
 use common::{T, TestServer};
 use herald_server::Settings;
 use serde_json::json;
+use tokio::sync::Mutex;
+
+/// The metrics recorder is global to the test process, so the tests that count (or publish
+/// while another counts) take turns: each holds this for its whole run.
+static METRICS: Mutex<()> = Mutex::const_new(());
 
 async fn scrape(server: &TestServer) -> prometheus_parse::Scrape {
     let text =
@@ -33,6 +38,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &st
 
 #[tokio::test]
 async fn metrics_parse_and_move_after_a_golden_path() {
+    let _turn = METRICS.lock().await;
     let server = TestServer::start().await;
     let before = scrape(&server).await;
     let (mut conn, _) = server.open("metrics-user").await;
@@ -60,6 +66,7 @@ async fn metrics_parse_and_move_after_a_golden_path() {
 
 #[tokio::test]
 async fn a_silent_run_gets_run_stalled_and_a_later_event_clears_it() {
+    let _turn = METRICS.lock().await;
     let server = TestServer::with(Settings { run_stall_s: Some(1), ..Default::default() }).await;
     let (mut conn, _) = server.open("u").await;
     server.publisher.publish("u", "agent_started", Some("slow-run"), json!({})).await.unwrap();

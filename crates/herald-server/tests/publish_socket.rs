@@ -12,8 +12,13 @@ use herald_server::Settings;
 use herald_server::engine::Engine;
 use serde_json::{Value, json};
 use std::time::Duration;
+use tokio::sync::RwLock;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// `herald_publish_in_flight` is one gauge for the whole test process: the test that checks its
+/// bound runs alone (write), the others may overlap each other (read).
+static IN_FLIGHT_GAUGE: RwLock<()> = RwLock::const_new(());
 
 fn custom(user: &str, i: usize) -> Value {
     json!({"user_id": user, "event": "custom", "data": {"name": "n", "i": i}})
@@ -58,6 +63,7 @@ async fn metric(server: &TestServer, name: &str) -> f64 {
 
 #[tokio::test]
 async fn a_missing_or_wrong_key_is_401_json_before_the_upgrade() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let server = TestServer::start().await;
     for key in ["wrong-key", ""] {
         match PublishSocket::connect(&server.url, key).await {
@@ -84,12 +90,14 @@ async fn a_missing_or_wrong_key_is_401_json_before_the_upgrade() {
 
 #[tokio::test]
 async fn frames_in_flight_are_appended_per_user_in_the_order_sent_and_answered_in_order() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     keeps_order_with_frames_in_flight(TestServer::start().await, 1500).await;
 }
 
 /// On Redis appends take a round trip each, so frames of different users really overlap.
 #[tokio::test]
 async fn frames_in_flight_keep_their_order_on_redis() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let server = TestServer::redis(&common::unique_prefix("publish-socket"), Settings::default()).await;
     keeps_order_with_frames_in_flight(server, 300).await;
 }
@@ -132,6 +140,7 @@ async fn keeps_order_with_frames_in_flight(server: TestServer, tokens: usize) {
 
 #[tokio::test]
 async fn a_batch_is_all_or_nothing_and_a_refused_frame_keeps_the_socket() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let server = TestServer::start().await;
     let mut socket = connect(&server).await;
     let bad_field = [
@@ -158,6 +167,7 @@ async fn a_batch_is_all_or_nothing_and_a_refused_frame_keeps_the_socket() {
 
 #[tokio::test]
 async fn every_refusal_has_the_http_code_and_the_socket_stays_open() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let server =
         TestServer::with(Settings { max_body_bytes: Some(4096), max_batch: Some(3), ..Settings::default() })
             .await;
@@ -190,6 +200,7 @@ async fn every_refusal_has_the_http_code_and_the_socket_stays_open() {
 
 #[tokio::test]
 async fn a_frame_over_twice_the_body_limit_closes_with_1009() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let server = TestServer::with(Settings { max_body_bytes: Some(1024), ..Settings::default() }).await;
     let mut socket = connect(&server).await;
     socket.send_text("x".repeat(4096)).await.unwrap();
@@ -201,6 +212,7 @@ async fn a_frame_over_twice_the_body_limit_closes_with_1009() {
 
 #[tokio::test]
 async fn the_publish_rate_limit_refuses_frames_with_a_retry_hint() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let server = TestServer::with(Settings { publish_rate_per_s: Some(3), ..Settings::default() }).await;
     let (mut tx, mut rx) = connect(&server).await.split();
     const FRAMES: usize = 20;
@@ -228,6 +240,7 @@ async fn the_publish_rate_limit_refuses_frames_with_a_retry_hint() {
 
 #[tokio::test]
 async fn an_unreachable_engine_answers_not_ready_and_keeps_the_socket() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut redis = tokio::process::Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -258,6 +271,7 @@ async fn an_unreachable_engine_answers_not_ready_and_keeps_the_socket() {
 
 #[tokio::test]
 async fn a_retry_with_the_same_id_after_a_dropped_socket_is_delivered_once() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let server = TestServer::start().await;
     let (mut conn, _) = server.open("u").await;
     let event = json!({"user_id": "u", "event": "custom", "id": "evt-1", "data": {"name": "n"}});
@@ -277,6 +291,7 @@ async fn a_retry_with_the_same_id_after_a_dropped_socket_is_delivered_once() {
 
 #[tokio::test]
 async fn a_publisher_that_does_not_read_its_answers_is_not_read_either() {
+    let _turn = IN_FLIGHT_GAUGE.write().await;
     const MAX: usize = 4;
     const FRAMES: usize = 2000;
     // A long heartbeat: a publisher that reads nothing would otherwise be closed (4000) after two.
@@ -335,6 +350,7 @@ async fn a_publisher_that_does_not_read_its_answers_is_not_read_either() {
 
 #[tokio::test]
 async fn on_drain_the_socket_answers_what_it_read_then_closes_with_1001() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     let server = TestServer::start().await;
     let (mut tx, mut rx) = connect(&server).await.split();
     const FRAMES: usize = 300;
@@ -367,6 +383,7 @@ async fn on_drain_the_socket_answers_what_it_read_then_closes_with_1001() {
 
 #[tokio::test]
 async fn a_publisher_that_never_answers_pings_is_closed_with_4000() {
+    let _turn = IN_FLIGHT_GAUGE.read().await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::with(Settings { heartbeat_ms: Some(50), ..Settings::default() }).await;
     // A raw client: it reads what the server sends but, unlike a WebSocket library, never pongs.

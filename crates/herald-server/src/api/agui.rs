@@ -65,12 +65,8 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
     responses(
         (status = 200, description = "An endless `text/event-stream` of AG-UI events (one JSON object per `data:` line); \
 the last message of each Herald event carries `id: <epoch>:<seq>`. The schema describes one message.",
-            body = crate::api::openapi::SseMessage, content_type = "text/event-stream"),
-        (status = 400, response = crate::api::openapi::BadRequest),
-        (status = 401, response = crate::api::openapi::Unauthorized),
-        (status = 403, response = crate::api::openapi::Forbidden),
-        (status = 429, response = crate::api::openapi::RateLimited),
-        (status = 503, response = crate::api::openapi::NotReady),
+            body = SseMessage, content_type = "text/event-stream"),
+        crate::api::responses::StreamRefused,
     )
 )]
 pub async fn stream(
@@ -154,6 +150,37 @@ pub async fn stream(
     Ok(response)
 }
 
+/// The AG-UI stream for `@ag-ui/client`'s HttpAgent, which always POSTs.
+///
+/// Served exactly as `GET /v1/agui/stream`; the body (an AG-UI `RunAgentInput`) is ignored.
+#[utoipa::path(
+    post,
+    path = "/v1/agui/stream",
+    tag = "stream",
+    operation_id = "agui_stream_post",
+    params(
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume cursor `<epoch>:<seq>` (or `<seq>`)."),
+        ("after" = Option<String>, Query, description = "Resume cursor when `Last-Event-ID` cannot be sent: `<epoch>:<seq>` or `<seq>`."),
+        ("epoch" = Option<String>, Query, description = "The epoch of a bare `<seq>` cursor."),
+        ("thread_id" = Option<String>, Query, description = "Follow this thread only."),
+    ),
+    security(("jwt" = []), ("ticket" = [])),
+    responses(
+        (status = 200, description = "The same stream as `GET /v1/agui/stream`; the schema describes one message.",
+            body = SseMessage, content_type = "text/event-stream"),
+        crate::api::responses::StreamRefused,
+    )
+)]
+pub async fn stream_post(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Query<HashMap<String, String>>,
+    peer: PeerAddr,
+    accepting: Accepting,
+) -> Result<Response, ApiFailure> {
+    stream(state, headers, query, peer, accepting).await
+}
+
 /// Answers a CORS preflight for the stream: browsers send one before a `fetch` with an
 /// `Authorization` header (as `@ag-ui/client`'s HttpAgent does) from another origin.
 #[utoipa::path(
@@ -163,7 +190,7 @@ pub async fn stream(
     operation_id = "agui_stream_preflight",
     responses(
         (status = 204, description = "The origin may call the stream (CORS headers set)."),
-        (status = 403, response = crate::api::openapi::Forbidden),
+        (status = 403, response = crate::api::responses::Forbidden),
     )
 )]
 pub async fn preflight(
@@ -219,16 +246,39 @@ fn event_frame(entry: &LogEntry) -> Option<EventFrame> {
     }
 }
 
-/// Appends one SSE message (`id:` when given, then one `data:` line of compact JSON).
+/// Appends one AG-UI event as an SSE message (`id:` when given).
 fn push_message(buf: &mut String, event: &Value, id: Option<&str>) {
-    if let Some(id) = id {
-        buf.push_str("id: ");
-        buf.push_str(id);
-        buf.push('\n');
+    SseMessage { data: &event.to_string(), id, event: None }.write_to(buf);
+}
+
+/// One Server-Sent Events message of `/v1/agui/stream`, as an SSE parser yields it.
+#[derive(utoipa::ToSchema)]
+pub struct SseMessage<'a> {
+    /// One AG-UI event as compact JSON (`{"type":"RUN_STARTED",…}`, camelCase fields).
+    #[schema(content_media_type = "application/json")]
+    pub data: &'a str,
+    /// `<epoch>:<seq>` on the last message of each Herald event: send it back as `Last-Event-ID`.
+    pub id: Option<&'a str>,
+    /// Always the default, `message`.
+    pub event: Option<&'a str>,
+}
+
+impl SseMessage<'_> {
+    /// Appends the message as SSE text: `event:` and `id:` lines when set, then one `data:` line
+    /// (`data` is compact JSON, so it holds no newline).
+    fn write_to(&self, buf: &mut String) {
+        for (field, value) in [("event", self.event), ("id", self.id)] {
+            if let Some(value) = value {
+                buf.push_str(field);
+                buf.push_str(": ");
+                buf.push_str(value);
+                buf.push('\n');
+            }
+        }
+        buf.push_str("data: ");
+        buf.push_str(self.data);
+        buf.push_str("\n\n");
     }
-    buf.push_str("data: ");
-    buf.push_str(&event.to_string());
-    buf.push_str("\n\n");
 }
 
 /// One stream's session and mapping state; polled for the next chunk of SSE text.
@@ -372,12 +422,7 @@ impl Reader {
     ),
     responses(
         (status = 200, description = "Appended: one receipt per Herald event the AG-UI events mapped to.", body = Receipts),
-        (status = 400, response = crate::api::openapi::BadRequest),
-        (status = 401, response = crate::api::openapi::Unauthorized),
-        (status = 409, response = crate::api::openapi::RunState),
-        (status = 413, response = crate::api::openapi::TooLarge),
-        (status = 429, response = crate::api::openapi::RateLimited),
-        (status = 503, response = crate::api::openapi::NotReady),
+        crate::api::responses::AppendRefused,
     )
 )]
 pub async fn publish(

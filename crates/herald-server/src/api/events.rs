@@ -5,21 +5,10 @@ use crate::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use herald_protocol::{PublishBatch, PublishBody, Receipt, Receipts, WireEvent};
+use herald_protocol::{PublishBody, Receipt, Receipts};
 use serde::Serialize;
 use std::sync::Arc;
 use tracing::debug;
-
-/// A `POST /v1/events` body as the OpenAPI document shows it: one event, or a batch.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum PublishRequest {
-    /// One event.
-    One(WireEvent),
-    /// `{"events":[…]}`, all-or-nothing.
-    Batch(PublishBatch),
-}
 
 /// What `POST /v1/events` answers: a receipt, or (for a batch) the receipts in order.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -44,7 +33,7 @@ pub enum Published {
     operation_id = "publish",
     security(("api_key" = [])),
     request_body(
-        content = PublishRequest,
+        content = PublishBody,
         content_type = "application/json",
         examples(
             ("agent_started" = (summary = "A run starts", value = json!({"user_id": "user-42", "event": "agent_started", "run_id": "run-1", "thread_id": "thread-7", "data": {"model": "gpt-4o"}}))),
@@ -64,12 +53,7 @@ pub enum Published {
     responses(
         (status = 200, description = "Appended: the receipt (or, for a batch, `{\"results\":[…]}`).", body = Published,
             example = json!({"id": "0192f1c2-7b1e-7c3a-9d2e-5b8f0a1c2d3e", "seq": 1, "epoch": "0192f1c2-7b1e-7c3a", "connections": 2, "duplicate": false})),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 409, response = super::openapi::RunState),
-        (status = 413, response = super::openapi::TooLarge),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::NotReady),
+        super::responses::AppendRefused,
     )
 )]
 pub async fn publish(

@@ -1,4 +1,4 @@
-//! Health endpoints for load balancers and orchestrators.
+//! What load balancers, orchestrators and Prometheus ask: liveness, readiness, metrics.
 
 use super::{Accepting, ApiFailure};
 use crate::AppState;
@@ -46,7 +46,7 @@ pub async fn live() -> Json<Live> {
     operation_id = "ready",
     responses(
         (status = 200, description = "Ready for traffic.", body = Ready),
-        (status = 503, response = super::openapi::NotReady),
+        (status = 503, response = super::responses::NotReady),
     )
 )]
 pub async fn ready(State(state): State<Arc<AppState>>, _: Accepting) -> Result<Json<Ready>, ApiFailure> {
@@ -54,4 +54,16 @@ pub async fn ready(State(state): State<Arc<AppState>>, _: Accepting) -> Result<J
         return Err(ApiFailure::not_ready(format!("{} engine unreachable", state.engine.name())));
     }
     Ok(Json(Ready { status: "ready", engine: state.engine.name() }))
+}
+
+/// `GET /metrics`: Prometheus metrics (text exposition format, names prefixed `herald_`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format.", body = String, content_type = "text/plain"))
+)]
+pub async fn metrics() -> String {
+    crate::metrics::install().render()
 }

@@ -56,10 +56,7 @@ pub struct HistoryPage<'a> {
     responses(
         (status = 200, description = "The page of events.", body = HistoryPage,
             example = json!({"epoch": "0192f1c2-7b1e-7c3a", "seq": 1, "reset": false, "events": [{"type": "event", "seq": 1, "id": "e1", "user_id": "user-42", "thread_id": null, "run_id": "run-1", "event": "agent_started", "data": {}, "ts": "2025-01-01T12:00:00.000Z"}]})),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::NotReady),
+        super::responses::RequestRefused,
     )
 )]
 pub async fn list(

@@ -75,9 +75,9 @@ pub struct Info {
     security(("api_key" = []), ("admin_token" = [])),
     responses(
         (status = 200, description = "The deployment.", body = Info),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::NotReady),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 429, response = super::responses::RateLimited),
+        (status = 503, response = super::responses::NotReady),
     )
 )]
 pub async fn show(State(state): State<Arc<AppState>>, _: Operator) -> Result<Json<Info>, ApiFailure> {

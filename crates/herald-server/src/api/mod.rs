@@ -8,6 +8,8 @@ pub mod health;
 pub mod history;
 pub mod info;
 pub mod openapi;
+pub mod responses;
+pub mod routes;
 pub mod runs;
 pub mod tickets;
 pub mod users;

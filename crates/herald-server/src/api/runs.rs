@@ -54,10 +54,7 @@ pub struct RunList {
     responses(
         (status = 200, description = "The runs.", body = RunList,
             example = json!({"state": "stalled", "total": 1, "runs": [{"user_id": "user-42", "run_id": "run-1", "last_event_at": "2025-01-01T12:00:00.000Z", "silent_s": 185}]})),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::NotReady),
+        super::responses::RequestRefused,
     )
 )]
 pub async fn list(

@@ -44,10 +44,7 @@ pub struct Ticket {
     responses(
         (status = 200, description = "The ticket.", body = Ticket,
             example = json!({"ticket": "tk_3q2…", "expires_at": "2025-01-01T12:01:00Z"})),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::NotReady),
+        super::responses::RequestRefused,
     )
 )]
 pub async fn create(

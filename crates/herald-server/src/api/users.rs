@@ -81,10 +81,7 @@ fn user(raw: &str) -> Result<UserId, ApiFailure> {
     responses(
         (status = 200, description = "The user's sockets are closing.", body = Disconnected,
             example = json!({"user_id": "user-42", "disconnected": 2, "revoke_before": 1767225600})),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::NotReady),
+        super::responses::RequestRefused,
     )
 )]
 pub async fn disconnect(
@@ -143,10 +140,7 @@ pub async fn disconnect(
     responses(
         (status = 200, description = "The user's connections.", body = Presence,
             example = json!({"user_id": "user-42", "connections": 2, "nodes": [{"node": "3f9a1c2b7d4e", "connections": 2, "since": "2025-01-01T12:00:00.000Z"}]})),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::NotReady),
+        super::responses::RequestRefused,
     )
 )]
 pub async fn presence(

@@ -38,7 +38,27 @@ struct WsQuery {
     epoch: Option<String>,
 }
 
-/// Handles `GET /ws`.
+/// `GET /ws`: the WebSocket endpoint (protocol v1, docs/protocol.md).
+///
+/// Authenticate with `Authorization: Bearer <JWT>`, the subprotocols `herald.v1, bearer.<JWT>`,
+/// or a single-use `?ticket=` from `POST /v1/tickets`. Resume with `?after=<seq>&epoch=<epoch>`.
+/// A plain GET without the upgrade headers is answered 400 `not_websocket` once the credential
+/// checks pass.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "stream",
+    operation_id = "websocket",
+    params(
+        ("after" = Option<u64>, Query, description = "Resume after this seq (the last one the client applied)."),
+        ("epoch" = Option<String>, Query, description = "The epoch `after` belongs to (from `welcome`); only with `after`."),
+    ),
+    security(("jwt" = []), ("ticket" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: frames follow (docs/protocol.md)."),
+        crate::api::responses::StreamRefused,
+    )
+)]
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -40,7 +40,24 @@ use tracing::{Instrument, debug};
 /// and its close frame before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Handles `GET /v1/publish`: the API key is checked (401 JSON) before the upgrade.
+/// `GET /v1/publish`: the publisher socket (docs/protocol.md, "Publishing over a socket").
+///
+/// One connection carries what would otherwise be one `POST /v1/events` per event: each text
+/// frame is `{"ref":…,"event":{…}}` or `{"ref":…,"events":[…]}`, answered in order with its
+/// receipts or its error (same API key, validation and codes as `POST /v1/events`). The key is
+/// checked before the upgrade; a plain GET without the upgrade headers is answered 400
+/// `not_websocket`.
+#[utoipa::path(
+    get,
+    path = "/v1/publish",
+    tag = "publish",
+    operation_id = "publish_socket",
+    security(("api_key" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: publish frames and their answers follow (docs/protocol.md)."),
+        crate::api::responses::RequestRefused,
+    )
+)]
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     _: Accepting,
