@@ -178,7 +178,7 @@ pub async fn stream_post(
     peer: PeerAddr,
     accepting: Accepting,
 ) -> Result<Response, ApiFailure> {
-    stream(state, headers, query, peer, accepting).await
+    stream(state, Method::POST, headers, query, peer, accepting).await
 }
 
 /// Answers a CORS preflight for the stream: browsers send one before a `fetch` with an
