@@ -173,12 +173,13 @@ pub async fn stream(
 )]
 pub async fn stream_post(
     state: State<Arc<AppState>>,
+    method: Method,
     headers: HeaderMap,
     query: Query<HashMap<String, String>>,
     peer: PeerAddr,
     accepting: Accepting,
 ) -> Result<Response, ApiFailure> {
-    stream(state, Method::POST, headers, query, peer, accepting).await
+    stream(state, method, headers, query, peer, accepting).await
 }
 
 /// Answers a CORS preflight for the stream: browsers send one before a `fetch` with an
