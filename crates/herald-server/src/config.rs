@@ -14,6 +14,41 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Declares [`Settings`] once: the struct, with its clap and serde attributes, and
+/// [`Settings::or`], which merges two layers field by field. A new setting is one field here.
+macro_rules! settings {
+    ($(#[$outer:meta])* pub struct Settings { $($(#[$attr:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$outer])*
+        pub struct Settings { $($(#[$attr])* pub $field: $ty,)* }
+
+        impl Settings {
+            /// Fills every unset field of `self` from `lower` (self wins).
+            pub fn or(self, lower: Settings) -> Settings {
+                Settings { $($field: Layer::or(self.$field, lower.$field),)* }
+            }
+        }
+    };
+}
+
+/// How one field of a higher layer combines with the same field of a lower one.
+trait Layer {
+    fn or(self, lower: Self) -> Self;
+}
+
+impl<T> Layer for Option<T> {
+    fn or(self, lower: Self) -> Self {
+        Option::or(self, lower)
+    }
+}
+
+/// Switches (`--dev`, `--redis-cluster`, …) are on when any layer turns them on.
+impl Layer for bool {
+    fn or(self, lower: Self) -> Self {
+        self || lower
+    }
+}
+
+settings! {
 /// The raw settings layer: every field optional, filled by clap (flags and env) or by the file.
 #[derive(clap::Args, Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +247,7 @@ pub struct Settings {
     #[arg(long, env = "HERALD_DEV", help_heading = "Server")]
     #[serde(default)]
     pub dev: bool,
+}
 }
 
 /// Why the configuration cannot be used. Each message says what to set.
@@ -434,52 +470,6 @@ impl Settings {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
-    }
-
-    /// Fills every unset field of `self` from `lower` (self wins).
-    pub fn or(self, lower: Settings) -> Settings {
-        Settings {
-            listen: self.listen.or(lower.listen),
-            engine: self.engine.or(lower.engine),
-            redis_url: self.redis_url.or(lower.redis_url),
-            redis_prefix: self.redis_prefix.or(lower.redis_prefix),
-            redis_cluster: self.redis_cluster || lower.redis_cluster,
-            redis_wait_replicas: self.redis_wait_replicas.or(lower.redis_wait_replicas),
-            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
-            jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
-            jwks_url: self.jwks_url.or(lower.jwks_url),
-            jwt_audience: self.jwt_audience.or(lower.jwt_audience),
-            jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
-            jwt_leeway_s: self.jwt_leeway_s.or(lower.jwt_leeway_s),
-            jwks_min_refresh_s: self.jwks_min_refresh_s.or(lower.jwks_min_refresh_s),
-            api_key: self.api_key.or(lower.api_key),
-            admin_token: self.admin_token.or(lower.admin_token),
-            revocation_ttl_s: self.revocation_ttl_s.or(lower.revocation_ttl_s),
-            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
-            history_size: self.history_size.or(lower.history_size),
-            history_ttl_s: self.history_ttl_s.or(lower.history_ttl_s),
-            max_pending_bytes: self.max_pending_bytes.or(lower.max_pending_bytes),
-            max_retained_bytes: self.max_retained_bytes.or(lower.max_retained_bytes),
-            run_stall_s: self.run_stall_s.or(lower.run_stall_s),
-            heartbeat_ms: self.heartbeat_ms.or(lower.heartbeat_ms),
-            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
-            max_connections_per_user: self.max_connections_per_user.or(lower.max_connections_per_user),
-            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
-            max_batch: self.max_batch.or(lower.max_batch),
-            manager_idle_s: self.manager_idle_s.or(lower.manager_idle_s),
-            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
-            max_client_msgs_per_s: self.max_client_msgs_per_s.or(lower.max_client_msgs_per_s),
-            publish_rate_per_s: self.publish_rate_per_s.or(lower.publish_rate_per_s),
-            handshake_timeout_s: self.handshake_timeout_s.or(lower.handshake_timeout_s),
-            publish_max_in_flight: self.publish_max_in_flight.or(lower.publish_max_in_flight),
-            log_format: self.log_format.or(lower.log_format),
-            upstream_url: self.upstream_url.or(lower.upstream_url),
-            upstream_secret: self.upstream_secret.or(lower.upstream_secret),
-            upstream_timeout_ms: self.upstream_timeout_ms.or(lower.upstream_timeout_ms),
-            upstream_max_in_flight: self.upstream_max_in_flight.or(lower.upstream_max_in_flight),
-            upstream_presence: self.upstream_presence || lower.upstream_presence,
-            dev: self.dev || lower.dev,
-        }
     }
 
     /// Applies defaults and checks every value. In `dev` mode a missing JWT secret or API key is
