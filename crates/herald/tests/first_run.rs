@@ -62,8 +62,8 @@ impl DevServer {
         let addr = loop {
             let line = stderr.recv_timeout(WAIT).expect("the server logs its address");
             log.push(line.clone());
-            if let Some(i) = line.find("listening on http://") {
-                break line[i + 20..].chars().take_while(|c| !c.is_whitespace()).collect();
+            if let Some(addr) = common::listen_addr(&line) {
+                break addr;
             }
         };
         DevServer { child, addr, values, banner, log, _pipes: [stdout, stderr] }
@@ -164,8 +164,8 @@ async fn serving_survives_a_closed_log_pipe() {
     let addr = loop {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "the server logs its address");
-        if let Some(i) = line.find("listening on http://") {
-            break line[i + 20..].chars().take_while(|c| !c.is_whitespace()).collect::<String>();
+        if let Some(addr) = common::listen_addr(&line) {
+            break addr;
         }
     };
     drop(stderr); // the log reader goes away

@@ -12,6 +12,12 @@ pub fn herald() -> Command {
     cmd
 }
 
+/// `HOST:PORT` from the server's `listening on http://HOST:PORT …` log line, if `line` is that one.
+pub fn listen_addr(line: &str) -> Option<String> {
+    let i = line.find("listening on http://")?;
+    Some(line[i + 20..].chars().take_while(|c| !c.is_whitespace()).collect())
+}
+
 /// `herald serve` on 127.0.0.1:0 as a child process; killed on drop.
 pub struct Serve {
     /// The process (send it signals through its id).
@@ -41,8 +47,7 @@ impl Serve {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let addr: String = line[i + 20..].chars().take_while(|c| !c.is_whitespace()).collect();
+                if let Some(addr) = listen_addr(&line) {
                     let _ = tx.send(addr);
                 }
             }
