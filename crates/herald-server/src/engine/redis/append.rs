@@ -161,6 +161,7 @@ impl RedisEngine {
                 max_events: self.retention.max_events,
                 ttl_ms: self.retention.ttl.as_millis() as u64,
                 publish: self.commands.publish_command(),
+                now_ms: wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
                 users: writing.iter().map(|&i| self.user_call(&parts[i], &prepared[i], wall)).collect(),
             };
             let (keys, args) = call.encode();
@@ -226,18 +227,22 @@ impl RedisEngine {
                 ((*run).to_owned(), text(before), text(&after))
             })
             .collect();
+        let wall_ms = wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut tail = Vec::with_capacity(256);
         let events = part
             .fresh(&prepared.planned)
             .map(|k| {
                 let event = part.events[k].1;
-                let mut tail = Vec::with_capacity(256);
+                tail.clear();
                 encode_frame_tail(&mut tail, &part.ids[k], event, wall);
+                let run_id = event.run_id.as_deref().unwrap_or_default();
+                let kind = event.kind.as_str();
                 EventCall {
                     id: part.ids[k].clone(),
                     keyed: part.keyed(k),
-                    run_id: event.run_id.clone().unwrap_or_default(),
-                    kind: event.kind.as_str(),
-                    tail: String::from_utf8(tail).expect("serde_json writes UTF-8"),
+                    run_id: run_id.to_owned(),
+                    kind,
+                    record: wire::encode_record(wall_ms, &part.ids[k], run_id, kind, &tail),
                 }
             })
             .collect();

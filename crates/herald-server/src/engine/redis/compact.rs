@@ -3,7 +3,8 @@
 //! Each active run keeps its frames in a list `{prefix}:{user}:runs:<run_id>`, under the user's
 //! hash tag (one cluster slot with the log). The append script writes it in the same atomic step
 //! as the log: `agent_started` creates it, every later event of the run is pushed (`RPUSHX`: only
-//! while the run is active), a terminal event deletes it, and it expires with the user's keys.
+//! while the run is active; an entry is the event's seq and record, see [`super::wire`]), a
+//! terminal event deletes it, and it expires with the user's keys.
 //! So the list always holds exactly the run's events — or a compacted prefix of them followed by
 //! the rest, because compaction is done on read:
 //!
@@ -150,7 +151,8 @@ impl RedisEngine {
             let frames: Vec<String> = redis::from_redis_value_ref(frames).map_err(super::engine_error)?;
             runs.push((text(run)?, frames));
         }
-        let skipped = log.seed_runs(runs.iter().flat_map(|(_, f)| f.iter().map(String::as_str)), seq);
+        let frames: Vec<String> = runs.iter().flat_map(|(_, entries)| frames_of(entries)).collect();
+        let skipped = log.seed_runs(frames.iter().map(String::as_str), seq);
         if skipped > 0 {
             warn!(%user, skipped, "frames of active runs in redis are not event frames; skipped");
         }
@@ -194,10 +196,23 @@ impl RedisEngine {
     }
 }
 
-/// The compacted frames of one run's list (its frames in order, compacted or as published).
-pub fn compact(frames: &[String]) -> Vec<String> {
+/// The frames held by a run's list entries ([`super::wire::decode_run_entry`]); an entry that
+/// does not decode is passed on as it is, for the compactor to skip and count.
+fn frames_of(entries: &[String]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|entry| match super::wire::decode_run_entry(entry.as_bytes()) {
+            Ok(frame) => frame.as_str().to_owned(),
+            Err(_) => entry.clone(),
+        })
+        .collect()
+}
+
+/// The compacted frames of one run's list (its entries in order: events as the script pushed
+/// them, or frames compacted earlier).
+pub fn compact(entries: &[String]) -> Vec<String> {
     let mut compactor = Compactor::new(Limits::default());
-    for frame in frames {
+    for frame in &frames_of(entries) {
         // A frame that is not an event frame of a run cannot be folded; it is dropped here, as
         // seeding a log drops it.
         let _ = compactor.seed(frame, 0);

@@ -164,10 +164,19 @@ impl RedisEngine {
             .arg(after)
             .arg(limit)
             .arg(if open { new_epoch() } else { String::new() })
-            .arg((self.retention.ttl.as_millis() as u64 * 5 / 4).max(1000));
+            .arg((self.retention.ttl.as_millis() as u64 * 5 / 4).max(1000))
+            .arg(self.retention.max_events);
         let mut con = self.commands.clone();
         let reply: Value = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
-        wire::decode_read(reply).map_err(engine_error)
+        let mut read = wire::decode_read(reply).map_err(engine_error)?;
+        // The script trims by age only now and then: what is older than the TTL is gone here.
+        let cutoff = now_ms().saturating_sub(self.retention.ttl.as_millis() as u64);
+        let expired = read.events.iter().take_while(|e| e.appended_ms < cutoff).count();
+        if expired > 0 {
+            read.events.drain(..expired);
+            read.first_retained = Some(read.events.first().map_or(read.seq + 1, |e| e.seq));
+        }
+        Ok(read)
     }
 
     /// Replaces `user`'s epoch `old` with a new one (if it is still `old`), so that no cursor
@@ -182,6 +191,11 @@ impl RedisEngine {
     fn ticket_key(&self, hash: &str) -> String {
         format!("{}:ticket:{hash}", self.prefix)
     }
+}
+
+/// The node's clock, ms since the epoch (records' times and the script's retention by age).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 /// A failed Redis request, as the engine reports it (503 `not_ready` to publishers).

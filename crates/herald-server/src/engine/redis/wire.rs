@@ -1,16 +1,22 @@
 //! The one codec between this engine and Redis: the append script's arguments and reply, the
-//! stream entries it writes, and the pub/sub messages it publishes. `append.lua` is the other half;
-//! what one side writes the other reads here, and the tests hold both to it.
+//! stream entries it writes, the entries of active runs' lists and the pub/sub messages it
+//! publishes. `append.lua` is the other half; what one side writes the other reads here, and the
+//! tests hold both to it.
 //!
 //! Variable fields travel as netstring-like `<byte length>:<bytes>` fields, so ids, run ids and
-//! frames may contain any byte (a newline in an id cannot shift a field). An event record —
-//! appended ms, id, run id, kind, frame — is the stream entry's single field `e`; a published
-//! message is the user's epoch and event count, then per event its seq and record, so one
-//! PUBLISH carries every event of one user's batch. Frames are sliced out of the message without
-//! a copy and shared from there by every local connection.
+//! frames may contain any byte (a newline in an id cannot shift a field). An event's record —
+//! appended ms, id, run id, kind, and its frame after the seq — is built here, by the node, and
+//! stored by the script as it is: the stream entry's single field `e`, whose entry id `<seq>-0`
+//! gives the seq. A run's list entry is the seq then the record; a published message is the
+//! user's epoch, the first seq and the event count, then the records, so one PUBLISH carries
+//! every event of one user's batch and the script builds no string per event. A decoded event's
+//! frame is the head, its seq and the record's tail; every local connection shares it.
+//!
+//! Records written before the tail-only form held the whole frame; they decode too.
 //!
 //! Decoding never panics: a malformed reply or message is a [`WireError`].
 
+use crate::engine::FRAME_HEAD;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_protocol::EventKind;
@@ -45,6 +51,18 @@ pub fn put(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(field.len().to_string().as_bytes());
     out.push(b':');
     out.extend_from_slice(field);
+}
+
+/// The record of one event as the node sends it to the script: appended ms (the node's clock),
+/// id, run id or "", kind, and the frame after its seq (see [`FRAME_HEAD`]).
+pub fn encode_record(appended_ms: u64, id: &str, run_id: &str, kind: &str, tail: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tail.len() + id.len() + run_id.len() + 48);
+    put(&mut out, appended_ms.to_string().as_bytes());
+    put(&mut out, id.as_bytes());
+    put(&mut out, run_id.as_bytes());
+    put(&mut out, kind.as_bytes());
+    put(&mut out, tail);
+    out
 }
 
 /// Reads `<len>:<bytes>` fields off a shared buffer; fields are zero-copy slices of it.
@@ -96,7 +114,18 @@ impl Fields {
             .and_then(EventKind::from_name)
             .ok_or_else(|| bad("kind", &kind_bytes))?;
         let frame_bytes = self.bytes("frame")?;
-        let frame = Utf8Bytes::try_from(frame_bytes.clone()).map_err(|_| bad("frame", &frame_bytes))?;
+        let frame = if frame_bytes.starts_with(FRAME_HEAD.as_bytes()) {
+            // A whole frame: a record written before records held the tail only.
+            Utf8Bytes::try_from(frame_bytes.clone()).map_err(|_| bad("frame", &frame_bytes))?
+        } else {
+            let tail = std::str::from_utf8(&frame_bytes).map_err(|_| bad("frame", &frame_bytes))?;
+            let seq = seq.to_string();
+            let mut frame = String::with_capacity(FRAME_HEAD.len() + seq.len() + tail.len());
+            frame.push_str(FRAME_HEAD);
+            frame.push_str(&seq);
+            frame.push_str(tail);
+            Utf8Bytes::from(frame)
+        };
         Ok(WireEvent { seq, appended_ms, id, run_id, kind, frame })
     }
 }
@@ -106,7 +135,7 @@ impl Fields {
 pub struct WireEvent {
     /// Its seq.
     pub seq: u64,
-    /// When the script appended it (Redis time, ms since the epoch).
+    /// When it was appended (the appending node's clock, ms since the epoch).
     pub appended_ms: u64,
     /// Its id.
     pub id: String,
@@ -127,18 +156,31 @@ pub struct Published {
     pub events: Vec<WireEvent>,
 }
 
-/// Decodes a message the append script published.
+/// Decodes a message the append script published: epoch, first seq, count, then the records.
 pub fn decode_published(payload: Bytes) -> Result<Published, WireError> {
     let mut fields = Fields::new(payload);
     let epoch = fields.text("epoch")?;
-    let count: usize = fields.number("event count")?;
-    let mut events = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
-        let seq = fields.number("seq")?;
+    let first: u64 = fields.number("first seq")?;
+    let count: u64 = fields.number("event count")?;
+    let mut events = Vec::with_capacity(count.min(1024) as usize);
+    for seq in first..first.saturating_add(count) {
         events.push(fields.record(seq)?);
     }
     fields.end()?;
     Ok(Published { epoch, events })
+}
+
+/// The frame held by one entry of an active run's list: an event the script pushed (its seq,
+/// then its record), or a frame a node wrote back when it compacted the list.
+pub fn decode_run_entry(entry: &[u8]) -> Result<Utf8Bytes, WireError> {
+    if entry.starts_with(b"{") {
+        return Utf8Bytes::try_from(Bytes::copy_from_slice(entry)).map_err(|_| bad("run frame", entry));
+    }
+    let mut fields = Fields::new(Bytes::copy_from_slice(entry));
+    let seq = fields.number("seq")?;
+    let event = fields.record(seq)?;
+    fields.end()?;
+    Ok(event.frame)
 }
 
 /// Decodes one stream entry: its id `<seq>-0` and its field `e`.
@@ -245,8 +287,8 @@ pub struct EventCall {
     pub run_id: String,
     /// Its kind's name.
     pub kind: &'static str,
-    /// The frame after its seq (see [`crate::engine::FRAME_HEAD`]; the script writes the head).
-    pub tail: String,
+    /// Its record ([`encode_record`]).
+    pub record: Vec<u8>,
 }
 
 /// A whole append script call: settings, then the users' sections.
@@ -258,6 +300,8 @@ pub struct AppendCall {
     pub ttl_ms: u64,
     /// `PUBLISH` or `SPUBLISH` (sharded pub/sub on Redis Cluster).
     pub publish: &'static str,
+    /// The node's clock, ms since the epoch: for retention by age and the keys' TTL refresh.
+    pub now_ms: u64,
     /// One section per user.
     pub users: Vec<UserCall>,
 }
@@ -270,6 +314,7 @@ impl AppendCall {
             self.max_events.to_string().into(),
             self.ttl_ms.to_string().into(),
             self.publish.into(),
+            self.now_ms.to_string().into(),
             self.users.len().to_string().into(),
         ];
         for user in &self.users {
@@ -286,8 +331,8 @@ impl AppendCall {
                 args.push(if e.keyed { b"1".to_vec() } else { b"0".to_vec() });
                 args.push(e.run_id.clone().into());
                 args.push(e.kind.into());
-                args.push(e.tail.clone().into());
             }
+            args.extend(user.events.iter().map(|e| e.record.clone()));
         }
         (keys, args)
     }
@@ -355,13 +400,13 @@ pub fn decode_reply(reply: Value, users: usize) -> Result<AppendReply, WireError
 mod tests {
     use super::*;
 
-    /// What `append.lua` writes for one event record (the test's mirror of its `record()`).
+    /// The tail every sample frame has after its seq.
+    const TAIL: &str = r#","id":"x:y\n"}"#;
+
+    /// The record the node sends for `e` (whose frame is the head, its seq and [`TAIL`]).
     fn record(out: &mut Vec<u8>, e: &WireEvent) {
-        put(out, e.appended_ms.to_string().as_bytes());
-        put(out, e.id.as_bytes());
-        put(out, e.run_id.as_deref().unwrap_or("").as_bytes());
-        put(out, e.kind.as_str().as_bytes());
-        put(out, e.frame.as_bytes());
+        let run = e.run_id.as_deref().unwrap_or("");
+        out.extend(encode_record(e.appended_ms, &e.id, run, e.kind.as_str(), TAIL.as_bytes()));
     }
 
     fn sample(seq: u64, id: &str, run: Option<&str>) -> WireEvent {
@@ -371,24 +416,56 @@ mod tests {
             id: id.into(),
             run_id: run.map(str::to_owned),
             kind: EventKind::AgentThinking,
-            frame: format!(r#"{{"type":"event","seq":{seq},"id":"x:y\n"}}"#).into(),
+            frame: format!("{FRAME_HEAD}{seq}{TAIL}").into(),
         }
+    }
+
+    /// What `append.lua` publishes for one user's events (the test's mirror of its message).
+    fn message(epoch: &str, events: &[WireEvent]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put(&mut out, epoch.as_bytes());
+        put(&mut out, events[0].seq.to_string().as_bytes());
+        put(&mut out, events.len().to_string().as_bytes());
+        for e in events {
+            record(&mut out, e);
+        }
+        out
     }
 
     #[test]
     fn published_messages_round_trip_with_any_bytes_in_ids() {
-        let message = Published {
+        let message_sent = Published {
             epoch: "0123456789abcdef".into(),
             events: vec![sample(7, "id with\nnewline and 12:colons", Some("r")), sample(8, "é", None)],
         };
-        let mut out = Vec::new();
-        put(&mut out, message.epoch.as_bytes());
-        put(&mut out, b"2");
-        for e in &message.events {
-            put(&mut out, e.seq.to_string().as_bytes());
-            record(&mut out, e);
+        let out = message(&message_sent.epoch, &message_sent.events);
+        assert_eq!(decode_published(out.into()).unwrap(), message_sent);
+    }
+
+    #[test]
+    fn run_list_entries_decode_pushed_events_and_compacted_frames() {
+        let event = sample(12, "a", Some("r"));
+        let mut entry = Vec::new();
+        put(&mut entry, b"12");
+        record(&mut entry, &event);
+        assert_eq!(decode_run_entry(&entry).unwrap(), event.frame);
+        let compacted = format!("{FRAME_HEAD}40{TAIL}");
+        assert_eq!(decode_run_entry(compacted.as_bytes()).unwrap().as_str(), compacted);
+        for bad in [&b""[..], b"2:12", b"x", b"\xff{"] {
+            assert!(decode_run_entry(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(decode_published(out.into()).unwrap(), message);
+    }
+
+    #[test]
+    fn records_holding_a_whole_frame_still_decode() {
+        let event = sample(3, "old", None);
+        let mut old = Vec::new();
+        put(&mut old, event.appended_ms.to_string().as_bytes());
+        put(&mut old, b"old");
+        put(&mut old, b"");
+        put(&mut old, event.kind.as_str().as_bytes());
+        put(&mut old, event.frame.as_bytes());
+        assert_eq!(decode_entry("3-0", old.into()).unwrap(), event);
     }
 
     #[test]
@@ -406,11 +483,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_errors_not_panics() {
-        let mut good = Vec::new();
-        put(&mut good, b"epoch");
-        put(&mut good, b"1");
-        put(&mut good, b"1");
-        record(&mut good, &sample(1, "a", None));
+        let good = message("epoch", &[sample(1, "a", None)]);
         for cut in 0..good.len() {
             assert!(decode_published(Bytes::copy_from_slice(&good[..cut])).is_err(), "cut at {cut}");
         }
@@ -496,6 +569,7 @@ mod tests {
             max_events: 100,
             ttl_ms: 9000,
             publish: "PUBLISH",
+            now_ms: 1234,
             users: vec![UserCall {
                 keys: ["m".into(), "l".into(), "i".into(), "r".into()],
                 new_epoch: "ep".into(),
@@ -506,7 +580,7 @@ mod tests {
                     keyed: true,
                     run_id: "run".into(),
                     kind: "agent_started",
-                    tail: ",\"id\":\"a\"}".into(),
+                    record: b"the record".to_vec(),
                 }],
             }],
         };
@@ -519,6 +593,7 @@ mod tests {
                 "100",
                 "9000",
                 "PUBLISH",
+                "1234",
                 "1",
                 "ep",
                 "ch",
@@ -531,7 +606,7 @@ mod tests {
                 "1",
                 "run",
                 "agent_started",
-                ",\"id\":\"a\"}"
+                "the record"
             ]
         );
     }
