@@ -103,6 +103,61 @@ async fn idempotency_and_run_rules_hold_across_nodes() {
     assert_eq!(history["seq"], 2);
 }
 
+/// Each node remembers the run states it stored, so its appends skip a read; those memories go
+/// stale when another node moves a run on, and must never decide anything.
+#[tokio::test]
+async fn run_states_changed_on_another_node_are_followed_not_remembered() {
+    let (a, b) = two_nodes("remembered").await;
+    let post = |node: &TestServer, event: serde_json::Value| {
+        let publisher = node.publisher.clone();
+        async move { publisher.post(&event).await.unwrap() }
+    };
+    let event = |kind: &str, extra: serde_json::Value| {
+        let mut e = json!({"user_id": "u", "run_id": "r", "event": kind, "data": {}});
+        e.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        e
+    };
+    assert_eq!(post(&a, event("agent_started", json!({}))).await.0, 200);
+    assert_eq!(post(&a, event("agent_thinking", json!({"id": "k"}))).await.0, 200);
+    // B opens a tool call; A (which remembers the run without it) closes it.
+    let tool = json!({"data": {"tool_name": "t", "tool_call_id": "c1"}});
+    assert_eq!(post(&b, event("tool_executing", tool.clone())).await.0, 200);
+    let (status, body) = post(&a, event("tool_completed", tool.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    // B remembers the call open; closing it again is refused.
+    let (status, body) = post(&b, event("tool_completed", tool)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_state")), "{body}");
+    // A publisher id A stored is a duplicate on B, though B remembers the run and reads nothing.
+    let (status, body) = post(&b, event("agent_thinking", json!({"id": "k"}))).await;
+    assert_eq!(
+        (status, body["duplicate"].as_bool(), body["seq"].as_u64()),
+        (200, Some(true), Some(2)),
+        "{body}"
+    );
+    // A ends the run; B, which remembers it open, refuses what comes after.
+    assert_eq!(post(&a, event("agent_completed", json!({}))).await.0, 200);
+    let (status, body) = post(&b, event("agent_text", json!({"data": {"delta": "late"}}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_state")), "{body}");
+    let (_, opened) = a.open("u").await;
+    assert_eq!(seqs(&opened.backlog), Vec::<u64>::new(), "no cursor: the ended run is not replayed");
+    let history: serde_json::Value = a
+        .http()
+        .get(format!("{}/v1/users/u/events", a.url))
+        .bearer_auth(common::API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> =
+        history["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
+    );
+}
+
 #[tokio::test]
 async fn tickets_work_across_nodes() {
     let (a, b) = two_nodes("tickets").await;

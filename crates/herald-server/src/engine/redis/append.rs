@@ -9,8 +9,10 @@ use crate::engine::plan::{self, Part, Planned, Written};
 use crate::engine::{AppendError, EngineError, RunScan, StalledRun, encode_frame_tail, new_epoch};
 use futures_util::future::{join_all, try_join_all};
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
+use parking_lot::Mutex;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{AsyncCommands, FromRedisValue, Value};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, warn};
 
@@ -34,6 +36,8 @@ struct Read {
     stored: Vec<Option<String>>,
     /// The same, parsed.
     states: Vec<Option<RunState>>,
+    /// Taken from [`KnownRuns`], not read: possibly stale.
+    remembered: bool,
 }
 
 /// A part planned from what was read.
@@ -49,11 +53,18 @@ impl RedisEngine {
         let parts = plan::split(events);
         // Phase 1: every user's part is validated before anything is written, so a batch with
         // a broken rule anywhere appends nothing.
-        let reads = try_join_all(parts.iter().map(|p| self.read_part(p))).await?;
+        let reads = try_join_all(parts.iter().map(|p| self.known_or_read(p))).await?;
         let mut prepared = Vec::with_capacity(parts.len());
         let mut errors = Vec::new();
-        for (part, read) in parts.iter().zip(reads) {
-            match part.plan(&read.known, &read.states, numbered) {
+        for (part, mut read) in parts.iter().zip(reads) {
+            let mut plan = part.plan(&read.known, &read.states, numbered);
+            if plan.is_err() && read.remembered {
+                // Refused against what this node remembers: another node may have moved the
+                // runs on since; only what Redis holds decides.
+                read = self.read_part(part).await?;
+                plan = part.plan(&read.known, &read.states, numbered);
+            }
+            match plan {
                 Ok(planned) => prepared.push(Prepared { read, planned }),
                 Err(e) => errors.push(e),
             }
@@ -100,6 +111,19 @@ impl RedisEngine {
             .into())
     }
 
+    /// What validation of one user's part depends on, from what this node last stored or read
+    /// when it knows every run the part touches ([`KnownRuns`]), else read from Redis. Known
+    /// states may be stale, and publisher ids are assumed new: the script compares both and a
+    /// conflict reads them from Redis.
+    async fn known_or_read(&self, part: &Part<'_>) -> Result<Read, AppendError> {
+        let Some(stored) = self.known_runs.get(part.user, &part.runs) else {
+            return self.read_part(part).await;
+        };
+        let states =
+            stored.iter().map(|s| parse_state(&part.runs, s.as_deref())).collect::<Result<_, _>>()?;
+        Ok(Read { epoch: None, known: vec![None; part.events.len()], stored, states, remembered: true })
+    }
+
     /// Reads what validation of one user's part depends on: its epoch, which of its publisher ids
     /// the log already has, and the states of the runs it touches. A part with neither ids nor
     /// runs depends on nothing: no read.
@@ -129,13 +153,8 @@ impl RedisEngine {
         }
         for run in &part.runs {
             let stored: Option<String> = take(&mut values)?;
-            let state = stored
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| EngineError::caused(format!("corrupt run state of {run}"), e))?;
+            read.states.push(parse_state(&[run], stored.as_deref())?);
             read.stored.push(stored);
-            read.states.push(state);
         }
         Ok(read)
     }
@@ -182,6 +201,9 @@ impl RedisEngine {
                 AppendReply::Ok(users) => {
                     if self.wait_replicas > 0 {
                         self.wait_for_replicas(&mut con, &call.users[0].keys[0]).await?;
+                    }
+                    for (&i, user_call) in writing.iter().zip(&call.users) {
+                        self.known_runs.remember(parts[i].user, &user_call.runs);
                     }
                     for (&i, user) in writing.iter().zip(users) {
                         written[i] = Some(Written {
@@ -383,6 +405,58 @@ impl RedisEngine {
             }
         }
         Ok(scan)
+    }
+}
+
+/// A run state as stored (`runs` names the run, for the error).
+fn parse_state(runs: &[&str], stored: Option<&str>) -> Result<Option<RunState>, EngineError> {
+    stored.filter(|s| !s.is_empty()).map(serde_json::from_str).transpose().map_err(|e| {
+        EngineError::caused(format!("corrupt run state of {}", runs.first().copied().unwrap_or("a run")), e)
+    })
+}
+
+/// The state text of each active run as this node last stored or read it, so that an append to
+/// runs it knows needs no read before the script: the script compares these texts with Redis
+/// (compare-and-set), so a stale entry costs one conflict and a read, never a wrong append. Runs
+/// that end are forgotten; the map is bounded.
+#[derive(Debug, Default)]
+pub(super) struct KnownRuns(Mutex<HashMap<(UserId, String), String>>);
+
+/// Most runs [`KnownRuns`] holds before it starts over.
+const MAX_KNOWN_RUNS: usize = 100_000;
+
+impl KnownRuns {
+    /// The stored texts of `runs` of `user` ("" for none), if every one is known.
+    fn get(&self, user: &UserId, runs: &[&str]) -> Option<Vec<Option<String>>> {
+        if runs.is_empty() {
+            return None;
+        }
+        let known = self.0.lock();
+        let mut key = (user.clone(), String::new());
+        runs.iter()
+            .map(|run| {
+                (*run).clone_into(&mut key.1);
+                known.get(&key).map(|text| Some(text.clone()).filter(|t| !t.is_empty()))
+            })
+            .collect()
+    }
+
+    /// Records what an append stored: (run, text validated against, text now stored).
+    fn remember(&self, user: &UserId, runs: &[(String, String, String)]) {
+        let mut known = self.0.lock();
+        if known.len() > MAX_KNOWN_RUNS {
+            known.clear();
+        }
+        for (run, _, after) in runs {
+            let key = (user.clone(), run.clone());
+            let ended = after.is_empty()
+                || parse_state(&[run], Some(after)).ok().flatten().is_none_or(|s| s.is_ended());
+            if ended {
+                known.remove(&key);
+            } else {
+                known.insert(key, after.clone());
+            }
+        }
     }
 }
 

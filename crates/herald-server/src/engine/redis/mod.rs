@@ -74,6 +74,8 @@ pub struct RedisEngine {
     control_tx: tokio::sync::broadcast::Sender<Control>,
     /// Events appended through this node per active run, to compact the runs' lists now and then.
     appended: compact::Appended,
+    /// Run states as this node last stored them: appends to known runs skip the read.
+    known_runs: append::KnownRuns,
     me: Weak<RedisEngine>,
 }
 
@@ -124,6 +126,7 @@ impl RedisEngine {
             subscriptions: tokio::sync::Mutex::new(()),
             control_tx: tokio::sync::broadcast::channel(64).0,
             appended: compact::Appended::default(),
+            known_runs: append::KnownRuns::default(),
             me: me.clone(),
         });
         // Loaded up front (on every master of a cluster); a server that lost them (restart,
