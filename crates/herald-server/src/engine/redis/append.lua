@@ -32,12 +32,6 @@ local keep_ms = ttl_ms + math.floor(ttl_ms / 4)
 -- Events past the count window before the stream is trimmed (one XTRIM per this many events).
 local slack = math.max(1, math.min(64, math.floor(maxlen / 16)))
 
--- A netstring-like field: "<byte length>:<bytes>".
-local function ns(s)
-  s = tostring(s)
-  return #s .. ':' .. s
-end
-
 -- Parse every user's section and check it before writing anything.
 local users = {}
 local a = 6
@@ -80,21 +74,22 @@ for _, user in ipairs(users) do
     local b = user.first + e * 4
     local record = ARGV[records + e]
     seq = seq + 1
-    redis.call('XADD', user.log, seq, 'e', record)
+    local s = tostring(seq)
+    redis.call('XADD', user.log, s, 'e', record)
     -- The events of each active run, for its compacted state (engine/redis/compact.rs): the
     -- run's list starts with agent_started, takes its later events while it exists, ends with
-    -- the run. An entry is the event's seq and record.
+    -- the run. An entry is the event's seq, a space and its record.
     local run_id, kind = ARGV[b + 2], ARGV[b + 3]
     if run_id ~= '' then
       local list = user.runs .. ':' .. run_id
       if kind == 'agent_started' then
         redis.call('DEL', list)
-        redis.call('RPUSH', list, ns(seq) .. record)
+        redis.call('RPUSH', list, s .. ' ' .. record)
         redis.call('PEXPIRE', list, keep_ms)
       elseif kind == 'agent_completed' or kind == 'agent_error' or kind == 'agent_cancelled' then
         redis.call('DEL', list)
       else
-        redis.call('RPUSHX', list, ns(seq) .. record)
+        redis.call('RPUSHX', list, s .. ' ' .. record)
       end
     end
     if ARGV[b + 1] == '1' then
@@ -108,8 +103,9 @@ for _, user in ipairs(users) do
   end
   local receivers = 0
   if user.nev > 0 then
-    receivers = redis.call(publish, user.channel,
-      ns(epoch) .. ns(first) .. ns(user.nev) .. table.concat(ARGV, '', records, records + user.nev - 1))
+    -- The message: "<first seq> <count> <epoch>\n", then the records.
+    receivers = redis.call(publish, user.channel, string.format('%d %d %s\n', first, user.nev, epoch)
+      .. table.concat(ARGV, '', records, records + user.nev - 1))
   end
 
   -- Retention by count, once `slack` events are past the window.

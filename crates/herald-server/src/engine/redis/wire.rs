@@ -7,9 +7,9 @@
 //! frames may contain any byte (a newline in an id cannot shift a field). An event's record —
 //! appended ms, id, run id, kind, and its frame after the seq — is built here, by the node, and
 //! stored by the script as it is: the stream entry's single field `e`, whose entry id `<seq>-0`
-//! gives the seq. A run's list entry is the seq then the record; a published message is the
-//! user's epoch, the first seq and the event count, then the records, so one PUBLISH carries
-//! every event of one user's batch and the script builds no string per event. A decoded event's
+//! gives the seq. A run's list entry is the seq, a space and the record; a published message is a
+//! line `<first seq> <count> <epoch>`, then the records, so one PUBLISH carries every event of
+//! one user's batch and the script builds no string per event but the seq. A decoded event's
 //! frame is the head, its seq and the record's tail; every local connection shares it.
 //!
 //! Records written before the tail-only form held the whole frame; they decode too.
@@ -156,12 +156,22 @@ pub struct Published {
     pub events: Vec<WireEvent>,
 }
 
-/// Decodes a message the append script published: epoch, first seq, count, then the records.
+/// Decodes a message the append script published: a line `<first seq> <count> <epoch>`, then
+/// the records.
 pub fn decode_published(payload: Bytes) -> Result<Published, WireError> {
-    let mut fields = Fields::new(payload);
-    let epoch = fields.text("epoch")?;
-    let first: u64 = fields.number("first seq")?;
-    let count: u64 = fields.number("event count")?;
+    let newline =
+        payload.iter().take(128).position(|&b| b == b'\n').ok_or(WireError::Truncated("message header"))?;
+    let header =
+        std::str::from_utf8(&payload[..newline]).map_err(|_| bad("message header", &payload[..newline]))?;
+    let mut words = header.splitn(3, ' ');
+    let (Some(first), Some(count), Some(epoch)) = (words.next(), words.next(), words.next()) else {
+        return Err(bad("message header", header.as_bytes()));
+    };
+    let (Ok(first), Ok(count)) = (first.parse::<u64>(), count.parse::<u64>()) else {
+        return Err(bad("message header", header.as_bytes()));
+    };
+    let epoch = epoch.to_owned();
+    let mut fields = Fields::new(payload.slice(newline + 1..));
     let mut events = Vec::with_capacity(count.min(1024) as usize);
     for seq in first..first.saturating_add(count) {
         events.push(fields.record(seq)?);
@@ -170,14 +180,18 @@ pub fn decode_published(payload: Bytes) -> Result<Published, WireError> {
     Ok(Published { epoch, events })
 }
 
-/// The frame held by one entry of an active run's list: an event the script pushed (its seq,
-/// then its record), or a frame a node wrote back when it compacted the list.
+/// The frame held by one entry of an active run's list: an event the script pushed (its seq, a
+/// space, its record), or a frame a node wrote back when it compacted the list.
 pub fn decode_run_entry(entry: &[u8]) -> Result<Utf8Bytes, WireError> {
     if entry.starts_with(b"{") {
         return Utf8Bytes::try_from(Bytes::copy_from_slice(entry)).map_err(|_| bad("run frame", entry));
     }
-    let mut fields = Fields::new(Bytes::copy_from_slice(entry));
-    let seq = fields.number("seq")?;
+    let space = entry.iter().take(21).position(|&b| b == b' ').ok_or(WireError::Truncated("run entry"))?;
+    let seq = std::str::from_utf8(&entry[..space])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("run entry seq", &entry[..space]))?;
+    let mut fields = Fields::new(Bytes::copy_from_slice(&entry[space + 1..]));
     let event = fields.record(seq)?;
     fields.end()?;
     Ok(event.frame)
@@ -422,10 +436,7 @@ mod tests {
 
     /// What `append.lua` publishes for one user's events (the test's mirror of its message).
     fn message(epoch: &str, events: &[WireEvent]) -> Vec<u8> {
-        let mut out = Vec::new();
-        put(&mut out, epoch.as_bytes());
-        put(&mut out, events[0].seq.to_string().as_bytes());
-        put(&mut out, events.len().to_string().as_bytes());
+        let mut out = format!("{} {} {epoch}\n", events[0].seq, events.len()).into_bytes();
         for e in events {
             record(&mut out, e);
         }
@@ -445,13 +456,12 @@ mod tests {
     #[test]
     fn run_list_entries_decode_pushed_events_and_compacted_frames() {
         let event = sample(12, "a", Some("r"));
-        let mut entry = Vec::new();
-        put(&mut entry, b"12");
+        let mut entry = b"12 ".to_vec();
         record(&mut entry, &event);
         assert_eq!(decode_run_entry(&entry).unwrap(), event.frame);
         let compacted = format!("{FRAME_HEAD}40{TAIL}");
         assert_eq!(decode_run_entry(compacted.as_bytes()).unwrap().as_str(), compacted);
-        for bad in [&b""[..], b"2:12", b"x", b"\xff{"] {
+        for bad in [&b""[..], b"2:12", b"12 ", b"x y", b"\xff{"] {
             assert!(decode_run_entry(bad).is_err(), "{bad:?}");
         }
     }
@@ -490,7 +500,9 @@ mod tests {
         let mut trailing = good.clone();
         trailing.push(b'x');
         assert!(decode_published(trailing.into()).is_err());
-        for bad in [&b"99999999999999999999999:x"[..], b"-1:x", b"5:epoch1:x", b"\xff\xff", b""] {
+        for bad in
+            [&b"99999999999999999999999 1 e\n"[..], b"-1 1 e\n", b"1 1\n", b"1 x e\n", b"\xff\xff", b""]
+        {
             assert!(decode_published(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
         let mut unknown_kind = Vec::new();
