@@ -188,8 +188,8 @@ impl RedisEngine {
             for key in keys {
                 invocation.key(key);
             }
-            for arg in args {
-                invocation.arg(arg);
+            for arg in &args {
+                invocation.arg(&arg[..]);
             }
             let mut con = self.commands.clone();
             let reply: Value = invocation.invoke_async(&mut con).await.map_err(engine_error)?;

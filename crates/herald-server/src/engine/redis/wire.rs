@@ -21,6 +21,7 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_protocol::EventKind;
 use redis::Value;
+use std::borrow::Cow;
 
 /// Something Redis sent that is not what the append script or this codec writes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -322,31 +323,32 @@ pub struct AppendCall {
 
 impl AppendCall {
     /// KEYS and ARGV of the script call, in the order `append.lua` reads them.
-    pub fn encode(&self) -> (Vec<&str>, Vec<Vec<u8>>) {
+    pub fn encode(&self) -> (Vec<&str>, Vec<Cow<'_, [u8]>>) {
         let mut keys = Vec::with_capacity(self.users.len() * 4);
-        let mut args: Vec<Vec<u8>> = vec![
-            self.max_events.to_string().into(),
-            self.ttl_ms.to_string().into(),
-            self.publish.into(),
-            self.now_ms.to_string().into(),
-            self.users.len().to_string().into(),
+        let number = |n: u64| Cow::Owned(n.to_string().into_bytes());
+        let mut args: Vec<Cow<'_, [u8]>> = vec![
+            number(self.max_events as u64),
+            number(self.ttl_ms),
+            Cow::Borrowed(self.publish.as_bytes()),
+            number(self.now_ms),
+            number(self.users.len() as u64),
         ];
         for user in &self.users {
             keys.extend(user.keys.iter().map(String::as_str));
-            args.push(user.new_epoch.clone().into());
-            args.push(user.channel.clone().into());
-            args.push(user.runs.len().to_string().into());
+            args.push(Cow::Borrowed(user.new_epoch.as_bytes()));
+            args.push(Cow::Borrowed(user.channel.as_bytes()));
+            args.push(number(user.runs.len() as u64));
             for (run, before, after) in &user.runs {
-                args.extend([run.clone().into(), before.clone().into(), after.clone().into()]);
+                args.extend([run, before, after].map(|s| Cow::Borrowed(s.as_bytes())));
             }
-            args.push(user.events.len().to_string().into());
+            args.push(number(user.events.len() as u64));
             for e in &user.events {
-                args.push(e.id.clone().into());
-                args.push(if e.keyed { b"1".to_vec() } else { b"0".to_vec() });
-                args.push(e.run_id.clone().into());
-                args.push(e.kind.into());
+                args.push(Cow::Borrowed(e.id.as_bytes()));
+                args.push(Cow::Borrowed(if e.keyed { b"1" } else { b"0" }));
+                args.push(Cow::Borrowed(e.run_id.as_bytes()));
+                args.push(Cow::Borrowed(e.kind.as_bytes()));
             }
-            args.extend(user.events.iter().map(|e| e.record.clone()));
+            args.extend(user.events.iter().map(|e| Cow::Borrowed(&e.record[..])));
         }
         (keys, args)
     }
@@ -598,7 +600,7 @@ mod tests {
         };
         let (keys, args) = call.encode();
         assert_eq!(keys, ["m", "l", "i", "r"]);
-        let args: Vec<String> = args.into_iter().map(|a| String::from_utf8(a).unwrap()).collect();
+        let args: Vec<String> = args.into_iter().map(|a| String::from_utf8(a.into_owned()).unwrap()).collect();
         assert_eq!(
             args,
             [
