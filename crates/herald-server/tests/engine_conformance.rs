@@ -256,6 +256,38 @@ async fn retention_bounds_the_log_and_the_ids((a, b): Pair) {
     assert_eq!(log.open(Some((1, &trimmed.epoch))).recovery, Recovery::Reset, "seq 2 is gone");
 }
 
+/// The window is exactly `history_size` events at any size (an engine may trim its storage in
+/// steps; what it serves is exact).
+async fn the_retention_window_is_exact_at_any_size((a, b): Pair) {
+    // 104 events, 4 past the window of 100: a stepwise trim may not have run yet.
+    let mut batch = vec![started("w", "r")];
+    batch.extend((0..103).map(|_| thinking("w", "r")));
+    let receipts = a.append(batch).await.unwrap();
+    let epoch = receipts[0].epoch.clone();
+    let history = b.history(&user("w"), 0, None, 1000).await.unwrap();
+    assert_eq!(history.events.iter().map(|e| e.seq).collect::<Vec<_>>(), (5..=104).collect::<Vec<_>>());
+    let served = b.history(&user("w"), 4, Some(&epoch), 1000).await.unwrap();
+    assert_eq!((served.reset, served.events.first().map(|e| e.seq)), (false, Some(5)));
+    assert!(b.history(&user("w"), 3, Some(&epoch), 1000).await.unwrap().reset, "seq 4 is gone");
+    let log = b.open_log(&user("w")).await.unwrap();
+    until_head(&log, 104).await;
+    assert_eq!(log.open(Some((3, &epoch))).recovery, Recovery::Reset);
+    assert_eq!(log.open(Some((4, &epoch))).recovery, Recovery::Replayed);
+}
+
+/// Events older than the TTL are not served once the periodic sweep ran, even when nothing was
+/// appended since (an engine may trim its storage by age in steps).
+async fn events_older_than_the_ttl_are_not_served((a, b): Pair) {
+    let receipts = a.append(vec![keyed("old", "o1"), keyed("old", "o2")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    a.sweep();
+    b.sweep();
+    let history = b.history(&user("old"), 0, Some(&receipts[0].epoch), 10).await.unwrap();
+    assert_eq!(history.events.len(), 0, "{:?}", history.events.iter().map(|e| e.seq).collect::<Vec<_>>());
+    let after_one = b.history(&user("old"), 1, Some(&receipts[0].epoch), 10).await.unwrap();
+    assert!(after_one.reset, "seq 2 expired: {after_one:?}");
+}
+
 /// A run's state lives as long as its user is active: a TTL after the user's last event, however
 /// long the run itself has been quiet; then it is forgotten.
 async fn run_state_expires_a_ttl_after_the_users_last_event((a, b): Pair) {
@@ -350,6 +382,8 @@ async fn all_checks(backend: &Backend) {
         frames_are_the_same_event_frames_on_every_node,
         live_logs_follow_other_nodes_and_cursors_resume,
         retention_bounds_the_log_and_the_ids: Retention { max_events: 3, ttl: Duration::from_secs(60) },
+        the_retention_window_is_exact_at_any_size,
+        events_older_than_the_ttl_are_not_served: Retention { max_events: 100, ttl: Duration::from_secs(1) },
         run_state_expires_a_ttl_after_the_users_last_event: Retention { max_events: 100, ttl: Duration::from_secs(1) },
         scans_count_active_runs_and_find_silent_ones,
         tickets_are_taken_once_on_any_node,

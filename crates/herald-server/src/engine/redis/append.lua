@@ -32,56 +32,58 @@ local keep_ms = ttl_ms + math.floor(ttl_ms / 4)
 -- Events past the count window before the stream is trimmed (one XTRIM per this many events).
 local slack = math.max(1, math.min(64, math.floor(maxlen / 16)))
 
--- Parse every user's section and check it before writing anything.
-local users = {}
+-- Check every user's section before writing anything; remember where each section starts.
+local starts = {}
 local a = 6
 for u = 1, nusers do
-  local k = (u - 1) * 4
-  local user = {meta = KEYS[k + 1], log = KEYS[k + 2], ids = KEYS[k + 3], runs = KEYS[k + 4],
-                epoch = ARGV[a], channel = ARGV[a + 1], updates = {}}
+  starts[u] = a
+  local runs = KEYS[(u - 1) * 4 + 4]
   local nruns = tonumber(ARGV[a + 2]); a = a + 3
   for _ = 1, nruns do
-    local run_id, expected, new = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    if (redis.call('HGET', runs, ARGV[a]) or '') ~= ARGV[a + 1] then return {'conflict', 'run ' .. ARGV[a]} end
     a = a + 3
-    if (redis.call('HGET', user.runs, run_id) or '') ~= expected then return {'conflict', 'run ' .. run_id} end
-    if new ~= expected then user.updates[#user.updates + 1] = {run_id, new} end
   end
-  user.nev = tonumber(ARGV[a]); a = a + 1
-  user.first = a
-  for e = 0, user.nev - 1 do
-    local b = a + e * 4
-    if ARGV[b + 1] == '1' and redis.call('ZSCORE', user.ids, ARGV[b]) then return {'conflict', 'id'} end
+  local nev = tonumber(ARGV[a]); a = a + 1
+  for b = a, a + (nev - 1) * 4, 4 do
+    if ARGV[b + 1] == '1' and redis.call('ZSCORE', KEYS[(u - 1) * 4 + 3], ARGV[b]) then return {'conflict', 'id'} end
   end
-  a = a + user.nev * 5
-  users[u] = user
+  a = a + nev * 5
 end
 
 local out = {'ok'}
-for _, user in ipairs(users) do
-  local meta = redis.call('HMGET', user.meta, 'epoch', 'seq', 'x', 't')
+for u = 1, nusers do
+  local k = (u - 1) * 4
+  local meta_key, log, ids, runs = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local a = starts[u]
+  local nruns = tonumber(ARGV[a + 2])
+  local runs_at = a + 3
+  local nev = tonumber(ARGV[runs_at + nruns * 3])
+  local events = runs_at + nruns * 3 + 1
+  local records = events + nev * 4
+
+  local meta = redis.call('HMGET', meta_key, 'epoch', 'seq', 'x', 't')
   local epoch, seq = meta[1], tonumber(meta[2]) or 0
   local refreshed, trimmed = tonumber(meta[3]) or 0, tonumber(meta[4]) or 0
-  local set = {}
+  local set -- meta fields to write besides seq, when there are any
   if not epoch then
-    epoch, seq, refreshed, trimmed = user.epoch, 0, 0, 0
-    redis.call('DEL', user.log, user.ids, user.runs)
+    epoch, seq, refreshed, trimmed = ARGV[a], 0, 0, 0
+    redis.call('DEL', log, ids, runs)
     set = {'epoch', epoch}
   end
   local first = seq + 1
-  local records = user.first + user.nev * 4
-  local keyed = {}
-  for e = 0, user.nev - 1 do
-    local b = user.first + e * 4
+  local keyed
+  for e = 0, nev - 1 do
+    local b = events + e * 4
     local record = ARGV[records + e]
     seq = seq + 1
     local s = tostring(seq)
-    redis.call('XADD', user.log, s, 'e', record)
+    redis.call('XADD', log, s, 'e', record)
     -- The events of each active run, for its compacted state (engine/redis/compact.rs): the
     -- run's list starts with agent_started, takes its later events while it exists, ends with
     -- the run. An entry is the event's seq, a space and its record.
-    local run_id, kind = ARGV[b + 2], ARGV[b + 3]
+    local run_id = ARGV[b + 2]
     if run_id ~= '' then
-      local list = user.runs .. ':' .. run_id
+      local kind, list = ARGV[b + 3], runs .. ':' .. run_id
       if kind == 'agent_started' then
         redis.call('DEL', list)
         redis.call('RPUSH', list, s .. ' ' .. record)
@@ -93,62 +95,72 @@ for _, user in ipairs(users) do
       end
     end
     if ARGV[b + 1] == '1' then
+      keyed = keyed or {}
       keyed[#keyed + 1] = seq
       keyed[#keyed + 1] = ARGV[b]
     end
   end
-  if #keyed > 0 then redis.call('ZADD', user.ids, unpack(keyed)) end
-  for _, u in ipairs(user.updates) do
-    if u[2] == '' then redis.call('HDEL', user.runs, u[1]) else redis.call('HSET', user.runs, u[1], u[2]) end
+  if keyed then redis.call('ZADD', ids, unpack(keyed)) end
+  local updated = false
+  for r = runs_at, runs_at + (nruns - 1) * 3, 3 do
+    local new = ARGV[r + 2]
+    if new ~= ARGV[r + 1] then
+      updated = true
+      if new == '' then redis.call('HDEL', runs, ARGV[r]) else redis.call('HSET', runs, ARGV[r], new) end
+    end
   end
   local receivers = 0
-  if user.nev > 0 then
+  if nev > 0 then
     -- The message: "<first seq> <count> <epoch>\n", then the records.
-    receivers = redis.call(publish, user.channel, string.format('%d %d %s\n', first, user.nev, epoch)
-      .. table.concat(ARGV, '', records, records + user.nev - 1))
+    receivers = redis.call(publish, ARGV[a + 1], string.format('%d %d %s\n', first, nev, epoch)
+      .. table.concat(ARGV, '', records, records + nev - 1))
   end
 
   -- Retention by count, once `slack` events are past the window.
   local forgotten = seq - maxlen -- seqs at or below this are outside the count window
   local was_trimmed = trimmed
   if forgotten - trimmed >= slack then
-    redis.call('XTRIM', user.log, 'MINID', forgotten + 1)
+    redis.call('XTRIM', log, 'MINID', forgotten + 1)
     trimmed = forgotten
   end
-  set[#set + 1] = 'seq'
-  set[#set + 1] = seq
   if now_ms - refreshed >= math.floor(ttl_ms / 4) then
     -- Retention by age, from the front of the stream.
     local cutoff = now_ms - ttl_ms
     while true do
-      local head = redis.call('XRANGE', user.log, '-', '+', 'COUNT', 1)
+      local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
       if #head == 0 then break end
       if tonumber(string.match(head[1][2][2], '^%d+:(%d+)')) >= cutoff then break end
-      redis.call('XDEL', user.log, head[1][1])
+      redis.call('XDEL', log, head[1][1])
       trimmed = math.max(trimmed, tonumber(string.match(head[1][1], '^(%d+)')))
     end
+    set = set or {}
     set[#set + 1] = 'x'
     set[#set + 1] = now_ms
-    for _, key in ipairs({user.meta, user.log, user.ids, user.runs}) do redis.call('PEXPIRE', key, keep_ms) end
+    for _, key in ipairs({meta_key, log, ids, runs}) do redis.call('PEXPIRE', key, keep_ms) end
     -- A run's list lives as long as the user's keys while the run is active.
-    for _, run_id in ipairs(redis.call('HKEYS', user.runs)) do
-      redis.call('PEXPIRE', user.runs .. ':' .. run_id, keep_ms)
+    for _, run_id in ipairs(redis.call('HKEYS', runs)) do
+      redis.call('PEXPIRE', runs .. ':' .. run_id, keep_ms)
     end
   else
     -- A key created since the last refresh gets its first TTL now.
-    if #keyed > 0 then redis.call('PEXPIRE', user.ids, keep_ms, 'NX') end
-    if #user.updates > 0 then redis.call('PEXPIRE', user.runs, keep_ms, 'NX') end
+    if keyed then redis.call('PEXPIRE', ids, keep_ms, 'NX') end
+    if updated then redis.call('PEXPIRE', runs, keep_ms, 'NX') end
   end
   -- Idempotency keys live as long as their events (the stream holds a contiguous range of seqs).
   if trimmed > was_trimmed then
-    redis.call('ZREMRANGEBYSCORE', user.ids, '-inf', trimmed)
+    redis.call('ZREMRANGEBYSCORE', ids, '-inf', trimmed)
+    set = set or {}
     set[#set + 1] = 't'
     set[#set + 1] = trimmed
   end
-  redis.call('HSET', user.meta, unpack(set))
+  if set then
+    redis.call('HSET', meta_key, 'seq', seq, unpack(set))
+  else
+    redis.call('HSET', meta_key, 'seq', seq)
+  end
   out[#out + 1] = epoch
   out[#out + 1] = receivers
   out[#out + 1] = first
-  out[#out + 1] = user.nev
+  out[#out + 1] = nev
 end
 return out

@@ -8,7 +8,7 @@
 -- The append script trims the stream by count only once a few events are past the window; here
 -- the window is exact: nothing older than the last ARGV[5] seqs is the oldest or read. (Age is
 -- clamped by the caller, which decodes each record's time.)
--- Returns {epoch or "", seq, oldest retained seq or 0, XRANGE of the entries after ARGV[1]}.
+-- Returns {epoch or "", seq, oldest retained seq (seq + 1: none), XRANGE of the entries after ARGV[1]}.
 local meta, log = KEYS[1], KEYS[2]
 local after, limit, create, keep_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local maxlen = tonumber(ARGV[5])
@@ -20,7 +20,9 @@ end
 local m = redis.call('HMGET', meta, 'epoch', 'seq')
 local seq = tonumber(m[2]) or 0
 local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
-local first = 0
+-- With nothing retained (trimmed, or the stream expired before the meta), every seq up to the
+-- head is gone: the oldest retained is the next one.
+local first = seq + 1
 if #oldest > 0 then
   first = math.max(tonumber(string.match(oldest[1][1], '^(%d+)')), seq - maxlen + 1)
   after = math.max(after, first - 1)

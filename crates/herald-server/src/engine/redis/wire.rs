@@ -246,7 +246,8 @@ pub struct LogRead {
     pub epoch: Option<String>,
     /// Seq of the last appended event (0 without a log).
     pub seq: u64,
-    /// Seq of the oldest retained event, if any is retained.
+    /// Seq of the oldest retained event (the head + 1 when none is retained; `None` from an old
+    /// read script when none is).
     pub first_retained: Option<u64>,
     /// The entries read, oldest first.
     pub events: Vec<WireEvent>,
@@ -600,7 +601,8 @@ mod tests {
         };
         let (keys, args) = call.encode();
         assert_eq!(keys, ["m", "l", "i", "r"]);
-        let args: Vec<String> = args.into_iter().map(|a| String::from_utf8(a.into_owned()).unwrap()).collect();
+        let args: Vec<String> =
+            args.into_iter().map(|a| String::from_utf8(a.into_owned()).unwrap()).collect();
         assert_eq!(
             args,
             [
