@@ -6,12 +6,11 @@
 //! uses sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`), so a user's messages stay on the shard that
 //! owns the user's slot instead of being broadcast to every shard.
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value};
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// How long a request to Redis may take before the engine reports itself unavailable.
 pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,7 +34,7 @@ pub(super) enum Subscriber {
 pub(super) async fn connect(
     url: &str,
     cluster: bool,
-    push: UnboundedSender<PushInfo>,
+    push: impl AsyncPushSender + Clone,
 ) -> RedisResult<(Commands, Subscriber)> {
     if cluster {
         let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
@@ -50,7 +49,7 @@ pub(super) async fn connect(
         let commands = builder().build()?.get_async_connection().await?;
         let subscriber = builder()
             .use_protocol(ProtocolVersion::RESP3)
-            .push_sender(push)
+            .push_sender(push.clone())
             .build()?
             .get_async_connection()
             .await?;

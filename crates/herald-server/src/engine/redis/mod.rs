@@ -107,8 +107,8 @@ impl RedisEngine {
         options: &RedisOptions,
         retention: Retention,
     ) -> Result<Arc<Self>, EngineError> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let (commands, subscriber) = conn::connect(&options.url, options.cluster, tx)
+        let pushes = Pushes::default();
+        let (commands, subscriber) = conn::connect(&options.url, options.cluster, pushes.clone())
             .await
             .map_err(|e| EngineError::caused(format!("redis at {}", redact(&options.url)), e))?;
         let engine = Arc::new_cyclic(|me| RedisEngine {
@@ -136,13 +136,7 @@ impl RedisEngine {
             script.prepare_invoke().load_async(&mut con).await.map_err(engine_error)?;
         }
         engine.subscriber.subscribe(&engine.control_channel()).await.map_err(engine_error)?;
-        let weak = Arc::downgrade(&engine);
-        tokio::spawn(async move {
-            while let Some(push) = rx.recv().await {
-                let Some(engine) = weak.upgrade() else { break };
-                engine.on_push(push);
-            }
-        });
+        let _ = pushes.0.set(Arc::downgrade(&engine));
         info!(prefix = options.prefix, cluster = options.cluster, "redis engine connected");
         Ok(engine)
     }
@@ -199,6 +193,22 @@ impl RedisEngine {
 /// The node's clock, ms since the epoch (records' times and the script's retention by age).
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// Hands the pub/sub connection's messages to the engine as they are read, on the connection's
+/// own task: no channel and no wakeup of another task per message. (Handling one is quick and
+/// never waits: a log append, or a spawned catch-up.)
+#[derive(Clone, Default)]
+struct Pushes(Arc<std::sync::OnceLock<Weak<RedisEngine>>>);
+
+impl redis::aio::AsyncPushSender for Pushes {
+    fn send(&self, info: redis::PushInfo) -> Result<(), redis::aio::SendError> {
+        // Before the engine exists nothing is subscribed yet; after it is gone nothing listens.
+        if let Some(engine) = self.0.get().and_then(Weak::upgrade) {
+            engine.on_push(info);
+        }
+        Ok(())
+    }
 }
 
 /// A failed Redis request, as the engine reports it (503 `not_ready` to publishers).
