@@ -203,7 +203,13 @@ async fn sweep(state: Arc<AppState>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         every.tick().await;
-        state.registry.evict_idle(Instant::now());
-        state.engine.sweep();
+        // A scan of every user and manager: on a blocking thread, so no worker that drives
+        // connections stops for it (at 5,000 connections it held deliveries back by milliseconds).
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            state.registry.evict_idle(Instant::now());
+            state.engine.sweep();
+        })
+        .await;
     }
 }

@@ -80,26 +80,21 @@ impl MemoryEngine {
     /// Enforces the global cap, least recently active users first: a user with nothing in use
     /// (no connection, no active run) is forgotten whole, like an idle one (a later resume meets a
     /// new epoch: `reset`); others keep seq, epoch and run states and lose their retained events
-    /// (readers behind and resuming cursors get `reset`). Returns the users whose logs were dropped.
-    fn enforce_cap(&self, users: &mut HashMap<UserId, Arc<Mutex<UserBook>>>) -> usize {
-        if self.max_retained_bytes == 0 {
+    /// (readers behind and resuming cursors get `reset`). `costs` is what each user's book held
+    /// at the sweep, `(last append, bytes, user)`; called with the users' map locked, it re-checks
+    /// each book it touches. Returns the users whose logs were dropped.
+    fn enforce_cap(
+        &self,
+        users: &mut HashMap<UserId, Arc<Mutex<UserBook>>>,
+        mut costs: Vec<(Instant, usize, UserId)>,
+    ) -> usize {
+        let mut total: usize = costs.iter().map(|(_, cost, _)| cost).sum();
+        if self.max_retained_bytes == 0 || total <= self.max_retained_bytes {
             return 0;
         }
-        let mut total = 0;
-        let mut by_age = Vec::with_capacity(users.len());
-        for (user, book) in users.iter() {
-            // A book an append holds is in use right now: not a candidate this sweep.
-            let Some(guard) = book.try_lock() else { continue };
-            let cost = guard.log.retained().1 + USER_OVERHEAD_BYTES;
-            total += cost;
-            by_age.push((guard.last_append, cost, user.clone()));
-        }
-        if total <= self.max_retained_bytes {
-            return 0;
-        }
-        by_age.sort_unstable_by_key(|(at, _, _)| *at);
+        costs.sort_unstable_by_key(|(at, _, _)| *at);
         let mut dropped = 0;
-        for (_, cost, user) in by_age {
+        for (_, cost, user) in costs {
             if total <= self.max_retained_bytes {
                 break;
             }
@@ -109,7 +104,7 @@ impl MemoryEngine {
             if unused && Arc::strong_count(book) == 1 {
                 drop(guard);
                 users.remove(&user);
-                total -= cost;
+                total = total.saturating_sub(cost);
             } else {
                 let (events, bytes) = guard.log.retained();
                 if events == 0 {
@@ -118,7 +113,7 @@ impl MemoryEngine {
                 for old in guard.log.evict_entries() {
                     guard.ids.remove(&old.id);
                 }
-                total -= bytes;
+                total = total.saturating_sub(bytes);
             }
             dropped += 1;
         }
@@ -369,10 +364,15 @@ impl Engine for MemoryEngine {
         let now = Instant::now();
         self.tickets.lock().retain(|_, (_, expires)| now < *expires);
         self.revocations.lock().retain(|_, (_, until)| now < *until);
-        let mut users = self.users.lock();
-        users.retain(|_, book| {
+        // Expire on a snapshot of the books, so appends to every other user go on meanwhile (the
+        // map's lock is what every append takes first); then one short lock removes the idle.
+        let books: Vec<(UserId, Arc<Mutex<UserBook>>)> =
+            self.users.lock().iter().map(|(u, b)| (u.clone(), b.clone())).collect();
+        let mut idle = Vec::new();
+        let mut costs = Vec::with_capacity(if self.max_retained_bytes > 0 { books.len() } else { 0 });
+        for (user, book) in &books {
             let Some(mut guard) = book.try_lock() else {
-                return true; // an append holds it: in use
+                continue; // an append holds it: in use
             };
             for old in guard.log.expire(now) {
                 guard.ids.remove(&old.id);
@@ -382,15 +382,30 @@ impl Engine for MemoryEngine {
             if now.saturating_duration_since(guard.last_append) > self.retention.ttl {
                 guard.runs.clear();
             }
-            let (events, _) = guard.log.retained();
+            if is_idle(&guard) {
+                idle.push(user.clone());
+            } else if self.max_retained_bytes > 0 {
+                let cost = guard.log.retained().1 + USER_OVERHEAD_BYTES;
+                costs.push((guard.last_append, cost, user.clone()));
+            }
+        }
+        drop(books);
+        let mut users = self.users.lock();
+        for user in idle {
             // Forget the user only when nothing refers to the book or its log: an appender that
-            // fetched the book, or a connection holding the log, keeps it alive.
-            let idle = events == 0 && guard.runs.is_empty() && Arc::strong_count(&guard.log) == 1;
-            drop(guard);
-            !(idle && Arc::strong_count(book) == 1)
-        });
-        self.enforce_cap(&mut users);
+            // fetched the book (under this lock), or a connection holding the log, keeps it alive.
+            let Some(book) = users.get(&user) else { continue };
+            if Arc::strong_count(book) == 1 && book.try_lock().is_some_and(|guard| is_idle(&guard)) {
+                users.remove(&user);
+            }
+        }
+        self.enforce_cap(&mut users, costs);
     }
+}
+
+/// A book with no retained event, no run state, and no connection holding its log.
+fn is_idle(book: &UserBook) -> bool {
+    book.log.retained().0 == 0 && book.runs.is_empty() && Arc::strong_count(&book.log) == 1
 }
 
 #[cfg(test)]
