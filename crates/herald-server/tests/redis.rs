@@ -91,16 +91,7 @@ async fn idempotency_and_run_rules_hold_across_nodes() {
     batch.swap(2, 3);
     let (status, _) = b.publisher.post(&json!({"events": batch})).await.unwrap();
     assert_eq!(status, 409);
-    let (_, history) = a
-        .http()
-        .get(format!("{}/v1/users/u/events", a.url))
-        .bearer_auth(common::API_KEY)
-        .send()
-        .await
-        .map(|r| ((), r))
-        .unwrap();
-    let history: serde_json::Value = history.json().await.unwrap();
-    assert_eq!(history["seq"], 2);
+    assert_eq!(a.history("u").await["seq"], 2);
 }
 
 /// Each node remembers the run states it stored, so its appends skip a read; those memories go
@@ -140,16 +131,7 @@ async fn run_states_changed_on_another_node_are_followed_not_remembered() {
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_state")), "{body}");
     let (_, opened) = a.open("u").await;
     assert_eq!(seqs(&opened.backlog), Vec::<u64>::new(), "no cursor: the ended run is not replayed");
-    let history: serde_json::Value = a
-        .http()
-        .get(format!("{}/v1/users/u/events", a.url))
-        .bearer_auth(common::API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = a.history("u").await;
     let kinds: Vec<&str> =
         history["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(

@@ -128,6 +128,14 @@ impl TestServer {
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::new()
     }
+
+    /// `GET /v1/users/{user}/events` with the API key: the user's retained history.
+    pub async fn history(&self, user: &str) -> serde_json::Value {
+        let url = format!("{}/v1/users/{user}/events", self.url);
+        let response = self.http().get(url).bearer_auth(API_KEY).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
 }
 
 impl Drop for TestServer {
