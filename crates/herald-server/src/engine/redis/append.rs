@@ -119,8 +119,12 @@ impl RedisEngine {
         let Some(stored) = self.known_runs.get(part.user, &part.runs) else {
             return self.read_part(part).await;
         };
-        let states =
-            stored.iter().map(|s| parse_state(&part.runs, s.as_deref())).collect::<Result<_, _>>()?;
+        let states = part
+            .runs
+            .iter()
+            .zip(&stored)
+            .map(|(run, text)| parse_state(run, text.as_deref()))
+            .collect::<Result<_, _>>()?;
         Ok(Read { epoch: None, known: vec![None; part.events.len()], stored, states, remembered: true })
     }
 
@@ -153,7 +157,7 @@ impl RedisEngine {
         }
         for run in &part.runs {
             let stored: Option<String> = take(&mut values)?;
-            read.states.push(parse_state(&[run], stored.as_deref())?);
+            read.states.push(parse_state(run, stored.as_deref())?);
             read.stored.push(stored);
         }
         Ok(read)
@@ -203,7 +207,7 @@ impl RedisEngine {
                         self.wait_for_replicas(&mut con, &call.users[0].keys[0]).await?;
                     }
                     for (&i, user_call) in writing.iter().zip(&call.users) {
-                        self.known_runs.remember(parts[i].user, &user_call.runs);
+                        self.known_runs.remember(parts[i].user, &user_call.runs, &prepared[i].planned.after);
                     }
                     for (&i, user) in writing.iter().zip(users) {
                         written[i] = Some(Written {
@@ -408,11 +412,13 @@ impl RedisEngine {
     }
 }
 
-/// A run state as stored (`runs` names the run, for the error).
-fn parse_state(runs: &[&str], stored: Option<&str>) -> Result<Option<RunState>, EngineError> {
-    stored.filter(|s| !s.is_empty()).map(serde_json::from_str).transpose().map_err(|e| {
-        EngineError::caused(format!("corrupt run state of {}", runs.first().copied().unwrap_or("a run")), e)
-    })
+/// The state of `run` as stored ("" or none: no state).
+fn parse_state(run: &str, stored: Option<&str>) -> Result<Option<RunState>, EngineError> {
+    stored
+        .filter(|s| !s.is_empty())
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| EngineError::caused(format!("corrupt run state of {run}"), e))
 }
 
 /// The state text of each active run as this node last stored or read it, so that an append to
@@ -441,21 +447,19 @@ impl KnownRuns {
             .collect()
     }
 
-    /// Records what an append stored: (run, text validated against, text now stored).
-    fn remember(&self, user: &UserId, runs: &[(String, String, String)]) {
+    /// Records what an append stored: per run, (run, text validated against, text now stored)
+    /// and the state that text holds.
+    fn remember(&self, user: &UserId, runs: &[(String, String, String)], states: &[Option<RunState>]) {
         let mut known = self.0.lock();
         if known.len() > MAX_KNOWN_RUNS {
             known.clear();
         }
-        for (run, _, after) in runs {
+        for ((run, _, after), state) in runs.iter().zip(states) {
             let key = (user.clone(), run.clone());
-            let ended = after.is_empty()
-                || parse_state(&[run], Some(after)).ok().flatten().is_none_or(|s| s.is_ended());
-            if ended {
-                known.remove(&key);
-            } else {
-                known.insert(key, after.clone());
-            }
+            match state {
+                Some(state) if !state.is_ended() => known.insert(key, after.clone()),
+                _ => known.remove(&key),
+            };
         }
     }
 }

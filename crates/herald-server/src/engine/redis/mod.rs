@@ -135,8 +135,8 @@ impl RedisEngine {
             let mut con = engine.commands.clone();
             script.prepare_invoke().load_async(&mut con).await.map_err(engine_error)?;
         }
-        engine.subscriber.subscribe(&engine.control_channel()).await.map_err(engine_error)?;
         let _ = pushes.0.set(Arc::downgrade(&engine));
+        engine.subscriber.subscribe(&engine.control_channel()).await.map_err(engine_error)?;
         info!(prefix = options.prefix, cluster = options.cluster, "redis engine connected");
         Ok(engine)
     }
