@@ -335,3 +335,65 @@ async fn events_outside_runs_leave_the_run_index_alone_without_warnings() {
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.is_empty(), "warnings logged: {text}");
 }
+
+/// Builds before the tail-only record stored each event's whole frame in the stream; a node of
+/// this build serves those events as they were (docs/deploy.md, upgrading).
+#[tokio::test]
+async fn events_stored_whole_by_earlier_builds_are_served_unchanged() {
+    let prefix = unique_prefix("whole-frames");
+    let writer = TestServer::redis(&prefix, Settings::default()).await;
+    let event = json!({"user_id": "u", "event": "custom", "id": "old-1", "data": {"name": "n", "v": 1}});
+    let (status, receipt) = writer.publisher.post(&event).await.unwrap();
+    assert_eq!(status, 200, "{receipt}");
+    let before = writer.history("u").await;
+    drop(writer);
+
+    // Rewrite the entry the way earlier builds stored it: the frame field holds the whole frame.
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let log = format!("{prefix}:{{u}}:log");
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> =
+        redis::cmd("XRANGE").arg(&log).arg("-").arg("+").query_async(&mut con).await.unwrap();
+    let [(id, fields)] = &entries[..] else { panic!("one entry: {entries:?}") };
+    assert_eq!(id, "1-0");
+    let mut rest = &fields[0].1[..];
+    let mut take = || {
+        let colon = rest.iter().position(|&b| b == b':').unwrap();
+        let len: usize = std::str::from_utf8(&rest[..colon]).unwrap().parse().unwrap();
+        let field = rest[colon + 1..colon + 1 + len].to_vec();
+        rest = &rest[colon + 1 + len..];
+        field
+    };
+    let (ms, id, run, kind, tail) = (take(), take(), take(), take(), take());
+    let mut whole = br#"{"type":"event","seq":1"#.to_vec();
+    whole.extend(tail);
+    let mut old = Vec::new();
+    for field in [ms, id, run, kind, whole] {
+        old.extend(format!("{}:", field.len()).into_bytes());
+        old.extend(field);
+    }
+    let _: () = redis::pipe()
+        .del(&log)
+        .cmd("XADD")
+        .arg(&log)
+        .arg("1-0")
+        .arg("e")
+        .arg(old)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+
+    // A fresh node serves it as it was, over HTTP and over a socket, and appends after it.
+    let reader = TestServer::redis(&prefix, Settings::default()).await;
+    assert_eq!(reader.history("u").await, before);
+    let epoch = receipt["epoch"].as_str().unwrap();
+    let (_, resumed) = reader.resume("u", 0, epoch).await;
+    assert_eq!(seqs(&resumed.backlog), vec![1]);
+    assert_eq!(serde_json::to_value(&resumed.backlog[0]).unwrap()["id"], "old-1");
+    let (_, next) = reader
+        .publisher
+        .post(&json!({"user_id": "u", "event": "custom", "data": {"name": "n"}}))
+        .await
+        .unwrap();
+    assert_eq!(next["seq"], 2);
+}
