@@ -352,7 +352,8 @@ async fn events_stored_whole_by_earlier_builds_are_served_unchanged() {
     let client = redis::Client::open(common::redis_url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let log = format!("{prefix}:{{u}}:log");
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> =
+    type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>; // XRANGE: (id, [(field, value)])
+    let entries: Entries =
         redis::cmd("XRANGE").arg(&log).arg("-").arg("+").query_async(&mut con).await.unwrap();
     let [(id, fields)] = &entries[..] else { panic!("one entry: {entries:?}") };
     assert_eq!(id, "1-0");
