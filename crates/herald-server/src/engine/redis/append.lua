@@ -15,8 +15,8 @@
 --   number of events N, N x (id, keyed "1"/"0", run_id or "", kind), then the N records.
 --
 -- A record is built by the caller and stored as it is: it holds no seq (the stream entry's id
--- does; a message or a run's list puts it in front), so no string is built here per event but
--- the seq's. Trimming is amortized: by count once a slack of events is past the window, by age
+-- does, a message's header line gives the first, a run's list entry starts with it), so no
+-- string is built here per event but the seq's. Trimming is amortized: by count once a slack of events is past the window, by age
 -- when the TTLs are refreshed (readers clamp to the exact window, see read.lua and wire.rs).
 --
 -- The caller validated every event against the run states it knew. Here those are compared
