@@ -362,6 +362,30 @@ async fn active_runs_are_snapshotted_whole_on_every_node((a, b): Pair) {
     assert!(log.open(None).backlog.is_empty());
 }
 
+/// An active run outlives the TTL of its own events: events older than the TTL leave the log,
+/// but a node that opens the user later still draws the run from its start.
+async fn an_active_runs_events_older_than_the_ttl_stay_in_its_snapshot((a, b): Pair) {
+    let ttl = Duration::from_secs(1);
+    one(&a, started("aged", "r")).await.unwrap();
+    let text =
+        |i: usize| ev("aged", EventKind::AgentText, Some("r"), None, json!({"delta": format!("{i} ")}));
+    for i in 0..4 {
+        one(&a, text(i)).await.unwrap();
+        tokio::time::sleep(ttl / 2).await;
+        a.sweep();
+    }
+    // The first events are older than the TTL now; the run is not (it was active all along).
+    let log = b.open_log(&user("aged")).await.unwrap();
+    until_head(&log, 5).await;
+    let history = b.history(&user("aged"), 0, Some(log.epoch()), 10).await.unwrap();
+    assert!(history.reset, "the run's first events expired from the log: {history:?}");
+    let frames: Vec<Value> =
+        log.open(None).backlog.iter().map(|e| serde_json::from_str(e.frame.as_str()).unwrap()).collect();
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0]["event"].as_str(), Some("agent_started"));
+    assert_eq!(frames[1]["data"]["delta"].as_str(), Some("0 1 2 3 "));
+}
+
 /// Runs every check with its retention against `backend` (the cluster test runs them all on one
 /// cluster it started).
 async fn all_checks(backend: &Backend) {
@@ -388,6 +412,7 @@ async fn all_checks(backend: &Backend) {
         scans_count_active_runs_and_find_silent_ones,
         tickets_are_taken_once_on_any_node,
         active_runs_are_snapshotted_whole_on_every_node,
+        an_active_runs_events_older_than_the_ttl_stay_in_its_snapshot: Retention { max_events: 100, ttl: Duration::from_secs(1) },
     );
 }
 

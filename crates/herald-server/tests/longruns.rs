@@ -382,6 +382,58 @@ async fn redis_the_history_api_returns_a_runs_compacted_state() {
     history_snapshot(&a, &b).await;
 }
 
+/// A run's events are written once while they are in the history window: it has no list until
+/// the stream is trimmed past its first events, which are then moved into one; a tab draws the
+/// run from both, and the list is gone when the run ends.
+#[tokio::test]
+async fn redis_a_runs_list_takes_only_the_events_that_leave_the_window() {
+    let (prefix, a, b) = redis_pair("longrun-window").await;
+    publish(&a, "u", "r", "agent_started", json!({})).await;
+    stream_text(&a, "u", "r", 0, 900).await;
+    assert_eq!(redis_list_len(&prefix, "u", "r").await, 0, "901 events fit the window of 1,000");
+    stream_text(&a, "u", "r", 900, 1200).await;
+    // Seqs up to 1,202 - 1,000 = 202 left the window: moved into the list (which the appending
+    // node may have compacted since).
+    assert!(redis_list_len(&prefix, "u", "r").await > 0);
+    let (_conn, opened) = b.open("u").await;
+    assert_eq!(text_of(&opened.backlog, "r"), expected("r", 1200));
+    publish(&a, "u", "r", "agent_completed", json!({})).await;
+    assert_eq!(redis_list_len(&prefix, "u", "r").await, 0, "a terminal event deletes the run's list");
+}
+
+/// One `XRANGE` entry: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// A run that was active when the nodes were upgraded from a build that pushed every event of a
+/// run to its list (and kept no set of live runs) is still drawn whole, each event once.
+#[tokio::test]
+async fn redis_a_run_active_across_an_upgrade_is_drawn_whole() {
+    let (prefix, a, b) = redis_pair("longrun-upgrade").await;
+    publish(&a, "u", "r", "agent_started", json!({})).await;
+    stream_text(&a, "u", "r", 0, 300).await;
+    // What the earlier build left: every event of the run in its list, no `live` set, no layout
+    // mark in the meta.
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let key = |name: &str| format!("{prefix}:{{u}}:{name}");
+    let entries: Vec<StreamEntry> =
+        redis::cmd("XRANGE").arg(key("log")).arg("-").arg("+").query_async(&mut con).await.unwrap();
+    let mut old = redis::pipe();
+    old.hdel(key("meta"), "v").del(key("live"));
+    for (id, fields) in &entries {
+        let mut entry = format!("{} ", id.trim_end_matches("-0")).into_bytes();
+        entry.extend_from_slice(&fields[0].1);
+        old.rpush(key("runs:r"), entry);
+    }
+    let () = old.query_async(&mut con).await.unwrap();
+    // The upgraded node goes on; the window (1,000) moves past the run's start.
+    stream_text(&a, "u", "r", 300, 1500).await;
+    let mark: Option<String> = redis::AsyncCommands::hget(&mut con, key("meta"), "v").await.unwrap();
+    assert_eq!(mark.as_deref(), Some("1"));
+    let (_conn, opened) = b.open("u").await;
+    assert_eq!(text_of(&opened.backlog, "r"), expected("r", 1500));
+}
+
 /// A run streamed through one node that no tab ever reads stays compact in Redis: the appending
 /// node rewrites the run's list every few hundred events.
 #[tokio::test]

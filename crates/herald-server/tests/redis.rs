@@ -286,6 +286,25 @@ async fn idempotency_keys_live_as_long_as_their_events() {
     common::idempotency_follows_retention(&node).await;
 }
 
+/// Events older than the TTL leave Redis too, not only the answers: the stream is trimmed by age
+/// (from its oldest entry) when an append finds the keys' refresh due.
+#[tokio::test]
+async fn events_older_than_the_ttl_leave_the_stream() {
+    let prefix = unique_prefix("aged");
+    let node = TestServer::redis(&prefix, Settings { history_ttl_s: Some(1), ..Settings::default() }).await;
+    let event = |i: usize| json!({"user_id": "u", "event": "custom", "data": {"name": "tick", "i": i}});
+    for i in 0..3 {
+        assert_eq!(node.publisher.post(&event(i)).await.unwrap().0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(node.publisher.post(&event(3)).await.unwrap().0, 200);
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let left: usize =
+        redis::cmd("XLEN").arg(format!("{prefix}:{{u}}:log")).query_async(&mut con).await.unwrap();
+    assert_eq!(left, 1, "the three events older than the TTL are gone");
+}
+
 /// Log lines captured by a test's tracing subscriber.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

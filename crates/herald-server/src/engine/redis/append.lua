@@ -2,12 +2,13 @@
 --
 -- Its arguments, reply, stream entries and messages are encoded and decoded on the Rust side by
 -- engine/redis/wire.rs (the tests there mirror what this script writes).
--- KEYS, 4 per user, hash-tagged by the user (one cluster slot; on Redis Cluster the caller sends
+-- KEYS, 5 per user, hash-tagged by the user (one cluster slot; on Redis Cluster the caller sends
 --   one user per call): meta (hash: epoch; seq; x = when the keys' TTLs were last refreshed and
---   the log last trimmed by age; t = seqs up to t were trimmed by count), log (stream, entry id
---   "<seq>-0", one field e = the event's record), ids (zset publisher id -> seq; generated ids
---   are not recorded), runs (hash run_id -> RunState JSON). Not declared but in the same slot:
---   runs:<run_id> (list of an active run's events, see compact.rs).
+--   the log last trimmed by age; t = seqs up to t were trimmed; v = 1 once `live` is kept),
+--   log (stream, entry id "<seq>-0", one field e = the event's record), ids (zset publisher id
+--   -> seq; generated ids are not recorded), runs (hash run_id -> RunState JSON), live (zset
+--   run_id -> seq of its agent_started, for the runs that are active). Not declared but in the
+--   same slot: runs:<run_id> (list: an active run's events that left the stream, see compact.rs).
 -- ARGV: 1 max events, 2 ttl ms, 3 PUBLISH or SPUBLISH, 4 now (the node's clock, ms),
 --   5 number of users U, then per user:
 --   epoch to create if the log is gone, channel,
@@ -32,12 +33,51 @@ local keep_ms = ttl_ms + math.floor(ttl_ms / 4)
 -- Events past the count window before the stream is trimmed (one XTRIM per this many events).
 local slack = math.max(1, math.min(64, math.floor(maxlen / 16)))
 
+-- Field `i` of a record ("<byte length>:<bytes>" fields, see wire.rs: appended ms, id, run id,
+-- kind, frame), or nil if the record is not one.
+local function field(record, i)
+  local p = 1
+  for _ = 1, i - 1 do
+    local n, at = string.match(record, '^(%d+):()', p)
+    if not n then return nil end
+    p = at + tonumber(n)
+  end
+  local n, at = string.match(record, '^(%d+):()', p)
+  if not n then return nil end
+  return string.sub(record, at, at + tonumber(n) - 1)
+end
+
+-- Before the stream loses its entries up to seq `last`, the events among them of active runs are
+-- pushed to the runs' lists ("<seq> <record>"), so a run's whole history survives the window:
+-- its list, then its events still in the stream. Only entries from the oldest active run's
+-- agent_started on are read, so runs that end within the window (most) cost nothing here.
+local function move_out(runs, live, log, last)
+  local oldest = redis.call('ZRANGE', live, 0, 0, 'WITHSCORES')
+  if #oldest == 0 or tonumber(oldest[2]) > last then return end
+  local starts, lists = {}, {}
+  for _, entry in ipairs(redis.call('XRANGE', log, oldest[2], last)) do
+    local record = entry[2][2]
+    local run = record and field(record, 3)
+    if run and run ~= '' then
+      if starts[run] == nil then starts[run] = tonumber(redis.call('ZSCORE', live, run)) or false end
+      local s = string.match(entry[1], '^(%d+)')
+      -- An event of an earlier run with the same id is not this run's.
+      if starts[run] and starts[run] <= tonumber(s) then
+        local list = runs .. ':' .. run
+        redis.call('RPUSH', list, s .. ' ' .. record)
+        lists[list] = true
+      end
+    end
+  end
+  for list in pairs(lists) do redis.call('PEXPIRE', list, keep_ms) end
+end
+
 -- Check every user's section before writing anything; remember where each section starts.
 local starts = {}
 local a = 6
 for u = 1, nusers do
   starts[u] = a
-  local runs = KEYS[(u - 1) * 4 + 4]
+  local runs = KEYS[(u - 1) * 5 + 4]
   local nruns = tonumber(ARGV[a + 2]); a = a + 3
   for _ = 1, nruns do
     if (redis.call('HGET', runs, ARGV[a]) or '') ~= ARGV[a + 1] then return {'conflict', 'run ' .. ARGV[a]} end
@@ -45,15 +85,15 @@ for u = 1, nusers do
   end
   local nev = tonumber(ARGV[a]); a = a + 1
   for b = a, a + (nev - 1) * 4, 4 do
-    if ARGV[b + 1] == '1' and redis.call('ZSCORE', KEYS[(u - 1) * 4 + 3], ARGV[b]) then return {'conflict', 'id'} end
+    if ARGV[b + 1] == '1' and redis.call('ZSCORE', KEYS[(u - 1) * 5 + 3], ARGV[b]) then return {'conflict', 'id'} end
   end
   a = a + nev * 5
 end
 
 local out = {'ok'}
 for u = 1, nusers do
-  local k = (u - 1) * 4
-  local meta_key, log, ids, runs = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local k = (u - 1) * 5
+  local meta_key, log, ids, runs, live = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   local a = starts[u]
   local nruns = tonumber(ARGV[a + 2])
   local runs_at = a + 3
@@ -61,37 +101,41 @@ for u = 1, nusers do
   local events = runs_at + nruns * 3 + 1
   local records = events + nev * 4
 
-  local meta = redis.call('HMGET', meta_key, 'epoch', 'seq', 'x', 't')
+  local meta = redis.call('HMGET', meta_key, 'epoch', 'seq', 'x', 't', 'v')
   local epoch, seq = meta[1], tonumber(meta[2]) or 0
   local refreshed, trimmed = tonumber(meta[3]) or 0, tonumber(meta[4]) or 0
   local set -- meta fields to write besides seq, when there are any
   if not epoch then
     epoch, seq, refreshed, trimmed = ARGV[a], 0, 0, 0
-    redis.call('DEL', log, ids, runs)
-    set = {'epoch', epoch}
+    redis.call('DEL', log, ids, runs, live)
+    set = {'epoch', epoch, 'v', 1}
+  elseif not meta[5] then
+    -- Keys an earlier build wrote: its active runs' lists hold all their events so far; from
+    -- now on they take what leaves the stream, like the others.
+    for _, run in ipairs(redis.call('HKEYS', runs)) do
+      if redis.call('EXISTS', runs .. ':' .. run) == 1 then redis.call('ZADD', live, 0, run) end
+    end
+    redis.call('PEXPIRE', live, keep_ms)
+    set = {'v', 1}
   end
   local first = seq + 1
-  local keyed
+  local keyed, started
   for e = 0, nev - 1 do
     local b = events + e * 4
-    local record = ARGV[records + e]
     seq = seq + 1
-    local s = tostring(seq)
-    redis.call('XADD', log, s, 'e', record)
-    -- The events of each active run, for its compacted state (engine/redis/compact.rs): the
-    -- run's list starts with agent_started, takes its later events while it exists, ends with
-    -- the run. An entry is the event's seq, a space and its record.
+    redis.call('XADD', log, tostring(seq), 'e', ARGV[records + e])
+    -- An active run is in `live` (with its first seq) from agent_started to its end; its list
+    -- (engine/redis/compact.rs) takes its events as they leave the stream (move_out).
     local run_id = ARGV[b + 2]
     if run_id ~= '' then
-      local kind, list = ARGV[b + 3], runs .. ':' .. run_id
+      local kind = ARGV[b + 3]
       if kind == 'agent_started' then
-        redis.call('DEL', list)
-        redis.call('RPUSH', list, s .. ' ' .. record)
-        redis.call('PEXPIRE', list, keep_ms)
+        redis.call('DEL', runs .. ':' .. run_id)
+        redis.call('ZADD', live, seq, run_id)
+        started = true
       elseif kind == 'agent_completed' or kind == 'agent_error' or kind == 'agent_cancelled' then
-        redis.call('DEL', list)
-      else
-        redis.call('RPUSHX', list, s .. ' ' .. record)
+        redis.call('DEL', runs .. ':' .. run_id)
+        redis.call('ZREM', live, run_id)
       end
     end
     if ARGV[b + 1] == '1' then
@@ -120,23 +164,33 @@ for u = 1, nusers do
   local forgotten = seq - maxlen -- seqs at or below this are outside the count window
   local was_trimmed = trimmed
   if forgotten - trimmed >= slack then
+    move_out(runs, live, log, forgotten)
     redis.call('XTRIM', log, 'MINID', forgotten + 1)
     trimmed = forgotten
   end
   if now_ms - refreshed >= math.floor(ttl_ms / 4) then
-    -- Retention by age, from the front of the stream.
-    local cutoff = now_ms - ttl_ms
+    -- Retention by age: the entries older than the TTL, from the front of the stream (read a
+    -- page at a time; entries are in append order, so the first young one ends the search).
+    local cutoff, aged, from = now_ms - ttl_ms, nil, '-'
     while true do
-      local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
-      if #head == 0 then break end
-      if tonumber(string.match(head[1][2][2], '^%d+:(%d+)')) >= cutoff then break end
-      redis.call('XDEL', log, head[1][1])
-      trimmed = math.max(trimmed, tonumber(string.match(head[1][1], '^(%d+)')))
+      local page = redis.call('XRANGE', log, from, '+', 'COUNT', 64)
+      local young = #page < 64
+      for _, entry in ipairs(page) do
+        if (tonumber(field(entry[2][2], 1)) or 0) >= cutoff then young = true; break end
+        aged = tonumber(string.match(entry[1], '^(%d+)'))
+      end
+      if young then break end
+      from = '(' .. page[#page][1]
+    end
+    if aged then
+      move_out(runs, live, log, aged)
+      redis.call('XTRIM', log, 'MINID', aged + 1)
+      trimmed = math.max(trimmed, aged)
     end
     set = set or {}
     set[#set + 1] = 'x'
     set[#set + 1] = now_ms
-    for _, key in ipairs({meta_key, log, ids, runs}) do redis.call('PEXPIRE', key, keep_ms) end
+    for _, key in ipairs({meta_key, log, ids, runs, live}) do redis.call('PEXPIRE', key, keep_ms) end
     -- A run's list lives as long as the user's keys while the run is active.
     for _, run_id in ipairs(redis.call('HKEYS', runs)) do
       redis.call('PEXPIRE', runs .. ':' .. run_id, keep_ms)
@@ -145,6 +199,7 @@ for u = 1, nusers do
     -- A key created since the last refresh gets its first TTL now.
     if keyed then redis.call('PEXPIRE', ids, keep_ms, 'NX') end
     if updated then redis.call('PEXPIRE', runs, keep_ms, 'NX') end
+    if started then redis.call('PEXPIRE', live, keep_ms, 'NX') end
   end
   -- Idempotency keys live as long as their events (the stream holds a contiguous range of seqs).
   if trimmed > was_trimmed then

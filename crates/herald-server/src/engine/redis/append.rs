@@ -273,7 +273,7 @@ impl RedisEngine {
             })
             .collect();
         UserCall {
-            keys: ["meta", "log", "ids", "runs"].map(|name| self.key(user, name)),
+            keys: ["meta", "log", "ids", "runs", "live"].map(|name| self.key(user, name)),
             new_epoch: new_epoch(),
             channel: self.key(user, "ch"),
             runs,

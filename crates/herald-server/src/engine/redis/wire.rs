@@ -7,7 +7,8 @@
 //! frames may contain any byte (a newline in an id cannot shift a field). An event's record —
 //! appended ms, id, run id, kind, and its frame after the seq — is built here, by the node, and
 //! stored by the script as it is: the stream entry's single field `e`, whose entry id `<seq>-0`
-//! gives the seq. A run's list entry is the seq, a space and the record; a published message is a
+//! gives the seq. A run's list entry (an event that left the stream while its run was active) is
+//! the seq, a space and the record; a published message is a
 //! line `<first seq> <count> <epoch>`, then the records, so one PUBLISH carries every event of
 //! one user's batch and the script builds no string per event but the seq. A decoded event's
 //! frame is the head, its seq and the record's tail; every local connection shares it.
@@ -181,11 +182,29 @@ pub fn decode_published(payload: Bytes) -> Result<Published, WireError> {
     Ok(Published { epoch, events })
 }
 
-/// The frame held by one entry of an active run's list: an event the script pushed (its seq, a
-/// space, its record), or a frame a node wrote back when it compacted the list.
-pub fn decode_run_entry(entry: &[u8]) -> Result<Utf8Bytes, WireError> {
+/// One entry of an active run's list (see `compact.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEntry {
+    /// The event's seq; for a compacted frame, the seq it carries (its last event's).
+    pub seq: u64,
+    /// The frame.
+    pub frame: Utf8Bytes,
+    /// A frame a node wrote back when it compacted the list, not an event the script moved out
+    /// of the stream (its seq, a space, its record).
+    pub compacted: bool,
+}
+
+/// Decodes one entry of an active run's list.
+pub fn decode_run_entry(entry: &[u8]) -> Result<RunEntry, WireError> {
     if entry.starts_with(b"{") {
-        return Utf8Bytes::try_from(Bytes::copy_from_slice(entry)).map_err(|_| bad("run frame", entry));
+        #[derive(serde::Deserialize)]
+        struct Seq {
+            seq: u64,
+        }
+        let seq = serde_json::from_slice::<Seq>(entry).map_err(|_| bad("run frame", entry))?.seq;
+        let frame =
+            Utf8Bytes::try_from(Bytes::copy_from_slice(entry)).map_err(|_| bad("run frame", entry))?;
+        return Ok(RunEntry { seq, frame, compacted: true });
     }
     let space = entry.iter().take(21).position(|&b| b == b' ').ok_or(WireError::Truncated("run entry"))?;
     let seq = std::str::from_utf8(&entry[..space])
@@ -195,7 +214,7 @@ pub fn decode_run_entry(entry: &[u8]) -> Result<Utf8Bytes, WireError> {
     let mut fields = Fields::new(Bytes::copy_from_slice(&entry[space + 1..]));
     let event = fields.record(seq)?;
     fields.end()?;
-    Ok(event.frame)
+    Ok(RunEntry { seq, frame: event.frame, compacted: false })
 }
 
 /// Decodes one stream entry: its id `<seq>-0` and its field `e`.
@@ -280,8 +299,8 @@ pub fn decode_read(reply: Value) -> Result<LogRead, WireError> {
 /// One user's section of an append script call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserCall {
-    /// The user's keys: meta, log, ids, runs (hash-tagged by the user: one cluster slot).
-    pub keys: [String; 4],
+    /// The user's keys: meta, log, ids, runs, live (hash-tagged by the user: one cluster slot).
+    pub keys: [String; 5],
     /// The epoch to create if the log is gone.
     pub new_epoch: String,
     /// The user's channel.
@@ -325,7 +344,7 @@ pub struct AppendCall {
 impl AppendCall {
     /// KEYS and ARGV of the script call, in the order `append.lua` reads them.
     pub fn encode(&self) -> (Vec<&str>, Vec<Cow<'_, [u8]>>) {
-        let mut keys = Vec::with_capacity(self.users.len() * 4);
+        let mut keys = Vec::with_capacity(self.users.len() * 5);
         let number = |n: u64| Cow::Owned(n.to_string().into_bytes());
         let mut args: Vec<Cow<'_, [u8]>> = vec![
             number(self.max_events as u64),
@@ -461,10 +480,16 @@ mod tests {
         let event = sample(12, "a", Some("r"));
         let mut entry = b"12 ".to_vec();
         record(&mut entry, &event);
-        assert_eq!(decode_run_entry(&entry).unwrap(), event.frame);
+        assert_eq!(
+            decode_run_entry(&entry).unwrap(),
+            RunEntry { seq: 12, frame: event.frame, compacted: false }
+        );
         let compacted = format!("{FRAME_HEAD}40{TAIL}");
-        assert_eq!(decode_run_entry(compacted.as_bytes()).unwrap().as_str(), compacted);
-        for bad in [&b""[..], b"2:12", b"12 ", b"x y", b"\xff{"] {
+        assert_eq!(
+            decode_run_entry(compacted.as_bytes()).unwrap(),
+            RunEntry { seq: 40, frame: compacted.clone().into(), compacted: true }
+        );
+        for bad in [&b""[..], b"2:12", b"12 ", b"x y", b"\xff{", b"{\"seq\":\"x\"}"] {
             assert!(decode_run_entry(bad).is_err(), "{bad:?}");
         }
     }
@@ -586,7 +611,7 @@ mod tests {
             publish: "PUBLISH",
             now_ms: 1234,
             users: vec![UserCall {
-                keys: ["m".into(), "l".into(), "i".into(), "r".into()],
+                keys: ["m".into(), "l".into(), "i".into(), "r".into(), "a".into()],
                 new_epoch: "ep".into(),
                 channel: "ch".into(),
                 runs: vec![("run".into(), "".into(), "{}".into())],
@@ -600,7 +625,7 @@ mod tests {
             }],
         };
         let (keys, args) = call.encode();
-        assert_eq!(keys, ["m", "l", "i", "r"]);
+        assert_eq!(keys, ["m", "l", "i", "r", "a"]);
         let args: Vec<String> =
             args.into_iter().map(|a| String::from_utf8(a.into_owned()).unwrap()).collect();
         assert_eq!(
