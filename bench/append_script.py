@@ -92,7 +92,7 @@ def main():
             if LONG_RUN:
                 r("ZADD", user[4], 0, "r")
             keys += user
-            args += ["new-epoch", b"b:{u%d}:ch" % u, 1, "r", "{}", "{}", EVENTS]
+            args += ["new-epoch", b"b:{u%d}:ch" % u, "0123456789abcdef:0", 0, EVENTS]
             args += ["gen-0123456789", "0", "r", "agent_text"] * EVENTS
             args += [ns(b"1764590000000") + ns(b"gen-0123456789") + ns(b"r") + ns(b"agent_text") + ns(tail)] * EVENTS
         call = ("EVALSHA", sha, len(keys), *keys, *args)

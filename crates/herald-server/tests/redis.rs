@@ -286,6 +286,30 @@ async fn idempotency_keys_live_as_long_as_their_events() {
     common::idempotency_follows_retention(&node).await;
 }
 
+/// A node's remembered run states carry the epoch of the keys they were stored in: once a
+/// user's keys are gone (expired) and created again, the same number of run-state changes does
+/// not make the old states current.
+#[tokio::test]
+async fn remembered_run_states_do_not_survive_the_users_keys() {
+    let prefix = unique_prefix("revived");
+    let (a, b) = (
+        TestServer::redis(&prefix, Settings::default()).await,
+        TestServer::redis(&prefix, Settings::default()).await,
+    );
+    let event = |run: &str, kind: &str| json!({"user_id": "u", "run_id": run, "event": kind, "data": {}});
+    assert_eq!(a.publisher.post(&event("r", "agent_started")).await.unwrap().0, 200);
+    // The keys expire (as after a TTL of silence); B starts another run: one change, again.
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}:{{u}}:*")).query_async(&mut con).await.unwrap();
+    let () = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.unwrap();
+    assert_eq!(b.publisher.post(&event("s", "agent_started")).await.unwrap().0, 200);
+    // A remembers run r started; Redis forgot it.
+    let (status, body) = a.publisher.post(&event("r", "agent_thinking")).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_state")), "{body}");
+}
+
 /// Events older than the TTL leave Redis too, not only the answers: the stream is trimmed by age
 /// (from its oldest entry) when an append finds the keys' refresh due.
 #[tokio::test]

@@ -4,7 +4,8 @@
 -- engine/redis/wire.rs (the tests there mirror what this script writes).
 -- KEYS, 5 per user, hash-tagged by the user (one cluster slot; on Redis Cluster the caller sends
 --   one user per call): meta (hash: epoch; seq; x = when the keys' TTLs were last refreshed and
---   the log last trimmed by age; t = seqs up to t were trimmed; v = 1 once `live` is kept),
+--   the log last trimmed by age; t = seqs up to t were trimmed; v = 1 once `live` is kept;
+--   rv = the version of the user's run states, counted up whenever one changes),
 --   log (stream, entry id "<seq>-0", one field e = the event's record), ids (zset publisher id
 --   -> seq; generated ids are not recorded), runs (hash run_id -> RunState JSON), live (zset
 --   run_id -> seq of its agent_started, for the runs that are active). Not declared but in the
@@ -12,7 +13,8 @@
 -- ARGV: 1 max events, 2 ttl ms, 3 PUBLISH or SPUBLISH, 4 now (the node's clock, ms),
 --   5 number of users U, then per user:
 --   epoch to create if the log is gone, channel,
---   number of runs R, R x (run_id, state validated against or "", new state or ""),
+--   "<epoch>:<rv>" the run states were validated against ("": the events touch no run),
+--   number of changed runs R, R x (run_id, new state or ""),
 --   number of events N, N x (id, keyed "1"/"0", run_id or "", kind), then the N records.
 --
 -- A record is built by the caller and stored as it is: it holds no seq (the stream entry's id
@@ -20,11 +22,13 @@
 -- string is built here per event but the seq's. Trimming is amortized: by count once a slack of events is past the window, by age
 -- when the TTLs are refreshed (readers clamp to the exact window, see read.lua and wire.rs).
 --
--- The caller validated every event against the run states it knew. Here those are compared
--- first, for every user (compare-and-set), and every publisher id is checked: if anything
+-- The caller validated every event against the run states it knew, at a version of them. Here
+-- that version is compared first, for every user (compare-and-set: one field of the meta the
+-- script reads anyway, not a read per run), and every publisher id is checked: if anything
 -- changed meanwhile, nothing is written and {"conflict", why} comes back, so the caller reads
--- and validates again.
--- Returns {"ok", then per user: epoch, receivers, first seq, N}.
+-- and validates again. The epoch is part of the version, so a user's keys expiring and being
+-- created again never brings an old version back.
+-- Returns {"ok", then per user: epoch, receivers, first seq, N, rv}.
 local maxlen, ttl_ms, publish = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now_ms, nusers = tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Keys are kept 5/4 of the TTL after a refresh, refreshed once a quarter of the TTL has passed:
@@ -72,20 +76,22 @@ local function move_out(runs, live, log, last)
   for list in pairs(lists) do redis.call('PEXPIRE', list, keep_ms) end
 end
 
--- Check every user's section before writing anything; remember where each section starts.
-local starts = {}
+-- Check every user's section before writing anything; remember where each section starts and
+-- what its meta holds.
+local starts, metas = {}, {}
 local a = 6
 for u = 1, nusers do
   starts[u] = a
-  local runs = KEYS[(u - 1) * 5 + 4]
-  local nruns = tonumber(ARGV[a + 2]); a = a + 3
-  for _ = 1, nruns do
-    if (redis.call('HGET', runs, ARGV[a]) or '') ~= ARGV[a + 1] then return {'conflict', 'run ' .. ARGV[a]} end
-    a = a + 3
+  local k = (u - 1) * 5
+  local meta = redis.call('HMGET', KEYS[k + 1], 'epoch', 'seq', 'x', 't', 'v', 'rv')
+  metas[u] = meta
+  if ARGV[a + 2] ~= '' and (meta[1] or '') .. ':' .. (meta[6] or '0') ~= ARGV[a + 2] then
+    return {'conflict', 'runs'}
   end
+  a = a + 4 + tonumber(ARGV[a + 3]) * 2
   local nev = tonumber(ARGV[a]); a = a + 1
   for b = a, a + (nev - 1) * 4, 4 do
-    if ARGV[b + 1] == '1' and redis.call('ZSCORE', KEYS[(u - 1) * 5 + 3], ARGV[b]) then return {'conflict', 'id'} end
+    if ARGV[b + 1] == '1' and redis.call('ZSCORE', KEYS[k + 3], ARGV[b]) then return {'conflict', 'id'} end
   end
   a = a + nev * 5
 end
@@ -95,18 +101,19 @@ for u = 1, nusers do
   local k = (u - 1) * 5
   local meta_key, log, ids, runs, live = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   local a = starts[u]
-  local nruns = tonumber(ARGV[a + 2])
-  local runs_at = a + 3
-  local nev = tonumber(ARGV[runs_at + nruns * 3])
-  local events = runs_at + nruns * 3 + 1
+  local nruns = tonumber(ARGV[a + 3])
+  local runs_at = a + 4
+  local nev = tonumber(ARGV[runs_at + nruns * 2])
+  local events = runs_at + nruns * 2 + 1
   local records = events + nev * 4
 
-  local meta = redis.call('HMGET', meta_key, 'epoch', 'seq', 'x', 't', 'v')
+  local meta = metas[u]
   local epoch, seq = meta[1], tonumber(meta[2]) or 0
   local refreshed, trimmed = tonumber(meta[3]) or 0, tonumber(meta[4]) or 0
+  local version = tonumber(meta[6]) or 0
   local set -- meta fields to write besides seq, when there are any
   if not epoch then
-    epoch, seq, refreshed, trimmed = ARGV[a], 0, 0, 0
+    epoch, seq, refreshed, trimmed, version = ARGV[a], 0, 0, 0, 0
     redis.call('DEL', log, ids, runs, live)
     set = {'epoch', epoch, 'v', 1}
   elseif not meta[5] then
@@ -145,13 +152,14 @@ for u = 1, nusers do
     end
   end
   if keyed then redis.call('ZADD', ids, unpack(keyed)) end
-  local updated = false
-  for r = runs_at, runs_at + (nruns - 1) * 3, 3 do
-    local new = ARGV[r + 2]
-    if new ~= ARGV[r + 1] then
-      updated = true
-      if new == '' then redis.call('HDEL', runs, ARGV[r]) else redis.call('HSET', runs, ARGV[r], new) end
-    end
+  for r = runs_at, runs_at + (nruns - 1) * 2, 2 do
+    if ARGV[r + 1] == '' then redis.call('HDEL', runs, ARGV[r]) else redis.call('HSET', runs, ARGV[r], ARGV[r + 1]) end
+  end
+  if nruns > 0 then
+    version = version + 1
+    set = set or {}
+    set[#set + 1] = 'rv'
+    set[#set + 1] = version
   end
   local receivers = 0
   if nev > 0 then
@@ -198,7 +206,7 @@ for u = 1, nusers do
   else
     -- A key created since the last refresh gets its first TTL now.
     if keyed then redis.call('PEXPIRE', ids, keep_ms, 'NX') end
-    if updated then redis.call('PEXPIRE', runs, keep_ms, 'NX') end
+    if nruns > 0 then redis.call('PEXPIRE', runs, keep_ms, 'NX') end
     if started then redis.call('PEXPIRE', live, keep_ms, 'NX') end
   end
   -- Idempotency keys live as long as their events (the stream holds a contiguous range of seqs).
@@ -217,5 +225,6 @@ for u = 1, nusers do
   out[#out + 1] = receivers
   out[#out + 1] = first
   out[#out + 1] = nev
+  out[#out + 1] = version
 end
 return out

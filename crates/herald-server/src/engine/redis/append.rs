@@ -32,8 +32,12 @@ struct Read {
     epoch: Option<String>,
     /// Per event of the part: the seq its (publisher's) id already has.
     known: Vec<Option<u64>>,
-    /// Run states exactly as stored (the script compares these strings), in `Part::runs` order.
+    /// Run states exactly as stored, in `Part::runs` order (a run whose text is unchanged is not
+    /// written).
     stored: Vec<Option<String>>,
+    /// The version of the user's run states these were read at ([`wire::runs_version`]; the
+    /// script compares it).
+    runs_version: String,
     /// The same, parsed.
     states: Vec<Option<RunState>>,
     /// Taken from [`KnownRuns`], not read: possibly stale.
@@ -113,10 +117,10 @@ impl RedisEngine {
 
     /// What validation of one user's part depends on, from what this node last stored or read
     /// when it knows every run the part touches ([`KnownRuns`]), else read from Redis. Known
-    /// states may be stale, and publisher ids are assumed new: the script compares both and a
-    /// conflict reads them from Redis.
+    /// states may be stale, and publisher ids are assumed new: the script compares both (the
+    /// states by their version) and a conflict reads them from Redis.
     async fn known_or_read(&self, part: &Part<'_>) -> Result<Read, AppendError> {
-        let Some(stored) = self.known_runs.get(part.user, &part.runs) else {
+        let Some((stored, runs_version)) = self.known_runs.get(part.user, &part.runs) else {
             return self.read_part(part).await;
         };
         let states = part
@@ -125,12 +129,19 @@ impl RedisEngine {
             .zip(&stored)
             .map(|(run, text)| parse_state(run, text.as_deref()))
             .collect::<Result<_, _>>()?;
-        Ok(Read { epoch: None, known: vec![None; part.events.len()], stored, states, remembered: true })
+        Ok(Read {
+            epoch: None,
+            known: vec![None; part.events.len()],
+            stored,
+            states,
+            runs_version,
+            remembered: true,
+        })
     }
 
     /// Reads what validation of one user's part depends on: its epoch, which of its publisher ids
-    /// the log already has, and the states of the runs it touches. A part with neither ids nor
-    /// runs depends on nothing: no read.
+    /// the log already has, and the states of the runs it touches with their version. A part
+    /// with neither ids nor runs depends on nothing: no read.
     async fn read_part(&self, part: &Part<'_>) -> Result<Read, AppendError> {
         let keyed: Vec<usize> = (0..part.events.len()).filter(|&k| part.keyed(k)).collect();
         if keyed.is_empty() && part.runs.is_empty() {
@@ -138,9 +149,9 @@ impl RedisEngine {
         }
         let user = part.user;
         let mut pipe = redis::pipe();
-        // The epoch (for the receipts of duplicates) also keeps this a pipeline of two commands
-        // or more, whose reply is always an array.
-        pipe.hget(self.key(user, "meta"), "epoch");
+        // The epoch (for the receipts of duplicates) and the run states' version; a part with
+        // ids or runs makes this a pipeline of two commands or more, whose reply is an array.
+        pipe.cmd("HMGET").arg(self.key(user, "meta")).arg("epoch").arg("rv");
         for &k in &keyed {
             pipe.zscore(self.key(user, "ids"), &part.ids[k]);
         }
@@ -150,8 +161,9 @@ impl RedisEngine {
         let mut con = self.commands.clone();
         let values: Vec<Value> = pipe.query_async(&mut con).await.map_err(engine_error)?;
         let mut values = values.into_iter();
-        let mut read =
-            Read { epoch: take(&mut values)?, known: vec![None; part.events.len()], ..Read::default() };
+        let (epoch, changes): (Option<String>, Option<u64>) = take(&mut values)?;
+        let runs_version = wire::runs_version(epoch.as_deref().unwrap_or_default(), changes.unwrap_or(0));
+        let mut read = Read { epoch, known: vec![None; part.events.len()], runs_version, ..Read::default() };
         for k in keyed {
             read.known[k] = take(&mut values)?;
         }
@@ -180,13 +192,19 @@ impl RedisEngine {
         let mut written: Vec<Option<Written>> = vec![None; parts.len()];
         if !writing.is_empty() {
             let wall = SystemTime::now();
-            let call = AppendCall {
+            let mut call = AppendCall {
                 max_events: self.retention.max_events,
                 ttl_ms: self.retention.ttl.as_millis() as u64,
                 publish: self.commands.publish_command(),
                 now_ms: wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
-                users: writing.iter().map(|&i| self.user_call(&parts[i], &prepared[i], wall)).collect(),
+                users: Vec::with_capacity(writing.len()),
             };
+            let mut texts = Vec::with_capacity(writing.len());
+            for &i in &writing {
+                let (user_call, after) = self.user_call(&parts[i], &prepared[i], wall);
+                call.users.push(user_call);
+                texts.push(after);
+            }
             let (keys, args) = call.encode();
             let mut invocation = self.script.prepare_invoke();
             for key in keys {
@@ -206,8 +224,9 @@ impl RedisEngine {
                     if self.wait_replicas > 0 {
                         self.wait_for_replicas(&mut con, &call.users[0].keys[0]).await?;
                     }
-                    for (&i, user_call) in writing.iter().zip(&call.users) {
-                        self.known_runs.remember(parts[i].user, &user_call.runs, &prepared[i].planned.after);
+                    for ((&i, user), texts) in writing.iter().zip(&users).zip(&texts) {
+                        let (part, after) = (&parts[i], &prepared[i].planned.after);
+                        self.known_runs.remember(part.user, &user.runs_version, &part.runs, texts, after);
                     }
                     for (&i, user) in writing.iter().zip(users) {
                         written[i] = Some(Written {
@@ -239,19 +258,27 @@ impl RedisEngine {
         ))
     }
 
-    /// One user's section of the script call: the runs to compare and set, the events to append.
-    fn user_call(&self, part: &Part<'_>, prepared: &Prepared, wall: SystemTime) -> UserCall {
+    /// One user's section of the script call (the version of the run states to compare, the
+    /// runs to set, the events to append), and the text of each run's state after it.
+    fn user_call(&self, part: &Part<'_>, prepared: &Prepared, wall: SystemTime) -> (UserCall, Vec<String>) {
         let user = part.user;
-        let text = |s: &Option<String>| s.clone().unwrap_or_default();
+        let after: Vec<String> = prepared
+            .planned
+            .after
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map(|s| serde_json::to_string(s).expect("run states serialize"))
+                    .unwrap_or_default()
+            })
+            .collect();
         let runs = part
             .runs
             .iter()
             .zip(&prepared.read.stored)
-            .zip(&prepared.planned.after)
-            .map(|((run, before), after)| {
-                let after = after.as_ref().map(|s| serde_json::to_string(s).expect("run states serialize"));
-                ((*run).to_owned(), text(before), text(&after))
-            })
+            .zip(&after)
+            .filter(|((_, before), after)| before.as_deref().unwrap_or_default() != after.as_str())
+            .map(|((run, _), after)| ((*run).to_owned(), after.clone()))
             .collect();
         let wall_ms = wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut tail = Vec::with_capacity(256);
@@ -272,13 +299,15 @@ impl RedisEngine {
                 }
             })
             .collect();
-        UserCall {
+        let call = UserCall {
             keys: ["meta", "log", "ids", "runs", "live"].map(|name| self.key(user, name)),
             new_epoch: new_epoch(),
             channel: self.key(user, "ch"),
+            runs_version: (!part.runs.is_empty()).then(|| prepared.read.runs_version.clone()),
             runs,
             events,
-        }
+        };
+        (call, after)
     }
 
     /// Keeps the node-wide index of active runs (score: last activity, ms) that stall detection
@@ -421,44 +450,63 @@ fn parse_state(run: &str, stored: Option<&str>) -> Result<Option<RunState>, Engi
         .map_err(|e| EngineError::caused(format!("corrupt run state of {run}"), e))
 }
 
-/// The state text of each active run as this node last stored or read it, so that an append to
-/// runs it knows needs no read before the script: the script compares these texts with Redis
-/// (compare-and-set), so a stale entry costs one conflict and a read, never a wrong append. Runs
-/// that end are forgotten; the map is bounded.
+/// The state text of each active run as this node last stored it, and the version of each
+/// user's run states then, so that an append to runs it knows needs no read before the script:
+/// the script compares the version with Redis (compare-and-set), so a stale entry costs one
+/// conflict and a read, never a wrong append. Runs that end are forgotten; the maps are bounded.
 #[derive(Debug, Default)]
-pub(super) struct KnownRuns(Mutex<HashMap<(UserId, String), String>>);
+pub(super) struct KnownRuns(Mutex<Known>);
+
+#[derive(Debug, Default)]
+struct Known {
+    runs: HashMap<(UserId, String), String>,
+    versions: HashMap<UserId, String>,
+}
 
 /// Most runs [`KnownRuns`] holds before it starts over.
 const MAX_KNOWN_RUNS: usize = 100_000;
 
 impl KnownRuns {
-    /// The stored texts of `runs` of `user` ("" for none), if every one is known.
-    fn get(&self, user: &UserId, runs: &[&str]) -> Option<Vec<Option<String>>> {
+    /// The stored texts of `runs` of `user` ("" for none) and their version, if every one is
+    /// known.
+    fn get(&self, user: &UserId, runs: &[&str]) -> Option<(Vec<Option<String>>, String)> {
         if runs.is_empty() {
             return None;
         }
         let known = self.0.lock();
+        let version = known.versions.get(user)?.clone();
         let mut key = (user.clone(), String::new());
-        runs.iter()
+        let texts = runs
+            .iter()
             .map(|run| {
                 (*run).clone_into(&mut key.1);
-                known.get(&key).map(|text| Some(text.clone()).filter(|t| !t.is_empty()))
+                known.runs.get(&key).map(|text| Some(text.clone()).filter(|t| !t.is_empty()))
             })
-            .collect()
+            .collect::<Option<_>>()?;
+        Some((texts, version))
     }
 
-    /// Records what an append stored: per run, (run, text validated against, text now stored)
-    /// and the state that text holds.
-    fn remember(&self, user: &UserId, runs: &[(String, String, String)], states: &[Option<RunState>]) {
+    /// Records what an append stored: the version of `user`'s run states now, and per run of
+    /// `runs` the text now stored and the state it holds.
+    fn remember(
+        &self,
+        user: &UserId,
+        version: &str,
+        runs: &[&str],
+        texts: &[String],
+        states: &[Option<RunState>],
+    ) {
         let mut known = self.0.lock();
-        if known.len() > MAX_KNOWN_RUNS {
-            known.clear();
+        if known.runs.len() > MAX_KNOWN_RUNS || known.versions.len() > MAX_KNOWN_RUNS {
+            known.runs.clear();
+            known.versions.clear();
         }
-        for ((run, _, after), state) in runs.iter().zip(states) {
-            let key = (user.clone(), run.clone());
+        known.versions.insert(user.clone(), version.to_owned());
+        for ((run, text), state) in runs.iter().zip(texts).zip(states) {
+            let key = (user.clone(), (*run).to_owned());
             match state {
-                Some(state) if !state.is_ended() => known.insert(key, after.clone()),
-                _ => known.remove(&key),
+                Some(state) if !state.is_ended() => known.runs.insert(key, text.clone()),
+                _ => known.runs.remove(&key),
             };
         }
     }

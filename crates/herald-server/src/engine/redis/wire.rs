@@ -305,8 +305,11 @@ pub struct UserCall {
     pub new_epoch: String,
     /// The user's channel.
     pub channel: String,
-    /// Runs whose state changes: (run id, state validated against or "", new state or "").
-    pub runs: Vec<(String, String, String)>,
+    /// The version of the user's run states the events were validated against
+    /// ([`runs_version`]); `None` when they touch no run (nothing to compare).
+    pub runs_version: Option<String>,
+    /// Runs whose state changes: (run id, new state or "" for none).
+    pub runs: Vec<(String, String)>,
     /// Events to append.
     pub events: Vec<EventCall>,
 }
@@ -357,9 +360,10 @@ impl AppendCall {
             keys.extend(user.keys.iter().map(String::as_str));
             args.push(Cow::Borrowed(user.new_epoch.as_bytes()));
             args.push(Cow::Borrowed(user.channel.as_bytes()));
+            args.push(Cow::Borrowed(user.runs_version.as_deref().unwrap_or_default().as_bytes()));
             args.push(number(user.runs.len() as u64));
-            for (run, before, after) in &user.runs {
-                args.extend([run, before, after].map(|s| Cow::Borrowed(s.as_bytes())));
+            for (run, after) in &user.runs {
+                args.extend([run, after].map(|s| Cow::Borrowed(s.as_bytes())));
             }
             args.push(number(user.events.len() as u64));
             for e in &user.events {
@@ -385,6 +389,14 @@ pub struct UserWritten {
     pub first_seq: u64,
     /// Events appended.
     pub count: usize,
+    /// The version of the user's run states now ([`runs_version`]).
+    pub runs_version: String,
+}
+
+/// The version of a user's run states the script compares: its epoch (so that keys created
+/// again never bring an old count back) and how many times its run states changed.
+pub fn runs_version(epoch: &str, changes: u64) -> String {
+    format!("{epoch}:{changes}")
 }
 
 /// The script's answer.
@@ -416,11 +428,13 @@ pub fn decode_reply(reply: Value, users: usize) -> Result<AppendReply, WireError
         Some("conflict") => {
             Ok(AppendReply::Conflict(items.get(1).map(|v| text(v, "why")).transpose()?.unwrap_or_default()))
         }
-        Some("ok") if items.len() == 1 + users * 4 => items[1..]
-            .chunks_exact(4)
+        Some("ok") if items.len() == 1 + users * 5 => items[1..]
+            .chunks_exact(5)
             .map(|c| {
+                let epoch = text(&c[0], "epoch")?;
                 Ok(UserWritten {
-                    epoch: text(&c[0], "epoch")?,
+                    runs_version: runs_version(&epoch, int(&c[4], "runs version")?),
+                    epoch,
                     receivers: int(&c[1], "receivers")? as usize,
                     first_seq: int(&c[2], "first seq")?,
                     count: int(&c[3], "count")? as usize,
@@ -548,10 +562,23 @@ mod tests {
     #[test]
     fn script_replies_decode_and_malformed_ones_are_errors() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let ok = Value::Array(vec![bulk("ok"), bulk("ep"), Value::Int(2), Value::Int(5), Value::Int(3)]);
+        let ok = Value::Array(vec![
+            bulk("ok"),
+            bulk("ep"),
+            Value::Int(2),
+            Value::Int(5),
+            Value::Int(3),
+            Value::Int(7),
+        ]);
         assert_eq!(
             decode_reply(ok.clone(), 1).unwrap(),
-            AppendReply::Ok(vec![UserWritten { epoch: "ep".into(), receivers: 2, first_seq: 5, count: 3 }])
+            AppendReply::Ok(vec![UserWritten {
+                epoch: "ep".into(),
+                receivers: 2,
+                first_seq: 5,
+                count: 3,
+                runs_version: "ep:7".into()
+            }])
         );
         assert!(decode_reply(ok, 2).is_err(), "one section short");
         assert_eq!(
@@ -561,8 +588,23 @@ mod tests {
         for bad in [
             Value::Nil,
             Value::Array(vec![]),
-            Value::Array(vec![bulk("ok"), bulk("ep"), bulk("x"), Value::Int(1), Value::Int(1)]),
-            Value::Array(vec![bulk("ok"), bulk("ep"), Value::Int(-1), Value::Int(1), Value::Int(1)]),
+            Value::Array(vec![
+                bulk("ok"),
+                bulk("ep"),
+                bulk("x"),
+                Value::Int(1),
+                Value::Int(1),
+                Value::Int(1),
+            ]),
+            Value::Array(vec![
+                bulk("ok"),
+                bulk("ep"),
+                Value::Int(-1),
+                Value::Int(1),
+                Value::Int(1),
+                Value::Int(1),
+            ]),
+            Value::Array(vec![bulk("ok"), bulk("ep"), Value::Int(1), Value::Int(1), Value::Int(1)]),
             Value::Array(vec![bulk("what")]),
         ] {
             assert!(decode_reply(bad.clone(), 1).is_err(), "{bad:?}");
@@ -614,7 +656,8 @@ mod tests {
                 keys: ["m".into(), "l".into(), "i".into(), "r".into(), "a".into()],
                 new_epoch: "ep".into(),
                 channel: "ch".into(),
-                runs: vec![("run".into(), "".into(), "{}".into())],
+                runs_version: Some("ep:3".into()),
+                runs: vec![("run".into(), "{}".into())],
                 events: vec![EventCall {
                     id: "a".into(),
                     keyed: true,
@@ -638,9 +681,9 @@ mod tests {
                 "1",
                 "ep",
                 "ch",
+                "ep:3",
                 "1",
                 "run",
-                "",
                 "{}",
                 "1",
                 "a",
