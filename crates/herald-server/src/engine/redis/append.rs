@@ -205,16 +205,8 @@ impl RedisEngine {
                 call.users.push(user_call);
                 texts.push(after);
             }
-            let (keys, args) = call.encode();
-            let mut invocation = self.script.prepare_invoke();
-            for key in keys {
-                invocation.key(key);
-            }
-            for arg in &args {
-                invocation.arg(&arg[..]);
-            }
             let mut con = self.commands.clone();
-            let reply: Value = invocation.invoke_async(&mut con).await.map_err(engine_error)?;
+            let reply = self.eval_append(&mut con, &call).await.map_err(engine_error)?;
             match wire::decode_reply(reply, writing.len()).map_err(engine_error)? {
                 AppendReply::Conflict(why) => {
                     debug!(users = writing.len(), why, "append conflict, validating again");
@@ -256,6 +248,29 @@ impl RedisEngine {
                 })
                 .collect(),
         ))
+    }
+
+    /// Calls the append script with `call`'s keys and arguments written straight into one
+    /// command buffer (a `ScriptInvocation` would copy each argument into its own buffer
+    /// first); loads the script when Redis does not have it (first call, or Redis restarted).
+    async fn eval_append(&self, con: &mut Commands, call: &AppendCall) -> redis::RedisResult<Value> {
+        let (keys, args) = call.encode();
+        let bytes = keys.iter().map(|k| k.len()).chain(args.iter().map(|a| a.len())).sum::<usize>();
+        let mut eval = redis::Cmd::with_capacity(3 + keys.len() + args.len(), bytes + 64);
+        eval.arg("EVALSHA").arg(self.script.get_hash()).arg(keys.len());
+        for key in &keys {
+            eval.arg(*key);
+        }
+        for arg in &args {
+            eval.arg(&arg[..]);
+        }
+        match eval.query_async(con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load_async(con).await?;
+                eval.query_async(con).await
+            }
+            reply => reply,
+        }
     }
 
     /// One user's section of the script call (the version of the run states to compare, the
