@@ -314,10 +314,12 @@ impl RedisEngine {
                 }
             })
             .collect();
+        let [meta, log, ids, runs_key, live, channel] =
+            self.keys(user, ["meta", "log", "ids", "runs", "live", "ch"]);
         let call = UserCall {
-            keys: ["meta", "log", "ids", "runs", "live"].map(|name| self.key(user, name)),
+            keys: [meta, log, ids, runs_key, live],
             new_epoch: new_epoch(),
-            channel: self.key(user, "ch"),
+            channel,
             runs_version: (!part.runs.is_empty()).then(|| prepared.read.runs_version.clone()),
             runs,
             events,

@@ -142,7 +142,21 @@ impl RedisEngine {
     }
 
     fn key(&self, user: &UserId, name: &str) -> String {
-        format!("{}:{{{}}}:{name}", self.prefix, user)
+        let [key] = self.keys(user, [name]);
+        key
+    }
+
+    /// Several keys of `user` ([`RedisEngine::key`]), built without a `format!` each: the
+    /// append path builds six per user per call.
+    fn keys<const N: usize>(&self, user: &UserId, names: [&str; N]) -> [String; N] {
+        let (prefix, user) = (self.prefix.as_str(), user.as_str());
+        names.map(|name| {
+            let mut key = String::with_capacity(prefix.len() + user.len() + name.len() + 4);
+            for part in [prefix, ":{", user, "}:", name] {
+                key.push_str(part);
+            }
+            key
+        })
     }
 
     /// Reads `user`'s log atomically: its state and up to `limit` (0: all) entries after
