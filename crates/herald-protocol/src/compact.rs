@@ -280,6 +280,20 @@ impl Compactor {
         self.through = seq;
     }
 
+    /// Records activity of `run_id` at `now_ms` without folding an event (the event is kept
+    /// elsewhere and folded later), so [`Compactor::expire`] does not take the run for silent.
+    pub fn touch(&mut self, run_id: &str, now_ms: u64) {
+        if let Some(run) = self.runs.get_mut(run_id) {
+            run.last_ms = run.last_ms.max(now_ms);
+        }
+    }
+
+    /// Forgets `run_id` now: its terminal event is known but folded later (folding it then
+    /// changes nothing), so an ended run's state is freed at once.
+    pub fn end(&mut self, run_id: &str) {
+        self.runs.remove(run_id);
+    }
+
     /// Drops runs with no event since `cutoff_ms` (the engine forgot them too).
     pub fn expire(&mut self, cutoff_ms: u64) {
         self.runs.retain(|_, r| r.last_ms >= cutoff_ms);

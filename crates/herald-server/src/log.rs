@@ -5,10 +5,12 @@
 //! connection is behind is a subtraction of two byte offsets, so a slow reader costs no memory
 //! beyond the retained log, which is bounded by `history_size` and `history_ttl_s`.
 //!
-//! Beside the retained events, the log folds every event of an active run into its compacted
-//! state ([`herald_protocol::compact`]), which outlives retention: a connection with no usable
-//! cursor starts from that snapshot, so a tab opened in the middle of a long answer draws the
-//! whole run, not only its retained tail.
+//! Beside the retained events, the log keeps the compacted state of active runs
+//! ([`herald_protocol::compact`]), which outlives retention: a connection with no usable cursor
+//! starts from that snapshot, so a tab opened in the middle of a long answer draws the whole run,
+//! not only its retained tail. Events are folded into it lazily — when they leave the log, or
+//! when a snapshot is taken — never twice, and not at all when their run ended meanwhile: a run
+//! that starts and ends within the window, as most do, costs its events no parsing.
 //!
 //! This module owns no I/O and no run rules: engines decide what is appended, connections decide
 //! when to read.
@@ -17,7 +19,7 @@ use axum::extract::ws::Utf8Bytes;
 use herald_protocol::compact::{Compactor, Limits, SnapshotFrame};
 use herald_protocol::{EventKind, Recovery};
 use parking_lot::Mutex;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -116,7 +118,44 @@ struct Inner {
     head: u64,
     end_offset: u64,
     retained_bytes: usize,
+    /// Folded with every event up to its `through`; retained entries after it are not yet.
     runs: Compactor,
+    /// Per run, the seq of its latest terminal event still retained: the run's events before it
+    /// need no folding (the run ended).
+    ended: HashMap<String, u64>,
+}
+
+impl Inner {
+    /// Folds `entry` into the compacted runs (if it is after what they hold), at its own time;
+    /// skips it when a later terminal event of its run is retained. Returns what compaction lost
+    /// (runs truncated, runs dropped).
+    fn fold(&mut self, entry: &LogEntry, at_ms: u64) -> (u64, u64) {
+        if entry.seq <= self.runs.through() {
+            return (0, 0);
+        }
+        if let Some(run) = entry.run_id.as_deref() {
+            match self.ended.get(run) {
+                Some(&end) if end > entry.seq => {
+                    self.runs.set_through(entry.seq);
+                    return (0, 0);
+                }
+                Some(&end) if end == entry.seq => {
+                    self.ended.remove(run);
+                }
+                _ => {}
+            }
+        }
+        let before = (self.runs.truncated_runs(), self.runs.dropped_runs());
+        self.runs.apply(
+            entry.seq,
+            &entry.id,
+            entry.run_id.as_deref(),
+            entry.kind,
+            entry.frame.as_str(),
+            at_ms,
+        );
+        (self.runs.truncated_runs() - before.0, self.runs.dropped_runs() - before.1)
+    }
 }
 
 impl UserLog {
@@ -151,7 +190,8 @@ impl UserLog {
         skipped
     }
 
-    /// Compacted runs and their bytes, for memory accounting.
+    /// Compacted runs and their bytes, for memory accounting (events not folded yet are
+    /// retained entries, counted as those).
     pub fn compacted(&self) -> (usize, usize) {
         let inner = self.inner.lock();
         (inner.runs.runs(), inner.runs.bytes())
@@ -159,8 +199,27 @@ impl UserLog {
 
     /// The log's head and the snapshot of its active runs (or of `run` only), for the history API.
     pub fn snapshot(&self, run: Option<&str>) -> (u64, Vec<SnapshotFrame>) {
-        let inner = self.inner.lock();
-        (inner.head, inner.runs.snapshot(run))
+        let mut inner = self.inner.lock();
+        let lost = self.fold_retained(&mut inner);
+        let out = (inner.head, inner.runs.snapshot(run));
+        drop(inner);
+        crate::metrics::snapshot_losses(lost.0, lost.1);
+        out
+    }
+
+    /// Folds every retained entry not folded yet: the compacted runs are then current.
+    fn fold_retained(&self, inner: &mut Inner) -> (u64, u64) {
+        let through = inner.runs.through();
+        let Some(first) = inner.entries.front().map(|e| e.seq) else { return (0, 0) };
+        let start = through.saturating_add(1).saturating_sub(first) as usize;
+        let pending: Vec<Arc<LogEntry>> =
+            inner.entries.range(start.min(inner.entries.len())..).cloned().collect();
+        let mut lost = (0, 0);
+        for entry in &pending {
+            let l = inner.fold(entry, self.clock(entry.appended_at));
+            lost = (lost.0 + l.0, lost.1 + l.1);
+        }
+        lost
     }
 
     /// Milliseconds since the log was created: the compactor's clock.
@@ -209,7 +268,6 @@ impl UserLog {
     pub fn append(&self, event: NewEntry) -> Result<Vec<Arc<LogEntry>>, NotNext> {
         let NewEntry { seq, id, run_id, kind, frame, age } = event;
         let now = Instant::now();
-        let clock = self.clock(now);
         let mut inner = self.inner.lock();
         if seq <= inner.head {
             return Err(NotNext::AlreadyHave);
@@ -217,9 +275,13 @@ impl UserLog {
         if seq > inner.head + 1 {
             return Err(NotNext::Gap);
         }
-        let lost_before = (inner.runs.truncated_runs(), inner.runs.dropped_runs());
-        inner.runs.apply(seq, &id, run_id.as_deref(), kind, frame.as_str(), clock);
-        let lost = (inner.runs.truncated_runs() - lost_before.0, inner.runs.dropped_runs() - lost_before.1);
+        if kind.is_terminal()
+            && let Some(run) = &run_id
+        {
+            // The run's state is freed now; its events still retained will not be folded.
+            inner.runs.end(run);
+            inner.ended.insert(run.clone(), seq);
+        }
         inner.end_offset += frame.as_str().len() as u64;
         inner.retained_bytes += frame.as_str().len();
         let entry = LogEntry {
@@ -236,7 +298,6 @@ impl UserLog {
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
         self.head_tx.send_replace(seq);
-        crate::metrics::snapshot_losses(lost.0, lost.1);
         Ok(trimmed)
     }
 
@@ -257,18 +318,32 @@ impl UserLog {
     pub fn expire(&self, now: Instant) -> Vec<Arc<LogEntry>> {
         let cutoff = self.clock(now).saturating_sub(self.retention.ttl.as_millis() as u64);
         let mut inner = self.inner.lock();
-        if self.clock(now) > self.retention.ttl.as_millis() as u64 {
+        let trimmed = self.trim_locked(&mut inner, now);
+        if self.clock(now) > self.retention.ttl.as_millis() as u64 && inner.runs.runs() > 0 {
+            // A run with an event still retained (not folded yet) is not silent.
+            let through = inner.runs.through();
+            let Inner { entries, runs, .. } = &mut *inner;
+            for entry in entries.iter().filter(|e| e.seq > through) {
+                if let Some(run) = entry.run_id.as_deref() {
+                    runs.touch(run, self.clock(entry.appended_at));
+                }
+            }
             inner.runs.expire(cutoff);
         }
-        self.trim_locked(&mut inner, now)
+        trimmed
     }
 
     /// Drops every retained entry (the engine's global memory cap): seq, epoch and the compacted
     /// runs stay, so readers behind the head and resuming cursors get `reset`, never a gap.
     pub fn evict_entries(&self) -> Vec<Arc<LogEntry>> {
         let mut inner = self.inner.lock();
+        let lost = self.fold_retained(&mut inner);
         inner.retained_bytes = 0;
-        inner.entries.drain(..).collect()
+        inner.ended.clear();
+        let evicted = inner.entries.drain(..).collect();
+        drop(inner);
+        crate::metrics::snapshot_losses(lost.0, lost.1);
+        evicted
     }
 
     fn trim_locked(&self, inner: &mut Inner, now: Instant) -> Vec<Arc<LogEntry>> {
@@ -281,6 +356,8 @@ impl UserLog {
             }
             let front = inner.entries.pop_front().expect("front exists");
             inner.retained_bytes -= front.frame.as_str().len();
+            let lost = inner.fold(&front, self.clock(front.appended_at));
+            crate::metrics::snapshot_losses(lost.0, lost.1);
             trimmed.push(front);
         }
         trimmed
@@ -294,7 +371,7 @@ impl UserLog {
     /// the connection continues from `head` whatever is appended meanwhile (a run that ends after
     /// this is in the snapshot, and its terminal event follows live).
     pub fn open(&self, cursor: Option<(u64, &str)>) -> Opening {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
         let head = inner.head;
         let recovery = match cursor {
             None => Recovery::None,
@@ -310,6 +387,8 @@ impl UserLog {
                 inner.entries.iter().filter(|e| e.seq > after).cloned().collect()
             }
             Recovery::None | Recovery::Reset => {
+                let lost = self.fold_retained(&mut inner);
+                crate::metrics::snapshot_losses(lost.0, lost.1);
                 let now = Instant::now();
                 inner.runs.snapshot(None).into_iter().map(|f| Arc::new(snapshot_entry(f, now))).collect()
             }
@@ -502,6 +581,43 @@ mod tests {
         push(&l, EventKind::AgentCompleted, "long");
         assert!(l.open(None).backlog.is_empty());
         assert_eq!(l.compacted(), (0, 0));
+    }
+
+    #[test]
+    fn a_run_that_ends_within_the_window_is_never_folded() {
+        let l = log(5);
+        push(&l, EventKind::AgentStarted, "short");
+        // More text than a run's budget: folding it would truncate the run (and count that).
+        let delta = "x".repeat(300 * 1024);
+        for _ in 0..3 {
+            push_text(&l, "short", &delta);
+        }
+        assert_eq!(l.inner.lock().runs.through(), 0, "appending folds nothing");
+        push(&l, EventKind::AgentCompleted, "short");
+        for _ in 0..5 {
+            push(&l, EventKind::Custom, "other");
+        }
+        let inner = l.inner.lock();
+        assert_eq!(inner.entries.front().map(|e| e.seq), Some(6), "the run left the window");
+        assert_eq!(inner.runs.truncated_runs(), 0, "its events were passed over, not folded");
+        assert!(inner.ended.is_empty(), "its terminal event left with it");
+        assert_eq!(inner.runs.runs(), 0);
+    }
+
+    #[test]
+    fn events_folded_for_a_snapshot_are_not_folded_again_when_trimmed() {
+        let l = log(10);
+        push(&l, EventKind::AgentStarted, "r");
+        for i in 0..5 {
+            push_text(&l, "r", &format!("{i} "));
+        }
+        let first = l.open(None);
+        assert_eq!(text_of(&first.backlog[1]), "0 1 2 3 4 ");
+        for i in 5..30 {
+            push_text(&l, "r", &format!("{i} "));
+        }
+        let expected: String = (0..30).map(|i| format!("{i} ")).collect();
+        assert_eq!(text_of(&l.open(None).backlog[1]), expected);
     }
 
     #[test]
