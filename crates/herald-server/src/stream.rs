@@ -96,6 +96,8 @@ pub struct Session {
     live: bool,
     /// The batch buffer, lent out by [`Session::next`] and returned by [`Session::advance`].
     spare: Vec<Arc<LogEntry>>,
+    /// Batches handed out without waiting since the drain was last checked.
+    busy: u8,
 }
 
 impl Session {
@@ -134,6 +136,7 @@ impl Session {
             drain,
             live: false,
             spare: Vec::new(),
+            busy: 0,
         })
     }
 
@@ -178,8 +181,10 @@ impl Session {
     pub async fn next<T>(&mut self, max_bytes: usize, other: impl Future<Output = T>) -> Next<T> {
         tokio::pin!(other);
         loop {
-            // A reader kept busy by a publisher on another node may never wait below.
-            if self.drain.is_cancelled() {
+            // A reader kept busy by a publisher on another node may never wait below, where the
+            // drain is noticed; it checks every few batches (the check takes a lock).
+            self.busy = self.busy.wrapping_add(1);
+            if self.busy % 16 == 0 && self.drain.is_cancelled() {
                 return Next::Stop(Stop::Shutdown);
             }
             self.head_rx.borrow_and_update();
