@@ -125,8 +125,12 @@ async fn run_states_changed_on_another_node_are_followed_not_remembered() {
         (200, Some(true), Some(2)),
         "{body}"
     );
-    // A ends the run; B, which remembers it open, refuses what comes after.
+    // A ends the run; B, which remembers it open, refuses what comes after — also after B
+    // appended an event outside runs meanwhile (whose receipt carries the newer version of the
+    // user's run states: it must not vouch for what B remembers of run r).
     assert_eq!(post(&a, event("agent_completed", json!({}))).await.0, 200);
+    let loose = json!({"user_id": "u", "event": "custom", "data": {"name": "tick"}});
+    assert_eq!(post(&b, loose).await.0, 200);
     let (status, body) = post(&b, event("agent_text", json!({"data": {"delta": "late"}}))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_state")), "{body}");
     let (_, opened) = a.open("u").await;
@@ -136,7 +140,7 @@ async fn run_states_changed_on_another_node_are_followed_not_remembered() {
         history["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
+        ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed", "custom"]
     );
 }
 

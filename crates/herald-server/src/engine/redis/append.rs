@@ -467,44 +467,42 @@ fn parse_state(run: &str, stored: Option<&str>) -> Result<Option<RunState>, Engi
         .map_err(|e| EngineError::caused(format!("corrupt run state of {run}"), e))
 }
 
-/// The state text of each active run as this node last stored it, and the version of each
-/// user's run states then, so that an append to runs it knows needs no read before the script:
-/// the script compares the version with Redis (compare-and-set), so a stale entry costs one
-/// conflict and a read, never a wrong append. Runs that end are forgotten; the maps are bounded.
+/// The state text of each active run as this node last stored it, with the version of the
+/// user's run states it was stored at, so that an append to runs it knows needs no read before
+/// the script: the script compares the version with Redis (compare-and-set), so a stale entry
+/// costs one conflict and a read, never a wrong append. Runs that end are forgotten; the map is
+/// bounded.
+///
+/// A version vouches only for the states recorded with it: another node may have changed any run
+/// of the user since an older version, so runs remembered at different versions are read again.
 #[derive(Debug, Default)]
-pub(super) struct KnownRuns(Mutex<Known>);
-
-#[derive(Debug, Default)]
-struct Known {
-    runs: HashMap<(UserId, String), String>,
-    versions: HashMap<UserId, String>,
-}
+pub(super) struct KnownRuns(Mutex<HashMap<(UserId, String), (String, String)>>);
 
 /// Most runs [`KnownRuns`] holds before it starts over.
 const MAX_KNOWN_RUNS: usize = 100_000;
 
 impl KnownRuns {
-    /// The stored texts of `runs` of `user` ("" for none) and their version, if every one is
-    /// known.
+    /// The stored texts of `runs` of `user` ("" for none) and the version they were stored at,
+    /// if every one is known at one version.
     fn get(&self, user: &UserId, runs: &[&str]) -> Option<(Vec<Option<String>>, String)> {
-        if runs.is_empty() {
-            return None;
-        }
         let known = self.0.lock();
-        let version = known.versions.get(user)?.clone();
         let mut key = (user.clone(), String::new());
-        let texts = runs
-            .iter()
-            .map(|run| {
-                (*run).clone_into(&mut key.1);
-                known.runs.get(&key).map(|text| Some(text.clone()).filter(|t| !t.is_empty()))
-            })
-            .collect::<Option<_>>()?;
-        Some((texts, version))
+        let mut version: Option<&str> = None;
+        let mut texts = Vec::with_capacity(runs.len());
+        for run in runs {
+            (*run).clone_into(&mut key.1);
+            let (text, at) = known.get(&key)?;
+            if version.is_some_and(|v| v != at) {
+                return None;
+            }
+            version = Some(at);
+            texts.push(Some(text.clone()).filter(|t| !t.is_empty()));
+        }
+        Some((texts, version?.to_owned()))
     }
 
-    /// Records what an append stored: the version of `user`'s run states now, and per run of
-    /// `runs` the text now stored and the state it holds.
+    /// Records what an append to `runs` of `user` stored: the version of the user's run states
+    /// now, and per run the text now stored and the state it holds.
     fn remember(
         &self,
         user: &UserId,
@@ -514,16 +512,14 @@ impl KnownRuns {
         states: &[Option<RunState>],
     ) {
         let mut known = self.0.lock();
-        if known.runs.len() > MAX_KNOWN_RUNS || known.versions.len() > MAX_KNOWN_RUNS {
-            known.runs.clear();
-            known.versions.clear();
+        if known.len() > MAX_KNOWN_RUNS {
+            known.clear();
         }
-        known.versions.insert(user.clone(), version.to_owned());
         for ((run, text), state) in runs.iter().zip(texts).zip(states) {
             let key = (user.clone(), (*run).to_owned());
             match state {
-                Some(state) if !state.is_ended() => known.runs.insert(key, text.clone()),
-                _ => known.runs.remove(&key),
+                Some(state) if !state.is_ended() => known.insert(key, (text.clone(), version.to_owned())),
+                _ => known.remove(&key),
             };
         }
     }
