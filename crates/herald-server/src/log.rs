@@ -130,20 +130,20 @@ impl Inner {
     /// skips it when a later terminal event of its run is retained. Returns what compaction lost
     /// (runs truncated, runs dropped).
     fn fold(&mut self, entry: &LogEntry, at_ms: u64) -> (u64, u64) {
+        let ended = entry.run_id.as_deref().and_then(|run| self.ended.get(run).map(|&end| (run, end)));
+        if let Some((run, end)) = ended
+            && end == entry.seq
+        {
+            // The run's terminal event is folded (or was, by a seeded state): nothing of it is
+            // left to skip.
+            self.ended.remove(run);
+        }
         if entry.seq <= self.runs.through() {
             return (0, 0);
         }
-        if let Some(run) = entry.run_id.as_deref() {
-            match self.ended.get(run) {
-                Some(&end) if end > entry.seq => {
-                    self.runs.set_through(entry.seq);
-                    return (0, 0);
-                }
-                Some(&end) if end == entry.seq => {
-                    self.ended.remove(run);
-                }
-                _ => {}
-            }
+        if ended.is_some_and(|(_, end)| end > entry.seq) {
+            self.runs.set_through(entry.seq);
+            return (0, 0);
         }
         let before = (self.runs.truncated_runs(), self.runs.dropped_runs());
         self.runs.apply(
@@ -602,6 +602,17 @@ mod tests {
         assert_eq!(inner.runs.truncated_runs(), 0, "its events were passed over, not folded");
         assert!(inner.ended.is_empty(), "its terminal event left with it");
         assert_eq!(inner.runs.runs(), 0);
+    }
+
+    #[test]
+    fn a_terminal_event_a_seeded_state_covers_is_forgotten_when_it_leaves() {
+        let l = log(2);
+        push(&l, EventKind::AgentStarted, "r");
+        push(&l, EventKind::AgentCompleted, "r");
+        assert_eq!(l.seed_runs([], 2), 0);
+        push(&l, EventKind::Custom, "x");
+        push(&l, EventKind::Custom, "x");
+        assert!(l.inner.lock().ended.is_empty(), "no bookkeeping outlives the window");
     }
 
     #[test]
