@@ -331,8 +331,7 @@ async fn redis_pair(name: &str) -> (String, TestServer, TestServer) {
 }
 
 async fn redis_list_len(prefix: &str, user: &str, run: &str) -> usize {
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = common::redis_connection().await;
     redis::cmd("LLEN").arg(format!("{prefix}:{{{user}}}:runs:{run}")).query_async(&mut con).await.unwrap()
 }
 
@@ -413,8 +412,7 @@ async fn redis_a_run_active_across_an_upgrade_is_drawn_whole() {
     stream_text(&a, "u", "r", 0, 300).await;
     // What the earlier build left: every event of the run in its list, no `live` set, no layout
     // mark in the meta.
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = common::redis_connection().await;
     let key = |name: &str| format!("{prefix}:{{u}}:{name}");
     let entries: Vec<StreamEntry> =
         redis::cmd("XRANGE").arg(key("log")).arg("-").arg("+").query_async(&mut con).await.unwrap();

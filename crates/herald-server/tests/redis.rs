@@ -303,8 +303,7 @@ async fn remembered_run_states_do_not_survive_the_users_keys() {
     let event = |run: &str, kind: &str| json!({"user_id": "u", "run_id": run, "event": kind, "data": {}});
     assert_eq!(a.publisher.post(&event("r", "agent_started")).await.unwrap().0, 200);
     // The keys expire (as after a TTL of silence); B starts another run: one change, again.
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = common::redis_connection().await;
     let keys: Vec<String> =
         redis::cmd("KEYS").arg(format!("{prefix}:{{u}}:*")).query_async(&mut con).await.unwrap();
     let () = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.unwrap();
@@ -326,8 +325,7 @@ async fn events_older_than_the_ttl_leave_the_stream() {
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(node.publisher.post(&event(3)).await.unwrap().0, 200);
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = common::redis_connection().await;
     let left: usize =
         redis::cmd("XLEN").arg(format!("{prefix}:{{u}}:log")).query_async(&mut con).await.unwrap();
     assert_eq!(left, 1, "the three events older than the TTL are gone");
@@ -396,8 +394,7 @@ async fn events_stored_whole_by_earlier_builds_are_served_unchanged() {
     drop(writer);
 
     // Rewrite the entry the way earlier builds stored it: the frame field holds the whole frame.
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = common::redis_connection().await;
     let log = format!("{prefix}:{{u}}:log");
     type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>; // XRANGE: (id, [(field, value)])
     let entries: Entries =

@@ -149,6 +149,12 @@ pub fn redis_url() -> String {
     std::env::var("HERALD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
+/// A connection to that Redis, for tests that look at (or tamper with) what the engine stored.
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url()).expect("a valid redis url");
+    client.get_multiplexed_async_connection().await.expect("redis reachable")
+}
+
 /// A key prefix no other test (or deployment) uses.
 pub fn unique_prefix(name: &str) -> String {
     format!("herald-test-{name}-{:016x}", rand::random::<u64>())
