@@ -87,7 +87,7 @@ def main():
         keys, args = [], [1000, 900_000, "PUBLISH", int(time.time() * 1000), USERS]
         for u in range(USERS):
             user = [b"b:{u%d}:%s" % (u, n) for n in (b"meta", b"log", b"ids", b"runs", b"live")]
-            r("HSET", user[0], "epoch", "0123456789abcdef", "seq", 0, "v", 1)
+            r("HSET", user[0], "epoch", "0123456789abcdef", "seq", 0, "rv", 0)
             r("HSET", user[3], "r", "{}")
             if LONG_RUN:
                 r("ZADD", user[4], 0, "r")

@@ -410,14 +410,14 @@ async fn redis_a_run_active_across_an_upgrade_is_drawn_whole() {
     let (prefix, a, b) = redis_pair("longrun-upgrade").await;
     publish(&a, "u", "r", "agent_started", json!({})).await;
     stream_text(&a, "u", "r", 0, 300).await;
-    // What the earlier build left: every event of the run in its list, no `live` set, no layout
-    // mark in the meta.
+    // What the earlier build left: every event of the run in its list, no `live` set, no version
+    // of the run states in the meta.
     let mut con = common::redis_connection().await;
     let key = |name: &str| format!("{prefix}:{{u}}:{name}");
     let entries: Vec<StreamEntry> =
         redis::cmd("XRANGE").arg(key("log")).arg("-").arg("+").query_async(&mut con).await.unwrap();
     let mut old = redis::pipe();
-    old.hdel(key("meta"), "v").del(key("live"));
+    old.hdel(key("meta"), "rv").del(key("live"));
     for (id, fields) in &entries {
         let mut entry = format!("{} ", id.trim_end_matches("-0")).into_bytes();
         entry.extend_from_slice(&fields[0].1);
@@ -426,8 +426,8 @@ async fn redis_a_run_active_across_an_upgrade_is_drawn_whole() {
     let () = old.query_async(&mut con).await.unwrap();
     // The upgraded node goes on; the window (1,000) moves past the run's start.
     stream_text(&a, "u", "r", 300, 1500).await;
-    let mark: Option<String> = redis::AsyncCommands::hget(&mut con, key("meta"), "v").await.unwrap();
-    assert_eq!(mark.as_deref(), Some("1"));
+    let version: Option<u64> = redis::AsyncCommands::hget(&mut con, key("meta"), "rv").await.unwrap();
+    assert_eq!(version, Some(0), "the first append marks the keys converted");
     let (_conn, opened) = b.open("u").await;
     assert_eq!(text_of(&opened.backlog, "r"), expected("r", 1500));
 }

@@ -4,8 +4,8 @@
 -- engine/redis/wire.rs (the tests there mirror what this script writes).
 -- KEYS, 5 per user, hash-tagged by the user (one cluster slot; on Redis Cluster the caller sends
 --   one user per call): meta (hash: epoch; seq; x = when the keys' TTLs were last refreshed and
---   the log last trimmed by age; t = seqs up to t were trimmed; v = 1 once `live` is kept;
---   rv = the version of the user's run states, counted up whenever one changes),
+--   the log last trimmed by age; t = seqs up to t were trimmed; rv = the version of the user's
+--   run states, counted up whenever one changes, and kept from the first append on),
 --   log (stream, entry id "<seq>-0", one field e = the event's record), ids (zset publisher id
 --   -> seq; generated ids are not recorded), runs (hash run_id -> RunState JSON), live (zset
 --   run_id -> seq of its agent_started, for the runs that are active). Not declared but in the
@@ -83,9 +83,9 @@ local a = 6
 for u = 1, nusers do
   starts[u] = a
   local k = (u - 1) * 5
-  local meta = redis.call('HMGET', KEYS[k + 1], 'epoch', 'seq', 'x', 't', 'v', 'rv')
+  local meta = redis.call('HMGET', KEYS[k + 1], 'epoch', 'seq', 'x', 't', 'rv')
   metas[u] = meta
-  if ARGV[a + 2] ~= '' and (meta[1] or '') .. ':' .. (meta[6] or '0') ~= ARGV[a + 2] then
+  if ARGV[a + 2] ~= '' and (meta[1] or '') .. ':' .. (meta[5] or '0') ~= ARGV[a + 2] then
     return {'conflict', 'runs'}
   end
   a = a + 4 + tonumber(ARGV[a + 3]) * 2
@@ -110,20 +110,22 @@ for u = 1, nusers do
   local meta = metas[u]
   local epoch, seq = meta[1], tonumber(meta[2]) or 0
   local refreshed, trimmed = tonumber(meta[3]) or 0, tonumber(meta[4]) or 0
-  local version = tonumber(meta[6]) or 0
+  -- No version: the meta was written by an earlier build or by a reader (read.lua).
+  local version = tonumber(meta[5])
+  local version_changed = not version
   local set -- meta fields to write besides seq, when there are any
   if not epoch then
     epoch, seq, refreshed, trimmed, version = ARGV[a], 0, 0, 0, 0
     redis.call('DEL', log, ids, runs, live)
-    set = {'epoch', epoch, 'v', 1}
-  elseif not meta[5] then
-    -- Keys an earlier build wrote: its active runs' lists hold all their events so far; from
-    -- now on they take what leaves the stream, like the others.
+    set = {'epoch', epoch}
+  elseif not version then
+    -- An earlier build's active runs have lists holding all their events so far; from now on
+    -- they take what leaves the stream, like the others.
     for _, run in ipairs(redis.call('HKEYS', runs)) do
       if redis.call('EXISTS', runs .. ':' .. run) == 1 then redis.call('ZADD', live, 0, run) end
     end
     redis.call('PEXPIRE', live, keep_ms)
-    set = {'v', 1}
+    version = 0
   end
   local first = seq + 1
   local keyed, started
@@ -157,6 +159,9 @@ for u = 1, nusers do
   end
   if nruns > 0 then
     version = version + 1
+    version_changed = true
+  end
+  if version_changed then
     set = set or {}
     set[#set + 1] = 'rv'
     set[#set + 1] = version
