@@ -13,10 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 async fn two_nodes(name: &str) -> (TestServer, TestServer) {
-    let prefix = unique_prefix(name);
+    two_nodes_at(&unique_prefix(name)).await
+}
+
+/// Two nodes sharing the key prefix `prefix`, for tests that also look at the keys.
+async fn two_nodes_at(prefix: &str) -> (TestServer, TestServer) {
     (
-        TestServer::redis(&prefix, Settings::default()).await,
-        TestServer::redis(&prefix, Settings::default()).await,
+        TestServer::redis(prefix, Settings::default()).await,
+        TestServer::redis(prefix, Settings::default()).await,
     )
 }
 
@@ -296,10 +300,7 @@ async fn idempotency_keys_live_as_long_as_their_events() {
 #[tokio::test]
 async fn remembered_run_states_do_not_survive_the_users_keys() {
     let prefix = unique_prefix("revived");
-    let (a, b) = (
-        TestServer::redis(&prefix, Settings::default()).await,
-        TestServer::redis(&prefix, Settings::default()).await,
-    );
+    let (a, b) = two_nodes_at(&prefix).await;
     let event = |run: &str, kind: &str| json!({"user_id": "u", "run_id": run, "event": kind, "data": {}});
     assert_eq!(a.publisher.post(&event("r", "agent_started")).await.unwrap().0, 200);
     // The keys expire (as after a TTL of silence); B starts another run: one change, again.
