@@ -144,7 +144,8 @@ impl Connection {
                 headers.insert("sec-websocket-protocol", HeaderValue::from_str(&value).expect("ascii"));
             }
         }
-        match tokio_tungstenite::connect_async(request).await {
+        // Nagle off: client frames (acks, cancels, pings) are small and wanted now.
+        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
             Ok((ws, _)) => Ok(Connection { ws, last_seq: cursor.map_or(0, |c| c.0) }),
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();

@@ -48,7 +48,9 @@ impl PublishSocket {
         let bearer = HeaderValue::from_str(&format!("Bearer {api_key}"))
             .map_err(|_| ClientError::Protocol("the API key is not a valid header value".into()))?;
         request.headers_mut().insert("authorization", bearer);
-        match tokio_tungstenite::connect_async(request).await {
+        // Nagle off: a token is a small frame that must leave now, not wait for the previous
+        // one's acknowledgement.
+        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
             Ok((ws, _)) => Ok(PublishSocket { ws }),
             Err(tungstenite::Error::Http(response)) => Err(ClientError::Refused {
                 status: response.status().as_u16(),
@@ -150,4 +152,25 @@ where
 {
     let text = crate::next_text(stream, timeout).await?;
     serde_json::from_str(text.as_str()).map_err(|e| ClientError::Protocol(format!("{e}: {}", text.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token is a frame of a few dozen bytes: with Nagle's algorithm on, it would wait for the
+    /// acknowledgement of the previous one before leaving.
+    #[tokio::test]
+    async fn the_socket_sends_small_frames_without_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            tokio_tungstenite::accept_async(stream).await.expect("handshake")
+        });
+        let socket = PublishSocket::connect(&format!("http://{addr}"), "key").await.expect("connect");
+        let MaybeTlsStream::Plain(tcp) = socket.ws.get_ref() else { panic!("a plain TCP socket") };
+        assert!(tcp.nodelay().expect("nodelay"), "Nagle's algorithm is on");
+        drop(server.await);
+    }
 }
