@@ -93,7 +93,7 @@ def main():
                 r("ZADD", user[4], 0, "r")
             keys += user
             args += ["new-epoch", b"b:{u%d}:ch" % u, "0123456789abcdef:0", 0, EVENTS]
-            args += ["gen-0123456789", "0", "r", "agent_text"] * EVENTS
+            args += ["", "0", "", "agent_text"] * EVENTS  # no publisher id; not a run's start or end
             args += [ns(b"1764590000000") + ns(b"gen-0123456789") + ns(b"r") + ns(b"agent_text") + ns(tail)] * EVENTS
         call = ("EVALSHA", sha, len(keys), *keys, *args)
         first = r(*call)

@@ -15,7 +15,8 @@
 --   epoch to create if the log is gone, channel,
 --   "<epoch>:<rv>" the run states were validated against ("": the events touch no run),
 --   number of changed runs R, R x (run_id, new state or ""),
---   number of events N, N x (id, keyed "1"/"0", run_id or "", kind), then the N records.
+--   number of events N, N x (publisher id or "", keyed "1"/"0", run_id of agent_started and
+--   terminal events or "", kind), then the N records.
 --
 -- A record is built by the caller and stored as it is: it holds no seq (the stream entry's id
 -- does, a message's header line gives the first, a run's list entry starts with it), so no
@@ -36,6 +37,12 @@ local now_ms, nusers = tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep_ms = ttl_ms + math.floor(ttl_ms / 4)
 -- Events past the count window before the stream is trimmed (one XTRIM per this many events).
 local slack = math.max(1, math.min(64, math.floor(maxlen / 16)))
+
+-- `n` as a decimal string. Lua's numbers are doubles: passed to redis.call as they are, or through
+-- tostring, they are printed with a floating-point format, several times slower.
+local function int(n)
+  return string.format('%d', n)
+end
 
 -- Field `i` of a record ("<byte length>:<bytes>" fields, see wire.rs: appended ms, id, run id,
 -- kind, frame), or nil if the record is not one.
@@ -132,7 +139,7 @@ for u = 1, nusers do
   for e = 0, nev - 1 do
     local b = events + e * 4
     seq = seq + 1
-    redis.call('XADD', log, tostring(seq), 'e', ARGV[records + e])
+    redis.call('XADD', log, int(seq), 'e', ARGV[records + e])
     -- An active run is in `live` (with its first seq) from agent_started to its end; its list
     -- (engine/redis/compact.rs) takes its events as they leave the stream (move_out).
     local run_id = ARGV[b + 2]
@@ -168,9 +175,17 @@ for u = 1, nusers do
   end
   local receivers = 0
   if nev > 0 then
-    -- The message: "<first seq> <count> <epoch>\n", then the records.
-    receivers = redis.call(publish, ARGV[a + 1], string.format('%d %d %s\n', first, nev, epoch)
-      .. table.concat(ARGV, '', records, records + nev - 1))
+    -- The message: "<first seq> <count> <epoch>\n", then the records, made as one string (every
+    -- string Redis's Lua makes is hashed byte by byte: no intermediate concatenation).
+    local header, message = string.format('%d %d %s\n', first, nev, epoch), nil
+    if nev == 1 then
+      message = header .. ARGV[records]
+    else
+      local parts = {header}
+      for r = records, records + nev - 1 do parts[#parts + 1] = ARGV[r] end
+      message = table.concat(parts)
+    end
+    receivers = redis.call(publish, ARGV[a + 1], message)
   end
 
   -- Retention by count, once `slack` events are past the window.
@@ -222,9 +237,9 @@ for u = 1, nusers do
     set[#set + 1] = trimmed
   end
   if set then
-    redis.call('HSET', meta_key, 'seq', seq, unpack(set))
+    redis.call('HSET', meta_key, 'seq', int(seq), unpack(set))
   else
-    redis.call('HSET', meta_key, 'seq', seq)
+    redis.call('HSET', meta_key, 'seq', int(seq))
   end
   out[#out + 1] = epoch
   out[#out + 1] = receivers

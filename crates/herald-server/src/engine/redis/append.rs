@@ -305,10 +305,15 @@ impl RedisEngine {
                 encode_frame_tail(&mut tail, &part.ids[k], event, wall);
                 let run_id = event.run_id.as_deref().unwrap_or_default();
                 let kind = event.kind.as_str();
+                let keyed = part.keyed(k);
+                // The script reads an id only to check and record it, and a run only where it
+                // starts or ends: other events send neither (every byte the script receives is
+                // hashed into a Lua string).
+                let starts_or_ends = event.kind == EventKind::AgentStarted || event.kind.is_terminal();
                 EventCall {
-                    id: part.ids[k].clone(),
-                    keyed: part.keyed(k),
-                    run_id: run_id.to_owned(),
+                    id: if keyed { part.ids[k].clone() } else { String::new() },
+                    keyed,
+                    run_id: if starts_or_ends { run_id.to_owned() } else { String::new() },
                     kind,
                     record: wire::encode_record(wall_ms, &part.ids[k], run_id, kind, &tail),
                 }

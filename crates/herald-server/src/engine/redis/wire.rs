@@ -317,11 +317,12 @@ pub struct UserCall {
 /// One event to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventCall {
-    /// Its id.
+    /// Its publisher's id, checked and recorded for idempotency; "" for a generated id (the
+    /// record holds it).
     pub id: String,
-    /// True for a publisher's id: checked and recorded for idempotency. Generated ids are neither.
+    /// True for a publisher's id. Generated ids are neither checked nor recorded.
     pub keyed: bool,
-    /// Its run or "".
+    /// Its run when it starts or ends one (the script keeps the set of active runs), else "".
     pub run_id: String,
     /// Its kind's name.
     pub kind: &'static str,
