@@ -29,7 +29,8 @@
 -- changed meanwhile, nothing is written and {"conflict", why} comes back, so the caller reads
 -- and validates again. The epoch is part of the version, so a user's keys expiring and being
 -- created again never brings an old version back.
--- Returns {"ok", then per user: epoch, receivers, first seq, N, rv}.
+-- Returns {"ok", lines}: one line per user, "<receivers> <first seq> <N> <rv> <epoch>\n", all in
+-- one string (the node then parses one reply value per call, not five per user).
 local maxlen, ttl_ms, publish = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now_ms, nusers = tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Keys are kept 5/4 of the TTL after a refresh, refreshed once a quarter of the TTL has passed:
@@ -103,7 +104,7 @@ for u = 1, nusers do
   a = a + nev * 5
 end
 
-local out = {'ok'}
+local out = {}
 for u = 1, nusers do
   local k = (u - 1) * 5
   local meta_key, log, ids, runs, live = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
@@ -241,10 +242,6 @@ for u = 1, nusers do
   else
     redis.call('HSET', meta_key, 'seq', int(seq))
   end
-  out[#out + 1] = epoch
-  out[#out + 1] = receivers
-  out[#out + 1] = first
-  out[#out + 1] = nev
-  out[#out + 1] = version
+  out[u] = string.format('%d %d %d %d %s\n', receivers, first, nev, version, epoch)
 end
-return out
+return {'ok', table.concat(out)}

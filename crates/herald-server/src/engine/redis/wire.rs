@@ -409,7 +409,8 @@ pub enum AppendReply {
     Conflict(String),
 }
 
-/// Decodes the script's reply to a call of `users` sections.
+/// Decodes the script's reply to a call of `users` sections: `{"ok", lines}` with one line per
+/// section, `<receivers> <first seq> <count> <runs version> <epoch>`, or `{"conflict", why}`.
 pub fn decode_reply(reply: Value, users: usize) -> Result<AppendReply, WireError> {
     let Value::Array(items) = reply else { return Err(WireError::Reply(format!("{reply:?}"))) };
     let text = |v: &Value, what: &'static str| -> Result<String, WireError> {
@@ -419,32 +420,43 @@ pub fn decode_reply(reply: Value, users: usize) -> Result<AppendReply, WireError
             other => Err(WireError::Reply(format!("{what}: {other:?}"))),
         }
     };
-    let int = |v: &Value, what: &'static str| -> Result<u64, WireError> {
-        match v {
-            Value::Int(i) if *i >= 0 => Ok(*i as u64),
-            other => Err(WireError::Reply(format!("{what}: {other:?}"))),
-        }
-    };
     match items.first().map(|v| text(v, "status")).transpose()?.as_deref() {
         Some("conflict") => {
             Ok(AppendReply::Conflict(items.get(1).map(|v| text(v, "why")).transpose()?.unwrap_or_default()))
         }
-        Some("ok") if items.len() == 1 + users * 5 => items[1..]
-            .chunks_exact(5)
-            .map(|c| {
-                let epoch = text(&c[0], "epoch")?;
-                Ok(UserWritten {
-                    runs_version: runs_version(&epoch, int(&c[4], "runs version")?),
-                    epoch,
-                    receivers: int(&c[1], "receivers")? as usize,
-                    first_seq: int(&c[2], "first seq")?,
-                    count: int(&c[3], "count")? as usize,
-                })
-            })
-            .collect::<Result<_, _>>()
-            .map(AppendReply::Ok),
+        Some("ok") if items.len() == 2 => {
+            let Value::BulkString(lines) = &items[1] else {
+                return Err(WireError::Reply(format!("sections: {:?}", items[1])));
+            };
+            let written: Vec<UserWritten> =
+                lines.split_inclusive(|&b| b == b'\n').map(decode_written).collect::<Result<_, _>>()?;
+            if written.len() != users {
+                return Err(WireError::Reply(format!("{} sections for {users} users", written.len())));
+            }
+            Ok(AppendReply::Ok(written))
+        }
         _ => Err(WireError::Reply(format!("{items:?}"))),
     }
+}
+
+/// One section's line of the script's reply (see [`decode_reply`]).
+fn decode_written(line: &[u8]) -> Result<UserWritten, WireError> {
+    let what = "reply section";
+    let text =
+        line.strip_suffix(b"\n").and_then(|l| std::str::from_utf8(l).ok()).ok_or_else(|| bad(what, line))?;
+    let mut words = text.splitn(5, ' ');
+    let mut number = || -> Result<u64, WireError> {
+        words.next().and_then(|w| w.parse().ok()).ok_or_else(|| bad(what, line))
+    };
+    let (receivers, first_seq, count, changes) = (number()?, number()?, number()?, number()?);
+    let epoch = words.next().ok_or_else(|| bad(what, line))?.to_owned();
+    Ok(UserWritten {
+        runs_version: runs_version(&epoch, changes),
+        epoch,
+        receivers: receivers as usize,
+        first_seq,
+        count: count as usize,
+    })
 }
 
 #[cfg(test)]
@@ -563,25 +575,27 @@ mod tests {
     #[test]
     fn script_replies_decode_and_malformed_ones_are_errors() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let ok = Value::Array(vec![
-            bulk("ok"),
-            bulk("ep"),
-            Value::Int(2),
-            Value::Int(5),
-            Value::Int(3),
-            Value::Int(7),
-        ]);
+        let ok = |lines: &str| Value::Array(vec![bulk("ok"), bulk(lines)]);
+        let written = |epoch: &str, receivers, first_seq, count, version: &str| UserWritten {
+            epoch: epoch.into(),
+            receivers,
+            first_seq,
+            count,
+            runs_version: version.into(),
+        };
         assert_eq!(
-            decode_reply(ok.clone(), 1).unwrap(),
-            AppendReply::Ok(vec![UserWritten {
-                epoch: "ep".into(),
-                receivers: 2,
-                first_seq: 5,
-                count: 3,
-                runs_version: "ep:7".into()
-            }])
+            decode_reply(ok("2 5 3 7 ep\n"), 1).unwrap(),
+            AppendReply::Ok(vec![written("ep", 2, 5, 3, "ep:7")])
         );
-        assert!(decode_reply(ok, 2).is_err(), "one section short");
+        assert_eq!(
+            decode_reply(ok("2 5 3 7 ep\n0 1 1 0 other epoch\n"), 2).unwrap(),
+            AppendReply::Ok(vec![
+                written("ep", 2, 5, 3, "ep:7"),
+                written("other epoch", 0, 1, 1, "other epoch:0")
+            ]),
+            "the epoch is the rest of its line"
+        );
+        assert!(decode_reply(ok("2 5 3 7 ep\n"), 2).is_err(), "one section short");
         assert_eq!(
             decode_reply(Value::Array(vec![bulk("conflict"), bulk("run r")]), 3).unwrap(),
             AppendReply::Conflict("run r".into())
@@ -589,23 +603,21 @@ mod tests {
         for bad in [
             Value::Nil,
             Value::Array(vec![]),
+            ok("x 5 3 7 ep\n"),
+            ok("-1 5 3 7 ep\n"),
+            ok("2 5 3 ep\n"),
+            ok("2 5 3 7\n"),
+            ok("2 5 3 7 ep"),
+            ok(""),
+            Value::Array(vec![bulk("ok"), Value::Int(1)]),
             Value::Array(vec![
                 bulk("ok"),
                 bulk("ep"),
-                bulk("x"),
-                Value::Int(1),
-                Value::Int(1),
-                Value::Int(1),
+                Value::Int(2),
+                Value::Int(5),
+                Value::Int(3),
+                Value::Int(7),
             ]),
-            Value::Array(vec![
-                bulk("ok"),
-                bulk("ep"),
-                Value::Int(-1),
-                Value::Int(1),
-                Value::Int(1),
-                Value::Int(1),
-            ]),
-            Value::Array(vec![bulk("ok"), bulk("ep"), Value::Int(1), Value::Int(1), Value::Int(1)]),
             Value::Array(vec![bulk("what")]),
         ] {
             assert!(decode_reply(bad.clone(), 1).is_err(), "{bad:?}");
