@@ -12,7 +12,6 @@
 use super::{AppendError, new_event_id};
 use foldhash::{HashMap, HashMapExt};
 use herald_protocol::{EventInput, Receipt, RunRuleError, RunState, UserId};
-use std::collections::BTreeMap;
 
 /// One user's share of a batch, in batch order, with every event's id (given or generated).
 #[derive(Debug)]
@@ -61,20 +60,29 @@ pub struct Written {
 
 /// Splits a batch by user (in user-id order), generating the ids publishers left out.
 pub fn split(events: &[EventInput]) -> Vec<Part<'_>> {
-    let mut by_user: BTreeMap<&UserId, Vec<(usize, &EventInput)>> = BTreeMap::new();
-    for (i, event) in events.iter().enumerate() {
-        by_user.entry(&event.user_id).or_default().push((i, event));
+    // Sorted, not a map: most batches hold one event, or few users (a stable sort keeps each
+    // user's events in batch order).
+    let mut order: Vec<(usize, &EventInput)> = events.iter().enumerate().collect();
+    order.sort_by(|a, b| a.1.user_id.cmp(&b.1.user_id));
+    let mut parts: Vec<Part<'_>> = Vec::new();
+    for (i, event) in order {
+        match parts.last_mut() {
+            Some(part) if *part.user == event.user_id => part.events.push((i, event)),
+            _ => parts.push(Part {
+                user: &event.user_id,
+                events: vec![(i, event)],
+                ids: Vec::new(),
+                runs: Vec::new(),
+            }),
+        }
     }
-    by_user
-        .into_iter()
-        .map(|(user, events)| {
-            let ids = events.iter().map(|(_, e)| e.id.clone().unwrap_or_else(new_event_id)).collect();
-            let mut runs: Vec<&str> = events.iter().filter_map(|(_, e)| e.run_id.as_deref()).collect();
-            runs.sort_unstable();
-            runs.dedup();
-            Part { user, events, ids, runs }
-        })
-        .collect()
+    for part in &mut parts {
+        part.ids = part.events.iter().map(|(_, e)| e.id.clone().unwrap_or_else(new_event_id)).collect();
+        part.runs = part.events.iter().filter_map(|(_, e)| e.run_id.as_deref()).collect();
+        part.runs.sort_unstable();
+        part.runs.dedup();
+    }
+    parts
 }
 
 /// Of several parts' planning errors, the one at the lowest batch index (what a publisher is told).
