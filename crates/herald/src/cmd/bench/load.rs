@@ -6,7 +6,7 @@
 //! microsecond timestamp in the payload.
 
 use super::events::random_hex;
-use super::publish::{Publishing, run_publisher};
+use super::publish::{Publishing, publisher_client, run_publisher};
 use super::socket::{BenchFrame, CONNECT_CONCURRENCY, Ws, open_socket};
 use super::stats::{process_cpu_s, process_cpu_split_s, process_rss_bytes};
 use futures_util::StreamExt;
@@ -178,6 +178,25 @@ pub(super) struct SocketResult {
     error: Option<String>,
 }
 
+/// Waits until `expected` frames have arrived, or until `deadline`. The finish signal that
+/// follows wakes every reader at once — thousands of tasks — and frames still on their way
+/// would wait behind that storm: their delay would be the bench's, charged as the server's.
+pub(super) async fn settle(counters: &Counters, expected: u64, deadline: Instant) {
+    while counters.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits until `n` readers have started. Thousands of freshly spawned readers take tens of ms
+/// to be polled once; a schedule started meanwhile would find its first events late and charge
+/// that to the server.
+pub(super) async fn readers_started(shared: &Shared, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.readers_started.load(Ordering::Acquire) < n as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Microseconds since `origin`.
 fn micros_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -192,6 +211,7 @@ pub(super) async fn read_socket(
     shared: Arc<Shared>,
     mut finish: watch::Receiver<Option<Instant>>,
 ) -> SocketResult {
+    shared.readers_started.fetch_add(1, Ordering::Release);
     let mut tally = Tally::new(start_seq);
     let mut error = None;
     let mut deadline: Option<Instant> = None;
@@ -278,6 +298,8 @@ pub(super) struct Shared {
     pub(super) counters: Arc<Counters>,
     /// When the last frame arrived, µs after `origin`.
     pub(super) last_frame_us: AtomicU64,
+    /// Readers that have started reading (see [`readers_started`]).
+    pub(super) readers_started: AtomicU64,
 }
 
 /// Opens every socket, publishes for `duration`, waits for the last frames, and reports.
@@ -289,6 +311,7 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
         targets: (0..config.users).map(|_| AtomicU64::new(u64::MAX)).collect(),
         counters: counters.clone(),
         last_frame_us: AtomicU64::new(0),
+        readers_started: AtomicU64::new(0),
     });
 
     // Open every socket before publishing; remember where each user's log starts.
@@ -301,6 +324,7 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
         start_seq[user] = start_seq[user].max(seq);
         readers.spawn(read_socket(ws, seq, user, shared.clone(), finish_rx.clone()));
     }
+    readers_started(&shared, connections).await;
 
     let cpu_client_0 = process_cpu_s(None);
     let cpu_server_0 = config.server_pid.and_then(|p| process_cpu_split_s(Some(p)));
@@ -309,7 +333,10 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
     for (u, n) in publishing.accepted.iter().enumerate() {
         shared.targets[u].store(start_seq[u] + n.load(Ordering::Relaxed), Ordering::Release);
     }
-    let _ = finish_tx.send(Some(Instant::now() + config.drain_timeout));
+    let drained_by = Instant::now() + config.drain_timeout;
+    let expected = counters.published.load(Ordering::Relaxed) * config.conns_per_user as u64;
+    settle(&counters, expected, drained_by).await;
+    let _ = finish_tx.send(Some(drained_by));
 
     let samples = publishing.error_samples.lock().expect("samples").clone();
     let totals = collect(readers, &shared, samples).await?;
@@ -390,6 +417,7 @@ async fn publish(
     shared: &Shared,
 ) -> Result<Arc<Publishing>, String> {
     let publishers = config.publishers.min(config.users).max(1);
+    let clients = (0..publishers).map(|_| publisher_client()).collect::<Result<Vec<_>, _>>()?;
     let publishing = Arc::new(Publishing {
         config: config.clone(),
         publishers,
@@ -401,10 +429,10 @@ async fn publish(
         stop: AtomicBool::new(false),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for p in 0..publishers {
+    for (p, http) in clients.into_iter().enumerate() {
         let mine: Vec<(usize, String)> =
             (0..config.users).filter(|u| u % publishers == p).map(|u| (u, users[u].clone())).collect();
-        tasks.spawn(run_publisher(publishing.clone(), p, mine, tag.to_owned()));
+        tasks.spawn(run_publisher(publishing.clone(), p, mine, tag.to_owned(), http));
     }
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| e.to_string())?;

@@ -8,8 +8,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How late a timer may fire before the delay counts as the server's (see [`Schedule::next_due`]).
-pub(super) const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// Waits for `due` and returns the send time to stamp on a request (open loop). A publisher
+/// already behind when it gets here — its previous request came back after `due`, the server was
+/// slow — stamps `due`, so the wait is charged to the server. One that waited for its timer
+/// stamps the time it woke: how late a timer fires (up to ~2 ms: tokio's timer wheel and
+/// `epoll_wait` both count whole milliseconds) is the bench's own delay, not the server's.
+pub(super) async fn send_time(due: Instant) -> Instant {
+    if Instant::now() >= due {
+        return due;
+    }
+    tokio::time::sleep_until(due.into()).await;
+    Instant::now()
+}
 
 /// What every publisher of one load run shares.
 pub(super) struct Publishing {
@@ -51,11 +61,7 @@ impl Schedule {
                 if due >= self.end {
                     return None;
                 }
-                tokio::time::sleep_until(due.into()).await;
-                // tokio's timer wakes up to ~1 ms late; that slack is the client's, not the
-                // server's. Behind schedule by more, the wait is charged (open loop).
-                let now = Instant::now();
-                Some(if now.duration_since(due) < TIMER_SLACK { now } else { due })
+                Some(send_time(due).await)
             }
             None => {
                 let now = Instant::now();
@@ -65,17 +71,28 @@ impl Schedule {
     }
 }
 
-/// Publisher number `index`: posts its users' events until the schedule ends or a request fails.
+/// A publisher's HTTP client: one connection of its own, Nagle off. Built before the schedule
+/// starts: building one loads the TLS roots (tens of ms), which would make the first requests
+/// late and charge that to the server.
+pub(super) fn publisher_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
+}
+
+/// Publisher number `index`: posts its users' events with `http` until the schedule ends or a
+/// request fails.
 pub(super) async fn run_publisher(
     shared: Arc<Publishing>,
     index: usize,
     users: Vec<(usize, String)>,
     tag: String,
+    http: reqwest::Client,
 ) {
     let cfg = &shared.config;
     let mut state = PublisherState { position: vec![(0, 0); users.len()], users, next: 0 };
-    let http =
-        reqwest::Client::builder().pool_max_idle_per_host(1).tcp_nodelay(true).build().expect("http client");
     let endpoint = format!("{}/v1/events", cfg.url.trim_end_matches('/'));
     let auth = format!("Bearer {}", cfg.api_key);
     let mut schedule = Schedule {
@@ -150,5 +167,26 @@ pub(super) async fn post(
         Ok(text)
     } else {
         Err(format!("POST /v1/events: {status}: {}", String::from_utf8_lossy(&text)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_publisher_behind_schedule_is_charged_from_the_due_time() {
+        // Even a little behind: the server's answer came after the due time, so all of the
+        // wait since then is the server's.
+        let due = Instant::now() - Duration::from_micros(500);
+        assert_eq!(send_time(due).await, due);
+    }
+
+    #[tokio::test]
+    async fn a_publisher_on_time_stamps_when_its_timer_woke_it() {
+        let due = Instant::now() + Duration::from_millis(3);
+        let sent = send_time(due).await;
+        assert!(sent >= due, "not before its time");
+        assert!(sent <= Instant::now(), "the time it woke, not the due time");
     }
 }

@@ -9,8 +9,11 @@
 //! publish→receive latency, measured as in the load run (open loop, timestamp in the payload).
 
 use super::events::{push_event, random_hex};
-use super::load::{Counters, LatencyMs, LoadConfig, Shared, Totals, collect, open_sockets, read_socket};
-use super::publish::{TIMER_SLACK, post};
+use super::load::{
+    Counters, LatencyMs, LoadConfig, Shared, Totals, collect, open_sockets, read_socket, readers_started,
+    settle,
+};
+use super::publish::{post, send_time};
 use super::stats::process_cpu_s;
 use herald_client::publish_socket::{PublishReceiver, PublishSocket};
 use herald_protocol::Outcome;
@@ -142,6 +145,7 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
         targets: (0..config.runs).map(|_| AtomicU64::new(u64::MAX)).collect(),
         counters: counters.clone(),
         last_frame_us: AtomicU64::new(0),
+        readers_started: AtomicU64::new(0),
     });
     let sockets = open_sockets(&config.sockets_to_open(), &users, &counters).await?;
     let mut start_seq = vec![0u64; config.runs];
@@ -151,6 +155,7 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
         start_seq[user] = seq;
         readers.spawn(read_socket(ws, seq, user, shared.clone(), finish_rx.clone()));
     }
+    readers_started(&shared, config.runs).await;
     let (sinks, mut answers) = match transport {
         Transport::Http => {
             let client = reqwest::Client::builder().tcp_nodelay(true).build().map_err(|e| e.to_string())?;
@@ -189,10 +194,7 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
                     _ => "agent_text",
                 };
                 k += 1;
-                tokio::time::sleep_until(due.into()).await;
-                // A timer fires up to ~1 ms late; later than that, the wait is charged (open loop).
-                let now = Instant::now();
-                let sent_at = if now.duration_since(due) < TIMER_SLACK { now } else { due };
+                let sent_at = send_time(due).await;
                 let t =
                     u64::try_from(sent_at.saturating_duration_since(shared.origin).as_micros()).unwrap_or(0);
                 let mut body = String::with_capacity(payload + 128);
@@ -230,7 +232,9 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
             }
         }
     }
-    let _ = finish_tx.send(Some(Instant::now() + config.drain_timeout));
+    let drained_by = Instant::now() + config.drain_timeout;
+    settle(&counters, published, drained_by).await;
+    let _ = finish_tx.send(Some(drained_by));
     let Totals { hist, delivered, lost, reordered, samples } = collect(readers, &shared, samples).await?;
     let server_cpu_s = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_s(Some(p)))) {
         (Some(a), Some(b)) => Some(b - a),
