@@ -182,17 +182,20 @@ pub(super) struct SocketResult {
 /// follows wakes every reader at once — thousands of tasks — and frames still on their way
 /// would wait behind that storm: their delay would be the bench's, charged as the server's.
 pub(super) async fn settle(counters: &Counters, expected: u64, deadline: Instant) {
-    while counters.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    reached(&counters.delivered, expected, deadline).await;
 }
 
 /// Waits until `n` readers have started. Thousands of freshly spawned readers take tens of ms
 /// to be polled once; a schedule started meanwhile would find its first events late and charge
 /// that to the server.
 pub(super) async fn readers_started(shared: &Shared, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.readers_started.load(Ordering::Acquire) < n as u64 && Instant::now() < deadline {
+    reached(&shared.readers_started, n as u64, Instant::now() + Duration::from_secs(10)).await;
+}
+
+/// Waits until `count` reaches `target` or `deadline` passes, looking every millisecond (the
+/// tasks that count are the bench's own; no wake-up is worth adding to their hot path).
+async fn reached(count: &AtomicU64, target: u64, deadline: Instant) {
+    while count.load(Ordering::Acquire) < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
