@@ -178,11 +178,19 @@ pub(super) struct SocketResult {
     error: Option<String>,
 }
 
-/// Waits until `expected` frames have arrived, or until `deadline`. The finish signal that
-/// follows wakes every reader at once — thousands of tasks — and frames still on their way
-/// would wait behind that storm: their delay would be the bench's, charged as the server's.
-pub(super) async fn settle(counters: &Counters, expected: u64, deadline: Instant) {
-    reached(&counters.delivered, expected, deadline).await;
+/// Tells the readers to finish by `drain_timeout` from now, once `expected` frames have arrived
+/// (or that deadline passed). The signal wakes every reader at once — thousands of tasks — and
+/// frames still on their way would wait behind that storm: their delay would be the bench's,
+/// charged as the server's.
+pub(super) async fn finish_readers(
+    finish: &watch::Sender<Option<Instant>>,
+    counters: &Counters,
+    expected: u64,
+    drain_timeout: Duration,
+) {
+    let drained_by = Instant::now() + drain_timeout;
+    reached(&counters.delivered, expected, drained_by).await;
+    let _ = finish.send(Some(drained_by));
 }
 
 /// Waits until `n` readers have started. Thousands of freshly spawned readers take tens of ms
@@ -336,10 +344,8 @@ pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<Lo
     for (u, n) in publishing.accepted.iter().enumerate() {
         shared.targets[u].store(start_seq[u] + n.load(Ordering::Relaxed), Ordering::Release);
     }
-    let drained_by = Instant::now() + config.drain_timeout;
     let expected = counters.published.load(Ordering::Relaxed) * config.conns_per_user as u64;
-    settle(&counters, expected, drained_by).await;
-    let _ = finish_tx.send(Some(drained_by));
+    finish_readers(&finish_tx, &counters, expected, config.drain_timeout).await;
 
     let samples = publishing.error_samples.lock().expect("samples").clone();
     let totals = collect(readers, &shared, samples).await?;

@@ -10,8 +10,8 @@
 
 use super::events::{push_event, random_hex};
 use super::load::{
-    Counters, LatencyMs, LoadConfig, Shared, Totals, collect, open_sockets, read_socket, readers_started,
-    settle,
+    Counters, LatencyMs, LoadConfig, Shared, Totals, collect, finish_readers, open_sockets, read_socket,
+    readers_started,
 };
 use super::publish::{post, send_time};
 use super::stats::process_cpu_s;
@@ -232,9 +232,7 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
             }
         }
     }
-    let drained_by = Instant::now() + config.drain_timeout;
-    settle(&counters, published, drained_by).await;
-    let _ = finish_tx.send(Some(drained_by));
+    finish_readers(&finish_tx, &counters, published, config.drain_timeout).await;
     let Totals { hist, delivered, lost, reordered, samples } = collect(readers, &shared, samples).await?;
     let server_cpu_s = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_s(Some(p)))) {
         (Some(a), Some(b)) => Some(b - a),
