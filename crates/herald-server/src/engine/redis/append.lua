@@ -86,7 +86,8 @@ end
 
 -- Check every user's section before writing anything; remember where each section starts and
 -- what its meta holds.
-local starts, metas = {}, {}
+-- (Counts are parsed once, here: Lua parses a number from a string with strtod.)
+local starts, metas, nruns_of, nev_of = {}, {}, {}, {}
 local a = 6
 for u = 1, nusers do
   starts[u] = a
@@ -96,8 +97,10 @@ for u = 1, nusers do
   if ARGV[a + 2] ~= '' and (meta[1] or '') .. ':' .. (meta[5] or '0') ~= ARGV[a + 2] then
     return {'conflict', 'runs'}
   end
-  a = a + 4 + tonumber(ARGV[a + 3]) * 2
+  local nruns = tonumber(ARGV[a + 3])
+  a = a + 4 + nruns * 2
   local nev = tonumber(ARGV[a]); a = a + 1
+  nruns_of[u], nev_of[u] = nruns, nev
   for b = a, a + (nev - 1) * 4, 4 do
     if ARGV[b + 1] == '1' and redis.call('ZSCORE', KEYS[k + 3], ARGV[b]) then return {'conflict', 'id'} end
   end
@@ -109,9 +112,8 @@ for u = 1, nusers do
   local k = (u - 1) * 5
   local meta_key, log, ids, runs, live = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   local a = starts[u]
-  local nruns = tonumber(ARGV[a + 3])
+  local nruns, nev = nruns_of[u], nev_of[u]
   local runs_at = a + 4
-  local nev = tonumber(ARGV[runs_at + nruns * 2])
   local events = runs_at + nruns * 2 + 1
   local records = events + nev * 4
 
