@@ -447,6 +447,7 @@ pub async fn publish(
                     crate::metrics::published(*kind);
                 }
             }
+            super::events::let_deliveries_run().await;
             Ok(Json(Receipts { results: receipts }).into_response())
         }
         Err(AppendError::RunRule { index, source }) => {

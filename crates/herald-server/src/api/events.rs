@@ -65,12 +65,26 @@ pub async fn publish(
     let parsed = PublishBody::parse(&body, state.config.max_batch)?;
     let single = matches!(parsed, PublishBody::Single(_));
     let receipts = append(&state, parsed).await?;
+    let_deliveries_run().await;
     let published = if single {
         Published::One(receipts.into_iter().next().expect("one receipt per event"))
     } else {
         Published::Batch(Receipts { results: receipts })
     };
     Ok(Json(published).into_response())
+}
+
+/// Lets the sockets an append just woke write their frames before the receipt goes out.
+///
+/// An append wakes the connections of its users, and they queue on the runtime behind the
+/// publisher's request. Answering first lets a publisher send its next request while the last
+/// one's frames still wait, so under load publishers outrun delivery and every frame waits
+/// longer. Yielding once puts the receipt behind those writes, the way a server that writes
+/// its frames inside the request would. (Measured at 1,000 connections, publishers as fast as
+/// they are answered: p99 publish → receive 10 → 6 ms, no throughput lost; docs/benchmarks.md.)
+/// Nothing waits for a slow socket: its frames stay in its log.
+pub async fn let_deliveries_run() {
+    tokio::task::yield_now().await;
 }
 
 /// Appends a parsed body all-or-nothing and counts what was new: the one append path of both
