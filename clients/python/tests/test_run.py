@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from conftest import API_KEY
@@ -90,6 +91,51 @@ async def test_cancelled_run_task_emits_agent_cancelled(server, user, token):
     await seen.stop()
     assert seen.names() == ["agent_started", "agent_cancelled"]
     assert {e.run_id for e in seen.events} == {"run-to-cancel"}
+
+
+class HoldTheStart(httpx.AsyncBaseTransport):
+    """Sends every request to the server, but holds the answer to agent_started (already
+    appended) until released: a task can be cancelled while its run is starting."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.appended = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if b'"agent_started"' in request.content:
+            self.appended.set()
+            await self.release.wait()
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_task_cancelled_while_its_run_starts_ends_the_run(server, user, token):
+    seen = await connected(server, token)
+    hold = HoldTheStart()
+    entered = False
+    async with AsyncPublisher(server.url, API_KEY, transport=hold) as pub:
+
+        async def agent() -> None:
+            nonlocal entered
+            async with pub.run(user, run_id="run-cancelled-starting"):
+                entered = True
+
+        task = asyncio.create_task(agent())
+        await hold.appended.wait()
+        await seen.wait_event("agent_started")
+        task.cancel()  # inside `async with`'s __aenter__: its block never runs
+        hold.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await seen.wait_event("agent_cancelled")
+    await seen.stop()
+    assert not entered
+    assert seen.names() == ["agent_started", "agent_cancelled"]
+    assert {e.run_id for e in seen.events} == {"run-cancelled-starting"}
 
 
 async def test_run_error_is_not_masked_when_publishing_the_end_fails(herald, user):

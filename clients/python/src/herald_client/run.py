@@ -93,7 +93,22 @@ class Run(_RunState):
         self.publisher = publisher
 
     async def __aenter__(self) -> "Run":
-        await self.emit("agent_started", self.start_data)
+        # `async with` calls __aexit__ only once __aenter__ has returned, so a task cancelled while
+        # its agent_started is on the way would leave the run open: the server may have appended
+        # it, and the user's tabs may already show it. The start is let finish, and a start
+        # interrupted by a cancellation ends the run with agent_cancelled before the
+        # cancellation goes on.
+        start = asyncio.ensure_future(self.emit("agent_started", self.start_data))
+        try:
+            await asyncio.shield(start)
+        except asyncio.CancelledError:
+            try:
+                await start
+            except Exception as e:  # noqa: BLE001 - not started: there is no run to end
+                log.warning("run %s: cancelled while its agent_started failed: %r", self.run_id, e)
+            else:
+                await self.__aexit__(asyncio.CancelledError, asyncio.CancelledError(), None)
+            raise
         return self
 
     async def __aexit__(
