@@ -81,7 +81,8 @@ pub async fn publish(
 /// one's frames still wait, so under load publishers outrun delivery and every frame waits
 /// longer. Yielding once puts the receipt behind those writes, the way a server that writes
 /// its frames inside the request would. (Measured at 1,000 connections, publishers as fast as
-/// they are answered: p99 publish → receive 10 → 6 ms, no throughput lost; docs/benchmarks.md.)
+/// they are answered: p99 publish → receive 10 → 6 ms, throughput within the noise;
+/// docs/benchmarks.md.)
 /// Nothing waits for a slow socket: its frames stay in its log.
 pub async fn let_deliveries_run() {
     tokio::task::yield_now().await;
