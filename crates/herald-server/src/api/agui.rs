@@ -439,14 +439,8 @@ pub async fn publish(
     if mapped.events.is_empty() {
         return Ok(Json(Receipts { results: Vec::new() }).into_response());
     }
-    let kinds: Vec<_> = mapped.events.iter().map(|e| e.kind).collect();
-    match state.engine.append(mapped.events).await {
+    match super::events::append_counted(&state, mapped.events).await {
         Ok(receipts) => {
-            for (kind, receipt) in kinds.iter().zip(&receipts) {
-                if !receipt.duplicate {
-                    crate::metrics::published(*kind);
-                }
-            }
             super::events::let_deliveries_run().await;
             Ok(Json(Receipts { results: receipts }).into_response())
         }

@@ -2,10 +2,11 @@
 
 use super::{Accepting, ApiFailure, Body, Publisher};
 use crate::AppState;
+use crate::engine::AppendError;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use herald_protocol::{PublishBody, Receipt, Receipts};
+use herald_protocol::{EventInput, PublishBody, Receipt, Receipts};
 use serde::Serialize;
 use std::sync::Arc;
 use tracing::debug;
@@ -91,15 +92,22 @@ pub async fn let_deliveries_run() {
 /// Appends a parsed body all-or-nothing and counts what was new: the one append path of both
 /// transports (`POST /v1/events` and the publisher socket), so they refuse and count alike.
 pub async fn append(state: &AppState, body: PublishBody) -> Result<Vec<Receipt>, ApiFailure> {
-    let events = body.into_events();
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     let started = std::time::Instant::now();
+    let receipts = append_counted(state, body.into_events()).await?;
+    debug!(events = receipts.len(), elapsed_us = started.elapsed().as_micros() as u64, "published");
+    Ok(receipts)
+}
+
+/// Appends events all-or-nothing and counts the new ones by kind (a retried id is not counted
+/// twice): every publish path appends through here, the AG-UI bridge included, which maps the
+/// engine's refusals to its own indexes.
+pub async fn append_counted(state: &AppState, events: Vec<EventInput>) -> Result<Vec<Receipt>, AppendError> {
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     let receipts = state.engine.append(events).await?;
     for (kind, receipt) in kinds.iter().zip(&receipts) {
         if !receipt.duplicate {
             crate::metrics::published(*kind);
         }
     }
-    debug!(events = receipts.len(), elapsed_us = started.elapsed().as_micros() as u64, "published");
     Ok(receipts)
 }
