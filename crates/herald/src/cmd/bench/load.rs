@@ -313,17 +313,24 @@ pub(super) struct Shared {
     pub(super) readers_started: AtomicU64,
 }
 
+impl Shared {
+    /// A run's shared state for `users` users, its clock starting now.
+    pub(super) fn new(users: usize, counters: Arc<Counters>) -> Self {
+        Shared {
+            origin: Instant::now(),
+            targets: (0..users).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            counters,
+            last_frame_us: AtomicU64::new(0),
+            readers_started: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Opens every socket, publishes for `duration`, waits for the last frames, and reports.
 pub async fn run_load(config: &LoadConfig, counters: Arc<Counters>) -> Result<LoadReport, String> {
     let tag = format!("bench-{}", random_hex(8));
     let users: Vec<String> = (0..config.users).map(|i| format!("{tag}-u{i}")).collect();
-    let shared = Arc::new(Shared {
-        origin: Instant::now(),
-        targets: (0..config.users).map(|_| AtomicU64::new(u64::MAX)).collect(),
-        counters: counters.clone(),
-        last_frame_us: AtomicU64::new(0),
-        readers_started: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(config.users, counters.clone()));
 
     // Open every socket before publishing; remember where each user's log starts.
     let sockets = open_sockets(config, &users, &counters).await?;

@@ -140,13 +140,7 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
     let tag = format!("tokens-{}", random_hex(8));
     let users: Vec<String> = (0..config.runs).map(|i| format!("{tag}-u{i}")).collect();
     let counters = Arc::new(Counters::default());
-    let shared = Arc::new(Shared {
-        origin: Instant::now(),
-        targets: (0..config.runs).map(|_| AtomicU64::new(u64::MAX)).collect(),
-        counters: counters.clone(),
-        last_frame_us: AtomicU64::new(0),
-        readers_started: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(config.runs, counters.clone()));
     let sockets = open_sockets(&config.sockets_to_open(), &users, &counters).await?;
     let mut start_seq = vec![0u64; config.runs];
     let (finish_tx, finish_rx) = watch::channel(None);
