@@ -11,6 +11,13 @@ the script (SCRIPT=path/to/other.lua), then confirm with bench/redis_engine.py.
     python3 bench/append_script.py                  # 20 users x 1 event per call (the compare workload's shape)
     USERS=1 EVENTS=20 python3 bench/append_script.py # one user's batch of 20 (a token stream)
     LONG_RUN=1 python3 bench/append_script.py       # a run longer than the window (the worst case)
+    FLOOR=1 python3 bench/append_script.py          # and, in the same run, what less work would cost
+
+FLOOR=1 adds three rows measured the same way on the same server, to show how far the script is
+from the least any append could cost Redis: the four commands a per-user seq needs (meta HMGET,
+XADD, PUBLISH, meta HSET) in a script with nothing else; the same four commands pipelined with no
+script; and a script that keeps no per-user state but the stream (XADD with an auto-seq id, then
+PUBLISH), which Herald's checks (epoch, run states, idempotency, retention) could not live with.
 
 Needs redis-server. Stops what it started.
 """
@@ -30,6 +37,38 @@ CALLS = int(os.environ.get("CALLS", "3000"))
 # The run never ends (every event is moved to the run's list when it leaves the window); by
 # default the run's events leave the window after it ended (as most runs do), and are not.
 LONG_RUN = os.environ.get("LONG_RUN") == "1"
+FLOOR = os.environ.get("FLOOR") == "1"
+TICK = os.sysconf("SC_CLK_TCK")
+
+# FLOOR=1: the four commands per user that a per-user seq needs, and nothing else (no checks, no
+# message header, no retention). Same KEYS and ARGV as append.lua.
+FOUR_COMMANDS = b"""
+local a, out = 6, {}
+for u = 1, tonumber(ARGV[5]) do
+  local k = (u - 1) * 5
+  local meta = redis.call('HMGET', KEYS[k + 1], 'epoch', 'seq', 'x', 't', 'rv')
+  local channel = ARGV[a + 1]
+  a = a + 4 + tonumber(ARGV[a + 3]) * 2
+  local nev = tonumber(ARGV[a]); a = a + 1
+  local records, seq = a + nev * 4, tonumber(meta[2]) or 0
+  for e = 0, nev - 1 do
+    seq = seq + 1
+    redis.call('XADD', KEYS[k + 2], string.format('%d', seq), 'e', ARGV[records + e])
+  end
+  redis.call('PUBLISH', channel, ARGV[records])
+  redis.call('HSET', KEYS[k + 1], 'seq', string.format('%d', seq))
+  a = records + nev
+  out[u] = '0\\n'
+end
+return {'ok', table.concat(out)}
+"""
+# FLOOR=1: no per-user state but the stream: Redis numbers the entries (`1-*`).
+STREAM_ONLY = FOUR_COMMANDS.replace(
+    b"local meta = redis.call('HMGET', KEYS[k + 1], 'epoch', 'seq', 'x', 't', 'rv')", b"").replace(
+    b", tonumber(meta[2]) or 0", b", 0").replace(
+    b"redis.call('XADD', KEYS[k + 2], string.format('%d', seq), 'e', ARGV[records + e])",
+    b"redis.call('XADD', KEYS[k + 2], '1-*', 'e', ARGV[records + e])").replace(
+    b"  redis.call('HSET', KEYS[k + 1], 'seq', string.format('%d', seq))\n", b"")
 
 
 class Redis:
@@ -66,6 +105,74 @@ def ns(b):
     return b"%d:%s" % (len(b), b)
 
 
+def call_args(r, prefix):
+    """Creates USERS users under `prefix` and returns the script's KEYS and ARGV for one call."""
+    tail = b',"id":"gen-0123456789","user_id":"u","run_id":"r","event":"agent_text",' \
+           b'"timestamp":"2026-12-01T14:00:00.000Z","data":{"delta":"' + b"x" * 200 + b'"}}'
+    keys, args = [], [1000, 900_000, "PUBLISH", int(time.time() * 1000), USERS]
+    for u in range(USERS):
+        user = [b"%s:{u%d}:%s" % (prefix, u, n) for n in (b"meta", b"log", b"ids", b"runs", b"live")]
+        r("HSET", user[0], "epoch", "0123456789abcdef", "seq", 0, "rv", 0)
+        r("HSET", user[3], "r", "{}")
+        if LONG_RUN:
+            r("ZADD", user[4], 0, "r")
+        keys += user
+        args += ["new-epoch", b"%s:{u%d}:ch" % (prefix, u), "0123456789abcdef:0", 0, EVENTS]
+        args += ["", "0", "", "agent_text"] * EVENTS  # no publisher id; not a run's start or end
+        args += [ns(b"1764590000000") + ns(b"gen-0123456789") + ns(b"r") + ns(b"agent_text") + ns(tail)] * EVENTS
+    return keys, args
+
+
+def pipelined(keys, args):
+    """The four commands of FOUR_COMMANDS for every user of one call, as one pipeline (no script);
+    returns a function that sends them and reads the replies."""
+    seq = [0]
+
+    def send(r):
+        seq[0] += EVENTS
+        out, a = [], 6
+        for u in range(USERS):
+            meta, log = keys[u * 5], keys[u * 5 + 1]
+            channel, records = args[a], a + 4 + EVENTS * 4
+            cmds = [("HMGET", meta, "epoch", "seq", "x", "t", "rv")]
+            cmds += [("XADD", log, seq[0] - EVENTS + e + 1, "e", args[records + e]) for e in range(EVENTS)]
+            cmds += [("PUBLISH", channel, args[records]), ("HSET", meta, "seq", seq[0])]
+            for cmd in cmds:
+                out.append(b"*%d\r\n" % len(cmd))
+                for x in cmd:
+                    x = x if isinstance(x, bytes) else str(x).encode()
+                    out.append(b"$%d\r\n%s\r\n" % (len(x), x))
+            a = records + EVENTS
+        r.sock.sendall(b"".join(out))
+        for _ in range(USERS * (EVENTS + 3)):
+            r.read()
+    return send
+
+
+def measure(r, server, send):
+    """Runs `send` CALLS times after a warm-up; returns redis-server's CPU (from /proc) per event,
+    the wall time per call and `INFO commandstats` as {name: (calls, usec)}."""
+    for _ in range(200):
+        send()
+    r("CONFIG", "RESETSTAT")
+    cpu, started = cpu_s(server.pid), time.time()
+    for _ in range(CALLS):
+        send()
+    wall, cpu = time.time() - started, cpu_s(server.pid) - cpu
+    stats = {}
+    for line in r("INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, fields = line[8:].split(":", 1)
+            kv = dict(f.split("=") for f in fields.split(","))
+            stats[name] = (int(kv["calls"]), float(kv["usec"]))
+    return cpu / (CALLS * USERS * EVENTS) * 1e6, wall / CALLS * 1e6, stats
+
+
+def cpu_s(pid):
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def main():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,44 +189,37 @@ def main():
             except OSError:
                 time.sleep(0.05)
         sha = r("SCRIPT", "LOAD", SCRIPT.read_bytes())
-        tail = b',"id":"gen-0123456789","user_id":"u","run_id":"r","event":"agent_text",' \
-               b'"timestamp":"2026-12-01T14:00:00.000Z","data":{"delta":"' + b"x" * 200 + b'"}}'
-        keys, args = [], [1000, 900_000, "PUBLISH", int(time.time() * 1000), USERS]
-        for u in range(USERS):
-            user = [b"b:{u%d}:%s" % (u, n) for n in (b"meta", b"log", b"ids", b"runs", b"live")]
-            r("HSET", user[0], "epoch", "0123456789abcdef", "seq", 0, "rv", 0)
-            r("HSET", user[3], "r", "{}")
-            if LONG_RUN:
-                r("ZADD", user[4], 0, "r")
-            keys += user
-            args += ["new-epoch", b"b:{u%d}:ch" % u, "0123456789abcdef:0", 0, EVENTS]
-            args += ["", "0", "", "agent_text"] * EVENTS  # no publisher id; not a run's start or end
-            args += [ns(b"1764590000000") + ns(b"gen-0123456789") + ns(b"r") + ns(b"agent_text") + ns(tail)] * EVENTS
+        keys, args = call_args(r, b"b")
         call = ("EVALSHA", sha, len(keys), *keys, *args)
         first = r(*call)
         assert first[0] == "ok" or first[0] == b"ok", first
-        for _ in range(200):
-            r(*call)
-        r("CONFIG", "RESETSTAT")
-        started = time.time()
-        for _ in range(CALLS):
-            r(*call)
-        wall = time.time() - started
-        stats = {}
-        for line in r("INFO", "commandstats").decode().splitlines():
-            if line.startswith("cmdstat_"):
-                name, fields = line[8:].split(":", 1)
-                kv = dict(f.split("=") for f in fields.split(","))
-                stats[name] = (int(kv["calls"]), float(kv["usec"]))
+        cpu, wall, stats = measure(r, server, lambda: r(*call))
         events = CALLS * USERS * EVENTS
         print(f"{SCRIPT.name}: {USERS} users x {EVENTS} events per call, {CALLS} calls"
               + (", a run longer than the window" if LONG_RUN else ""))
         print(f"evalsha: {stats['evalsha'][1] / events:.2f} µs per event "
-              f"({stats['evalsha'][1] / CALLS:.0f} µs per call; wall {wall / CALLS * 1e6:.0f} µs per call)")
+              f"({stats['evalsha'][1] / CALLS:.0f} µs per call; wall {wall:.0f} µs per call); "
+              f"redis-server CPU {cpu:.2f} µs per event")
         print("| command | calls per event | µs per event |\n|---|---:|---:|")
         for name, (calls, usec) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
             if name not in ("evalsha", "config|resetstat"):
                 print(f"| {name} | {calls / events:.2f} | {usec / events:.2f} |")
+        if not FLOOR:
+            return
+        rows = [(SCRIPT.name, cpu, stats["evalsha"][1] / events)]
+        for name, prefix, script in [("four commands in a script, nothing else", b"f", FOUR_COMMANDS),
+                                     ("the stream and PUBLISH only, in a script", b"s", STREAM_ONLY)]:
+            keys, args = call_args(r, prefix)
+            call = ("EVALSHA", r("SCRIPT", "LOAD", script), len(keys), *keys, *args)
+            cpu, _, stats = measure(r, server, lambda: r(*call))
+            rows.append((name, cpu, stats["evalsha"][1] / events))
+        keys, args = call_args(r, b"p")
+        send = pipelined(keys, args)
+        cpu, _, _ = measure(r, server, lambda: send(r))
+        rows.append(("four commands pipelined, no script", cpu, None))
+        print("\n| what Redis runs per user | redis-server CPU µs per event | of which EVALSHA |\n|---|---:|---:|")
+        for name, cpu, evalsha in rows:
+            print(f"| {name} | {cpu:.2f} | {'' if evalsha is None else f'{evalsha:.2f}'} |")
     finally:
         server.kill()
         server.wait()

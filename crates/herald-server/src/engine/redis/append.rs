@@ -7,12 +7,12 @@ use super::wire::{self, AppendCall, AppendReply, EventCall, UserCall};
 use super::{RedisEngine, engine_error};
 use crate::engine::plan::{self, Part, Planned, Written};
 use crate::engine::{AppendError, EngineError, RunScan, StalledRun, encode_frame_tail, new_epoch};
+use foldhash::HashMap;
 use futures_util::future::{join_all, try_join_all};
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
 use parking_lot::Mutex;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{AsyncCommands, FromRedisValue, Value};
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, warn};
 

@@ -35,11 +35,11 @@ use super::wire::{RunEntry, WireEvent};
 use crate::engine::EngineError;
 use crate::engine::plan::Part;
 use crate::log::UserLog;
+use foldhash::{HashMap, HashMapExt};
 use herald_protocol::UserId;
 use herald_protocol::compact::{Compactor, Limits};
 use parking_lot::Mutex;
 use redis::Value;
-use std::collections::HashMap;
 use std::sync::LazyLock;
 use tracing::{debug, warn};
 

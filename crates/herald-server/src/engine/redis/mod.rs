@@ -26,11 +26,11 @@ use super::{ActiveRun, Control, Engine, EngineError, History, NodePresence, Node
 use crate::log::{LogEntry, Retention, UserLog};
 use async_trait::async_trait;
 use conn::{Commands, Subscriber};
+use foldhash::{HashMap, HashMapExt};
 use herald_protocol::{EventInput, Receipt, UserId};
 use parking_lot::Mutex;
 use redis::AsyncCommands;
 use redis::Value;
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tracing::info;
