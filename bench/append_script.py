@@ -13,11 +13,12 @@ the script (SCRIPT=path/to/other.lua), then confirm with bench/redis_engine.py.
     LONG_RUN=1 python3 bench/append_script.py       # a run longer than the window (the worst case)
     FLOOR=1 python3 bench/append_script.py          # and, in the same run, what less work would cost
 
-FLOOR=1 adds three rows measured the same way on the same server, to show how far the script is
+FLOOR=1 adds four rows measured the same way on the same server, to show how far the script is
 from the least any append could cost Redis: the four commands a per-user seq needs (meta HMGET,
 XADD, PUBLISH, meta HSET) in a script with nothing else; the same four commands pipelined with no
 script; and a script that keeps no per-user state but the stream (XADD with an auto-seq id, then
-PUBLISH), which Herald's checks (epoch, run states, idempotency, retention) could not live with.
+PUBLISH), which Herald's checks (epoch, run states, idempotency, retention) could not live with;
+and that stream and PUBLISH pipelined with no script at all.
 
 Needs redis-server. Stops what it started.
 """
@@ -123,20 +124,22 @@ def call_args(r, prefix):
     return keys, args
 
 
-def pipelined(keys, args):
-    """The four commands of FOUR_COMMANDS for every user of one call, as one pipeline (no script);
-    returns a function that sends them and reads the replies."""
+def pipelined(keys, args, meta=True):
+    """The four commands of FOUR_COMMANDS for every user of one call (without `meta`: only XADD
+    and PUBLISH), as one pipeline with no script; returns a function that sends them and reads
+    the replies."""
     seq = [0]
 
     def send(r):
         seq[0] += EVENTS
         out, a = [], 6
         for u in range(USERS):
-            meta, log = keys[u * 5], keys[u * 5 + 1]
+            meta_key, log = keys[u * 5], keys[u * 5 + 1]
             channel, records = args[a], a + 4 + EVENTS * 4
-            cmds = [("HMGET", meta, "epoch", "seq", "x", "t", "rv")]
-            cmds += [("XADD", log, seq[0] - EVENTS + e + 1, "e", args[records + e]) for e in range(EVENTS)]
-            cmds += [("PUBLISH", channel, args[records]), ("HSET", meta, "seq", seq[0])]
+            cmds = [("XADD", log, seq[0] - EVENTS + e + 1, "e", args[records + e]) for e in range(EVENTS)]
+            cmds.append(("PUBLISH", channel, args[records]))
+            if meta:
+                cmds += [("HMGET", meta_key, "epoch", "seq", "x", "t", "rv"), ("HSET", meta_key, "seq", seq[0])]
             for cmd in cmds:
                 out.append(b"*%d\r\n" % len(cmd))
                 for x in cmd:
@@ -144,7 +147,7 @@ def pipelined(keys, args):
                     out.append(b"$%d\r\n%s\r\n" % (len(x), x))
             a = records + EVENTS
         r.sock.sendall(b"".join(out))
-        for _ in range(USERS * (EVENTS + 3)):
+        for _ in range(USERS * (EVENTS + (3 if meta else 1))):
             r.read()
     return send
 
@@ -213,10 +216,12 @@ def main():
             call = ("EVALSHA", r("SCRIPT", "LOAD", script), len(keys), *keys, *args)
             cpu, _, stats = measure(r, server, lambda: r(*call))
             rows.append((name, cpu, stats["evalsha"][1] / events))
-        keys, args = call_args(r, b"p")
-        send = pipelined(keys, args)
-        cpu, _, _ = measure(r, server, lambda: send(r))
-        rows.append(("four commands pipelined, no script", cpu, None))
+        for name, prefix, meta in [("four commands pipelined, no script", b"p", True),
+                                   ("the stream and PUBLISH only, pipelined, no script", b"q", False)]:
+            keys, args = call_args(r, prefix)
+            send = pipelined(keys, args, meta)
+            cpu, _, _ = measure(r, server, lambda: send(r))
+            rows.append((name, cpu, None))
         print("\n| what Redis runs per user | redis-server CPU µs per event | of which EVALSHA |\n|---|---:|---:|")
         for name, cpu, evalsha in rows:
             print(f"| {name} | {cpu:.2f} | {'' if evalsha is None else f'{evalsha:.2f}'} |")
