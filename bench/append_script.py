@@ -12,6 +12,7 @@ the script (SCRIPT=path/to/other.lua), then confirm with bench/redis_engine.py.
     USERS=1 EVENTS=20 python3 bench/append_script.py # one user's batch of 20 (a token stream)
     LONG_RUN=1 python3 bench/append_script.py       # a run longer than the window (the worst case)
     FLOOR=1 python3 bench/append_script.py          # and, in the same run, what less work would cost
+    REDIS_SERVER=/path/to/valkey-server python3 bench/append_script.py   # another server
 
 FLOOR=1 adds four rows measured the same way on the same server, to show how far the script is
 from the least any append could cost Redis: the four commands a per-user seq needs (meta HMGET,
@@ -20,7 +21,7 @@ script; and a script that keeps no per-user state but the stream (XADD with an a
 PUBLISH), which Herald's checks (epoch, run states, idempotency, retention) could not live with;
 and that stream and PUBLISH pipelined with no script at all.
 
-Needs redis-server. Stops what it started.
+Needs redis-server (or the server REDIS_SERVER names). Stops what it started.
 """
 
 import os
@@ -32,6 +33,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = pathlib.Path(os.environ.get("SCRIPT", ROOT / "crates/herald-server/src/engine/redis/append.lua"))
+# Another server speaking the same protocol (e.g. a valkey-server binary) to measure instead.
+SERVER = os.environ.get("REDIS_SERVER", "redis-server")
 USERS = int(os.environ.get("USERS", "20"))
 EVENTS = int(os.environ.get("EVENTS", "1"))
 CALLS = int(os.environ.get("CALLS", "3000"))
@@ -181,7 +184,7 @@ def main():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     workdir = tempfile.mkdtemp(prefix="herald-append-")
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+    server = subprocess.Popen([SERVER, "--port", str(port), "--save", "", "--appendonly", "no",
                                "--dir", workdir], stdout=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -198,11 +201,14 @@ def main():
         assert first[0] == "ok" or first[0] == b"ok", first
         cpu, wall, stats = measure(r, server, lambda: r(*call))
         events = CALLS * USERS * EVENTS
-        print(f"{SCRIPT.name}: {USERS} users x {EVENTS} events per call, {CALLS} calls"
+        info = dict(line.split(":", 1) for line in r("INFO", "server").decode().splitlines() if ":" in line)
+        name = info.get("server_name", "redis")
+        version = info.get(f"{name}_version", info.get("redis_version", "?"))
+        print(f"{SCRIPT.name} on {name} {version}: {USERS} users x {EVENTS} events per call, {CALLS} calls"
               + (", a run longer than the window" if LONG_RUN else ""))
         print(f"evalsha: {stats['evalsha'][1] / events:.2f} µs per event "
               f"({stats['evalsha'][1] / CALLS:.0f} µs per call; wall {wall:.0f} µs per call); "
-              f"redis-server CPU {cpu:.2f} µs per event")
+              f"server CPU {cpu:.2f} µs per event")
         print("| command | calls per event | µs per event |\n|---|---:|---:|")
         for name, (calls, usec) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
             if name not in ("evalsha", "config|resetstat"):
