@@ -36,8 +36,12 @@ async fn events_the_shared_log_lost_and_reused_make_clients_reset_not_skip() {
     };
     let meta = format!("{prefix}:{{u}}:meta");
     let log = format!("{prefix}:{{u}}:log");
-    assert_eq!(cli(&["XDEL", &log, "3-0"]), "1");
-    assert_eq!(cli(&["XSETID", &log, "2-0"]), "OK");
+    // The stream rebuilt without its last entry, as the replica holds it (XDEL + XSETID would
+    // do on Redis 7.0, but Valkey refuses a last id below the highest deleted one).
+    let drop_last = "local entries = redis.call('XRANGE', KEYS[1], '-', '+') redis.call('DEL', KEYS[1]) \
+                     for _, e in ipairs(entries) do if e[1] ~= ARGV[1] then \
+                     redis.call('XADD', KEYS[1], e[1], unpack(e[2])) end end return #entries";
+    assert_eq!(cli(&["EVAL", drop_last, "1", &log, "3-0"]), "3");
     assert_eq!(cli(&["HSET", &meta, "seq", "2"]), "0");
     // The next event takes seq 3 again: node A, which delivered the lost one, must not pass it
     // off as the continuation.

@@ -26,6 +26,9 @@ pub(super) struct Local {
     ready: tokio::sync::OnceCell<()>,
     state: Mutex<LocalState>,
     catching_up: AtomicBool,
+    /// A catch-up was asked for since the running one began: it runs once more, so a request
+    /// that arrives after its read (a dropped subscription, a gap) is never lost.
+    again: AtomicBool,
     /// The cluster dropped this user's subscription: catch-up subscribes again first.
     resubscribe: AtomicBool,
 }
@@ -138,40 +141,60 @@ impl RedisEngine {
         }
     }
 
+    /// Subscribes again if the cluster dropped the user's subscription, then reads what the
+    /// stream holds past this node's copy — retrying until Redis answers. One catch-up runs per
+    /// user at a time; a request made while it runs makes it run once more when it ends.
     fn spawn_catch_up(&self, user: UserId, local: Arc<Local>) {
+        local.again.store(true, Ordering::Release);
         if local.catching_up.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Some(engine) = self.me.upgrade() else { return };
+        let Some(engine) = self.me.upgrade() else {
+            local.catching_up.store(false, Ordering::Release);
+            return;
+        };
         tokio::spawn(async move {
             loop {
-                let still_served = engine.locals.lock().get(&user).is_some_and(|l| Arc::ptr_eq(l, &local));
-                if !still_served {
+                local.again.store(false, Ordering::Release);
+                engine.catch_up(&user, &local).await;
+                local.catching_up.store(false, Ordering::Release);
+                // Asked again after this pass began: run another, unless a new task took over.
+                if !local.again.load(Ordering::Acquire) || local.catching_up.swap(true, Ordering::AcqRel) {
                     break;
                 }
-                let Some(log) = local.state.lock().log.clone() else { break };
-                if local.resubscribe.load(Ordering::Acquire) {
-                    // Subscribed before reading, so nothing falls between the two.
-                    if let Err(e) = engine.subscriber.subscribe(&engine.key(&user, "ch")).await {
-                        debug!(%user, "resubscribe waits for redis: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                    local.resubscribe.store(false, Ordering::Release);
-                }
-                match engine.read_after(&user, log.head()).await {
-                    Ok(read) => {
-                        engine.apply_read(&user, &local, &log, read);
-                        break;
-                    }
-                    Err(e) => {
-                        debug!(%user, "catch-up waits for redis: {e}");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
+            }
+        });
+    }
+
+    /// One pass of [`RedisEngine::spawn_catch_up`].
+    async fn catch_up(&self, user: &UserId, local: &Arc<Local>) {
+        loop {
+            let still_served = self.locals.lock().get(user).is_some_and(|l| Arc::ptr_eq(l, local));
+            if !still_served {
+                return;
+            }
+            let Some(log) = local.state.lock().log.clone() else { return };
+            // Cleared before subscribing: a drop reported meanwhile sets it again for the next pass.
+            if local.resubscribe.swap(false, Ordering::AcqRel) {
+                // Subscribed before reading, so nothing falls between the two.
+                if let Err(e) = self.subscriber.subscribe(&self.key(user, "ch")).await {
+                    debug!(%user, "resubscribe waits for redis: {e}");
+                    local.resubscribe.store(true, Ordering::Release);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
             }
-            local.catching_up.store(false, Ordering::Release);
-        });
+            match self.read_after(user, log.head()).await {
+                Ok(read) => {
+                    self.apply_read(user, local, &log, read);
+                    return;
+                }
+                Err(e) => {
+                    debug!(%user, "catch-up waits for redis: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     /// The shared log of `user` lost events this node has seen and reused their seqs for other
