@@ -13,6 +13,9 @@ cargo build --workspace --all-targets
 cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc
 
+echo "== Rust: the Redis-engine suites again, on Valkey (docs/deploy.md)"
+./scripts/valkey.sh
+
 echo "== Autobahn WebSocket conformance (docs/conformance.md)"
 ./scripts/autobahn.sh
 
