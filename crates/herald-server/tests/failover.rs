@@ -67,7 +67,9 @@ async fn events_the_shared_log_lost_and_reused_make_clients_reset_not_skip() {
 
 #[tokio::test]
 async fn a_master_dies_publishes_get_a_receipt_or_503_and_resume_after_promotion() {
-    let mut cluster = Cluster::start(3, 1);
+    // Two replicas per master: after the failover the promoted one still has a replica to
+    // confirm appends on (with one, every publish would be refused until a replica is added).
+    let mut cluster = Cluster::start(3, 2);
     let prefix = unique_prefix("failover");
     let settings = || Settings {
         engine: Some("redis".into()),
@@ -147,4 +149,23 @@ async fn with_wait_replicas_an_append_no_replica_confirmed_gets_503_not_a_receip
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("not_ready")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("replicas"), "{body}");
     assert!(started.elapsed() >= Duration::from_millis(900), "WAIT gave the replica its second");
+}
+
+#[tokio::test]
+async fn with_wait_replicas_a_retried_id_no_replica_confirmed_gets_503_not_a_duplicate_receipt() {
+    // The first try was appended on the master but never confirmed: a retry, on the same node
+    // or another, must not be acknowledged as a duplicate of it either.
+    let prefix = unique_prefix("wait-retry");
+    let settings = || Settings { redis_wait_replicas: Some(1), ..Settings::default() };
+    let (a, b) = (TestServer::redis(&prefix, settings()).await, TestServer::redis(&prefix, settings()).await);
+    let body = json!({"user_id": "w", "event": "agent_started", "run_id": "r", "id": "x"});
+    for (node, attempt) in [(&a, "first try"), (&a, "retry on the same node"), (&b, "retry on another node")]
+    {
+        let (status, answer) = node.publisher.post(&body).await.unwrap();
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (503, Some("not_ready")),
+            "{attempt}: {answer}"
+        );
+    }
 }

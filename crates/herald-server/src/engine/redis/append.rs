@@ -184,10 +184,14 @@ impl RedisEngine {
         parts: &[Part<'_>],
         prepared: &[Prepared],
     ) -> Result<Option<Vec<Vec<Receipt>>>, AppendError> {
+        // With replicas to wait for, a part of duplicates only is written too (no events: the
+        // script rewrites the user's meta) so that its receipt also waits for them: the first
+        // append of a retried id may be on the master alone (its wait failed, hence the retry),
+        // and only a write of this connection lets WAIT cover it.
         let writing: Vec<usize> = group
             .iter()
             .copied()
-            .filter(|&i| parts[i].fresh(&prepared[i].planned).next().is_some())
+            .filter(|&i| self.wait_replicas > 0 || parts[i].fresh(&prepared[i].planned).next().is_some())
             .collect();
         let mut written: Vec<Option<Written>> = vec![None; parts.len()];
         if !writing.is_empty() {
