@@ -1,9 +1,11 @@
 //! Redis failover: receipts with `--redis-wait-replicas`, publishing through a master's death
-//! without restarting Herald, and events lost with the old master never becoming a silent gap.
+//! without restarting Herald (on a cluster, and on one address that moves to the promoted
+//! replica), and events lost with the old master never becoming a silent gap.
 
 mod common;
 
 use common::cluster::Cluster;
+use common::servers::{PrivateRedis, Proxy, free_port};
 use common::{T, TestServer, unique_prefix};
 use herald_client::ClientError;
 use herald_protocol::Recovery;
@@ -168,4 +170,80 @@ async fn with_wait_replicas_a_retried_id_no_replica_confirmed_gets_503_not_a_dup
             "{attempt}: {answer}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_master_behind_one_address_replaced_by_its_replica_resumes_publishing_without_restart() {
+    // Redis without cluster mode behind one address (a managed service's primary endpoint, or a
+    // proxy that follows Sentinel): the master dies, its replica is promoted and the address
+    // moves to it. Herald is not restarted.
+    let master = PrivateRedis::start(free_port(), &[]);
+    let replica = PrivateRedis::start(free_port(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !replica.cli(&["INFO", "replication"]).contains("master_link_status:up") {
+        assert!(std::time::Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let proxy = Proxy::start(master.port).await;
+    let prefix = unique_prefix("endpoint");
+    let settings = || Settings {
+        engine: Some("redis".into()),
+        redis_url: Some(format!("redis://127.0.0.1:{}/0", proxy.port)),
+        redis_prefix: Some(prefix.clone()),
+        ..Settings::default()
+    };
+    let (a, b) = (TestServer::redis_at(settings()).await, TestServer::redis_at(settings()).await);
+    let (mut on_a, opened) = a.open("victim").await;
+    b.publisher.publish("victim", "agent_started", Some("r"), json!({})).await.unwrap();
+
+    let mut acknowledged = vec![];
+    let (mut refused, mut master) = (0, Some(master));
+    let mut i = 0;
+    while acknowledged.len() < 20 {
+        let id = format!("e{i}");
+        let (status, body) = b.publisher.post(&thinking("victim", &id)).await.unwrap();
+        match status {
+            200 => {
+                acknowledged.push(id);
+                i += 1;
+            }
+            503 => {
+                assert_eq!(body["error"]["code"], "not_ready", "{body}");
+                refused += 1;
+                assert!(refused < 400, "publishing never resumed after the failover");
+                tokio::time::sleep(Duration::from_millis(50)).await; // retry the same id
+            }
+            other => panic!("publish answered {other}: {body}"),
+        }
+        if acknowledged.len() == 5
+            && let Some(master) = master.take()
+        {
+            master.stop();
+            assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+            proxy.switch(replica.port);
+        }
+    }
+    assert!(master.is_none(), "the master was stopped");
+
+    // Every acknowledged event reaches the client once, in order, after the started event — or,
+    // if events acknowledged before the failover never reached the replica, the client is told to
+    // reconnect and resets.
+    let mut seen = vec![];
+    loop {
+        match on_a.next_event(T).await {
+            Ok(event) => {
+                seen.push(event.data["text"].as_str().unwrap_or("").to_owned());
+                if seen.len() == acknowledged.len() + 1 {
+                    break;
+                }
+            }
+            Err(ClientError::Closed { code: 1012, .. }) => {
+                let (_c, resumed) = a.resume("victim", on_a.last_seq, &opened.epoch).await;
+                assert_eq!(resumed.recovery, Recovery::Reset, "no resume across lost events");
+                return;
+            }
+            Err(e) => panic!("after {} events: {e}", seen.len()),
+        }
+    }
+    assert_eq!(seen[1..], acknowledged[..], "acknowledged events survive, once each, in order");
 }

@@ -241,18 +241,8 @@ async fn the_publish_rate_limit_refuses_frames_with_a_retry_hint() {
 #[tokio::test]
 async fn an_unreachable_engine_answers_not_ready_and_keeps_the_socket() {
     let _turn = IN_FLIGHT_GAUGE.read().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut redis = tokio::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server is installed");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let redis = common::servers::PrivateRedis::start(common::servers::free_port(), &[]);
+    let port = redis.port;
     let server = TestServer::redis_at(Settings {
         engine: Some("redis".into()),
         redis_url: Some(format!("redis://127.0.0.1:{port}/0")),
@@ -261,7 +251,7 @@ async fn an_unreachable_engine_answers_not_ready_and_keeps_the_socket() {
     .await;
     let mut socket = connect(&server).await;
     socket.publish("up", &[custom("u", 0)]).await.unwrap();
-    redis.kill().await.unwrap();
+    redis.stop();
     socket.send_text(frame("down", &[custom("u", 1)])).await.unwrap();
     let answer = socket.next_answer(PUBLISH_TIMEOUT).await.unwrap();
     assert_eq!((reference(&answer).as_str(), code(&answer)), ("\"down\"", "not_ready"));

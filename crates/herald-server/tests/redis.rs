@@ -4,12 +4,12 @@
 
 mod common;
 
+use common::servers::{PrivateRedis, free_port};
 use common::{T, TestServer, names, seqs, unique_prefix};
 use herald_client::{ClientError, GOLDEN_EVENTS, golden_run};
 use herald_protocol::Recovery;
 use herald_server::Settings;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 async fn two_nodes(name: &str) -> (TestServer, TestServer) {
@@ -165,43 +165,6 @@ async fn tickets_work_across_nodes() {
     assert!(tokio_tungstenite::connect_async(url).await.is_err(), "and only once");
 }
 
-/// A private redis-server on a free port, for the restart test only.
-struct PrivateRedis {
-    port: u16,
-    child: Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> PrivateRedis {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return PrivateRedis { port, child };
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("private redis-server did not start on {port}");
-    }
-
-    fn stop(mut self) -> u16 {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.port
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 async fn wait_ready(node: &TestServer, want: u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -216,8 +179,8 @@ async fn wait_ready(node: &TestServer, want: u16) {
 
 #[tokio::test]
 async fn redis_restart_without_persistence_gives_503_while_down_then_reset() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let redis = PrivateRedis::start(port);
+    let redis = PrivateRedis::start(free_port(), &[]);
+    let port = redis.port;
     // SAFETY of the env var: this test binary runs one test per process under nextest.
     let url = format!("redis://127.0.0.1:{port}/0");
     let node = {
@@ -241,7 +204,7 @@ async fn redis_restart_without_persistence_gives_503_while_down_then_reset() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "not_ready");
 
-    let _redis = PrivateRedis::start(port);
+    let _redis = PrivateRedis::start(port, &[]);
     wait_ready(&node, 200).await;
     // The log is gone: the next event starts a new epoch, the open socket is told to reconnect,
     // and resuming with the old cursor answers reset.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod servers;
 
 use herald_client::{Connection, Opened, Publisher};
 use herald_server::config::{Config, Settings};

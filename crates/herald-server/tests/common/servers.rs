@@ -1,0 +1,112 @@
+//! Throwaway Redis processes and a switchable TCP proxy, for tests that stop, restart or replace
+//! the Redis a node talks to (the machine's shared Redis must stay up for the other tests).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A free TCP port on 127.0.0.1 (free when asked: start the server on it right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private redis-server on `port`, without persistence; killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Child,
+}
+
+impl PrivateRedis {
+    /// Starts it with `extra` arguments (e.g. `--replicaof 127.0.0.1 PORT`) and waits until it
+    /// accepts connections.
+    pub fn start(port: u16, extra: &[&str]) -> PrivateRedis {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return PrivateRedis { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("private redis-server did not start on {port}");
+    }
+
+    /// Kills it (as a crash would) and returns its port.
+    pub fn stop(mut self) -> u16 {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.port
+    }
+
+    /// Runs `redis-cli -p port args…` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One address in front of a Redis that can be switched to another, as a managed service's
+/// primary endpoint (or a proxy that follows Sentinel) moves to a promoted replica. Switching
+/// closes the connections to the old target. Stops when dropped.
+pub struct Proxy {
+    pub port: u16,
+    /// The target port, and the token its connections close on.
+    target: Arc<Mutex<(u16, CancellationToken)>>,
+    stop: CancellationToken,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (target, stop) =
+            (Arc::new(Mutex::new((target, CancellationToken::new()))), CancellationToken::new());
+        let (current, stopped) = (target.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut client = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok((c, _)) => c, Err(_) => continue },
+                    _ = stopped.cancelled() => return,
+                };
+                let (port, closed) = current.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = closed.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, target, stop }
+    }
+
+    /// Points the address at `port`: new connections go there, the open ones are closed.
+    pub fn switch(&self, port: u16) {
+        let mut target = self.target.lock().unwrap();
+        target.1.cancel();
+        *target = (port, CancellationToken::new());
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.target.lock().unwrap().1.cancel();
+    }
+}
