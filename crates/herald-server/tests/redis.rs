@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::servers::{PrivateRedis, free_port};
+use common::servers::{PrivateRedis, Proxy, free_port};
 use common::{T, TestServer, names, seqs, unique_prefix};
 use herald_client::{ClientError, GOLDEN_EVENTS, golden_run};
 use herald_protocol::Recovery;
@@ -405,4 +405,48 @@ async fn events_stored_whole_by_earlier_builds_are_served_unchanged() {
         .await
         .unwrap();
     assert_eq!(next["seq"], 2);
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_while_another_publishes_catches_up_without_a_reset() {
+    // Node A reaches Redis through a proxy that is cut for a while; node B keeps publishing. A's
+    // client must get every event once, in order, on the same socket: what A missed on pub/sub
+    // is read from the stream when Redis is back.
+    let redis_port: u16 = common::redis_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("HERALD_TEST_REDIS_URL has a port");
+    let proxy = Proxy::start(redis_port).await;
+    let prefix = unique_prefix("cut");
+    let a = TestServer::redis_at(Settings {
+        engine: Some("redis".into()),
+        redis_url: Some(format!("redis://127.0.0.1:{}/0", proxy.port)),
+        redis_prefix: Some(prefix.clone()),
+        ..Settings::default()
+    })
+    .await;
+    let b = TestServer::redis(&prefix, Settings::default()).await;
+    let (mut on_a, opened) = a.open("u").await;
+    let post = |i: usize| json!({"user_id": "u", "event": "custom", "id": format!("e{i}"), "data": {"name": "n", "i": i}});
+    for i in 0..5 {
+        assert_eq!(b.publisher.post(&post(i)).await.unwrap().0, 200);
+    }
+    assert_eq!(seqs(&on_a.events(5, T).await.unwrap()), [1, 2, 3, 4, 5]);
+
+    proxy.switch(free_port()); // nothing listens there: A's connections drop, reconnects fail
+    wait_ready(&a, 503).await;
+    for i in 5..15 {
+        assert_eq!(b.publisher.post(&post(i)).await.unwrap().0, 200, "B still reaches Redis");
+    }
+    proxy.switch(redis_port);
+    wait_ready(&a, 200).await;
+    for i in 15..20 {
+        assert_eq!(b.publisher.post(&post(i)).await.unwrap().0, 200);
+    }
+    let rest = on_a.events(15, T).await.unwrap();
+    assert_eq!(seqs(&rest), (6..=20).collect::<Vec<_>>(), "missed ones read back, then live ones");
+    let (_c, resumed) = a.resume("u", 20, &opened.epoch).await;
+    assert_eq!(resumed.recovery, Recovery::Replayed, "the log kept its epoch: nothing was reset");
 }
