@@ -9,11 +9,37 @@
 use redis::aio::{AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value};
+use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+use redis::{
+    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value,
+};
 use std::time::Duration;
 
 /// How long a request to Redis may take before the engine reports itself unavailable.
 pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The engine's TCP settings for every Redis connection. redis-rs leaves Nagle's algorithm on
+/// unless told otherwise: with several appends in flight on one multiplexed connection, a
+/// request written while the last is unacknowledged would wait for that ACK. Keepalive probes
+/// and `TCP_USER_TIMEOUT` make a connection to a host that vanished without a reset (a crash,
+/// a partition, a failover to another machine) fail within seconds instead of the kernel's
+/// ~15 minutes of retransmissions, so the connection is made again — to the promoted master —
+/// and the pub/sub side reports the loss (catch-up follows) instead of staying silent.
+pub(super) fn tcp_settings() -> TcpSettings {
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(15))
+}
+
+/// `url` as redis-rs connection info with [`tcp_settings`].
+fn connection_info(url: &str) -> RedisResult<ConnectionInfo> {
+    Ok(url.into_connection_info()?.set_tcp_settings(tcp_settings()))
+}
 
 /// The commands connection (multiplexed, cheap to clone).
 #[derive(Clone)]
@@ -40,6 +66,7 @@ pub(super) async fn connect(
         let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         let builder = || {
             ClusterClientBuilder::new(seeds.clone())
+                .tcp_settings(tcp_settings())
                 .connection_timeout(RESPONSE_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
                 .retries(4)
@@ -60,11 +87,13 @@ pub(super) async fn connect(
         .set_connection_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(1));
-    let commands = ConnectionManager::new_with_config(redis::Client::open(url)?, config.clone()).await?;
+    let commands =
+        ConnectionManager::new_with_config(redis::Client::open(connection_info(url)?)?, config.clone())
+            .await?;
     let resp3_url =
         if url.contains('?') { format!("{url}&protocol=resp3") } else { format!("{url}?protocol=resp3") };
     let subscriber = ConnectionManager::new_with_config(
-        redis::Client::open(resp3_url)?,
+        redis::Client::open(connection_info(&resp3_url)?)?,
         config.set_push_sender(push).set_automatic_resubscription(),
     )
     .await?;
@@ -143,5 +172,21 @@ impl Subscriber {
     /// True on a cluster, where the server drops sharded subscriptions of a slot that moves.
     pub(super) fn is_cluster(&self) -> bool {
         matches!(self, Subscriber::Cluster(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_redis_connection_disables_nagle_and_detects_a_vanished_host() {
+        let info = connection_info("redis://127.0.0.1:6379/0").unwrap();
+        let tcp = info.tcp_settings();
+        assert!(tcp.nodelay(), "Nagle's algorithm off");
+        assert!(tcp.keepalive().is_some(), "keepalive probes on");
+        assert_eq!(tcp.user_timeout(), Some(Duration::from_secs(15)), "unacknowledged data times out");
+        let resp3 = connection_info("redis://127.0.0.1:6379/0?protocol=resp3").unwrap();
+        assert!(resp3.tcp_settings().nodelay() && resp3.tcp_settings().keepalive().is_some());
     }
 }
