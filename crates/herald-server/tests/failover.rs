@@ -7,7 +7,7 @@ mod common;
 use common::cluster::Cluster;
 use common::servers::{PrivateRedis, Proxy, free_port};
 use common::{T, TestServer, unique_prefix};
-use herald_client::ClientError;
+use herald_client::{ClientError, Connection};
 use herald_protocol::Recovery;
 use herald_server::Settings;
 use serde_json::json;
@@ -87,13 +87,22 @@ async fn a_master_dies_publishes_get_a_receipt_or_503_and_resume_after_promotion
     b.publisher.publish("victim", "agent_started", Some("r"), json!({})).await.unwrap();
     let master = cluster.owner(cluster.slot("victim"));
 
-    // Publish through B with ids; kill the master after a few; every answer is 200 or 503.
-    let mut acknowledged = vec![];
-    let (mut refused, mut killed) = (0, false);
+    let (acknowledged, refused) = publish_through_a_failure(&b, || cluster.kill(master)).await;
+    assert!(refused > 0, "the master's death was noticed");
+    assert_ne!(cluster.owner(cluster.slot("victim")), master, "a replica took over");
+    delivered_once_in_order_or_reset(&a, &mut on_a, &opened.epoch, &acknowledged).await;
+}
+
+/// Publishes `agent_thinking` events with ids to user "victim" through `node` until 20 are
+/// acknowledged, running `fail` once the fifth is. Every answer must be a receipt or a
+/// retryable 503 `not_ready` (then the same id is retried). Returns the acknowledged ids and
+/// how many answers were 503.
+async fn publish_through_a_failure(node: &TestServer, fail: impl FnOnce()) -> (Vec<String>, u32) {
+    let (mut acknowledged, mut refused, mut fail) = (vec![], 0, Some(fail));
     let mut i = 0;
     while acknowledged.len() < 20 {
         let id = format!("e{i}");
-        let (status, body) = b.publisher.post(&thinking("victim", &id)).await.unwrap();
+        let (status, body) = node.publisher.post(&thinking("victim", &id)).await.unwrap();
         match status {
             200 => {
                 acknowledged.push(id);
@@ -102,24 +111,32 @@ async fn a_master_dies_publishes_get_a_receipt_or_503_and_resume_after_promotion
             503 => {
                 assert_eq!(body["error"]["code"], "not_ready", "{body}");
                 refused += 1;
-                assert!(refused < 600, "publishing never resumed after the failover");
+                assert!(refused < 600, "publishing never resumed after the failure");
                 tokio::time::sleep(Duration::from_millis(50)).await; // retry the same id
             }
             other => panic!("publish answered {other}: {body}"),
         }
-        if acknowledged.len() == 5 && !killed {
-            cluster.kill(master);
-            killed = true;
+        if acknowledged.len() == 5
+            && let Some(fail) = fail.take()
+        {
+            fail();
         }
     }
-    assert!(refused > 0, "the master's death was noticed");
-    assert_ne!(cluster.owner(cluster.slot("victim")), master, "a replica took over");
+    (acknowledged, refused)
+}
 
-    // Every acknowledged event reaches the client once, in order, after the started event — or,
-    // if the node had to let go of the log, the client is told to reconnect and resets.
+/// Every acknowledged event reaches `client` (of user "victim", on `node`) once, in order, after
+/// the started event — or, if the node had to let go of the log (events acknowledged before the
+/// failure were lost with the old master), the client is told to reconnect and resets.
+async fn delivered_once_in_order_or_reset(
+    node: &TestServer,
+    client: &mut Connection,
+    epoch: &str,
+    acknowledged: &[String],
+) {
     let mut seen = vec![];
     loop {
-        match on_a.next_event(T).await {
+        match client.next_event(T).await {
             Ok(event) => {
                 seen.push(event.data["text"].as_str().unwrap_or("").to_owned());
                 if seen.len() == acknowledged.len() + 1 {
@@ -127,7 +144,7 @@ async fn a_master_dies_publishes_get_a_receipt_or_503_and_resume_after_promotion
                 }
             }
             Err(ClientError::Closed { code: 1012, .. }) => {
-                let (_c, resumed) = a.resume("victim", on_a.last_seq, &opened.epoch).await;
+                let (_c, resumed) = node.resume("victim", client.last_seq, epoch).await;
                 assert_eq!(resumed.recovery, Recovery::Reset, "no resume across lost events");
                 return;
             }
@@ -196,54 +213,11 @@ async fn a_master_behind_one_address_replaced_by_its_replica_resumes_publishing_
     let (mut on_a, opened) = a.open("victim").await;
     b.publisher.publish("victim", "agent_started", Some("r"), json!({})).await.unwrap();
 
-    let mut acknowledged = vec![];
-    let (mut refused, mut master) = (0, Some(master));
-    let mut i = 0;
-    while acknowledged.len() < 20 {
-        let id = format!("e{i}");
-        let (status, body) = b.publisher.post(&thinking("victim", &id)).await.unwrap();
-        match status {
-            200 => {
-                acknowledged.push(id);
-                i += 1;
-            }
-            503 => {
-                assert_eq!(body["error"]["code"], "not_ready", "{body}");
-                refused += 1;
-                assert!(refused < 400, "publishing never resumed after the failover");
-                tokio::time::sleep(Duration::from_millis(50)).await; // retry the same id
-            }
-            other => panic!("publish answered {other}: {body}"),
-        }
-        if acknowledged.len() == 5
-            && let Some(master) = master.take()
-        {
-            master.stop();
-            assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
-            proxy.switch(replica.port);
-        }
-    }
-    assert!(master.is_none(), "the master was stopped");
-
-    // Every acknowledged event reaches the client once, in order, after the started event — or,
-    // if events acknowledged before the failover never reached the replica, the client is told to
-    // reconnect and resets.
-    let mut seen = vec![];
-    loop {
-        match on_a.next_event(T).await {
-            Ok(event) => {
-                seen.push(event.data["text"].as_str().unwrap_or("").to_owned());
-                if seen.len() == acknowledged.len() + 1 {
-                    break;
-                }
-            }
-            Err(ClientError::Closed { code: 1012, .. }) => {
-                let (_c, resumed) = a.resume("victim", on_a.last_seq, &opened.epoch).await;
-                assert_eq!(resumed.recovery, Recovery::Reset, "no resume across lost events");
-                return;
-            }
-            Err(e) => panic!("after {} events: {e}", seen.len()),
-        }
-    }
-    assert_eq!(seen[1..], acknowledged[..], "acknowledged events survive, once each, in order");
+    let (acknowledged, _) = publish_through_a_failure(&b, || {
+        master.stop();
+        assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+        proxy.switch(replica.port);
+    })
+    .await;
+    delivered_once_in_order_or_reset(&a, &mut on_a, &opened.epoch, &acknowledged).await;
 }

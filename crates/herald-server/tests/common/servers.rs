@@ -12,38 +12,43 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A private redis-server on `port`, without persistence; killed when dropped.
+/// A private redis-server on `port`, without persistence, its files (a replica's sync) in a
+/// directory of its own; killed and removed when dropped.
 pub struct PrivateRedis {
     pub port: u16,
     child: Child,
+    dir: std::path::PathBuf,
 }
 
 impl PrivateRedis {
     /// Starts it with `extra` arguments (e.g. `--replicaof 127.0.0.1 PORT`) and waits until it
     /// accepts connections.
     pub fn start(port: u16, extra: &[&str]) -> PrivateRedis {
+        let dir = std::env::temp_dir().join(format!("herald-redis-{port}-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
             .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return PrivateRedis { port, child };
+                return PrivateRedis { port, child, dir };
             }
             std::thread::sleep(Duration::from_millis(25));
         }
         let _ = child.kill();
         let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
         panic!("private redis-server did not start on {port}");
     }
 
     /// Kills it (as a crash would) and returns its port.
-    pub fn stop(mut self) -> u16 {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.port
+    pub fn stop(self) -> u16 {
+        self.port // dropping kills it
     }
 
     /// Runs `redis-cli -p port args…` and returns its output.
@@ -57,6 +62,7 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
