@@ -35,7 +35,15 @@ impl Cluster {
         let mut cluster = Cluster { ports: Vec::new(), masters, children: Vec::new(), dir };
         for _ in 0..total {
             let port = free_port();
-            let child = cluster.spawn(port);
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(&cluster.dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
             cluster.ports.push(port);
             cluster.children.push(Some(child));
         }
@@ -65,19 +73,6 @@ impl Cluster {
         cluster
     }
 
-    /// A cluster node on `port`, its state in `nodes-<port>.conf` (so a restarted node rejoins).
-    fn spawn(&self, port: u16) -> std::process::Child {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed")
-    }
-
     /// Seed URLs of the masters, comma-separated (what `--redis-url` takes with `--redis-cluster`).
     pub fn url(&self) -> String {
         self.ports[..self.masters]
@@ -104,12 +99,8 @@ impl Cluster {
 
     /// The port of the master that owns `slot`.
     pub fn owner(&self, slot: u16) -> u16 {
-        self.owner_now(slot).unwrap_or_else(|| panic!("no master owns slot {slot}"))
-    }
-
-    /// The master serving `slot`, or `None` while none does (during a failover).
-    pub fn owner_now(&self, slot: u16) -> Option<u16> {
-        self.master_ports().into_iter().find(|&port| self.owns(port, slot))
+        let owner = self.master_ports().into_iter().find(|&port| self.owns(port, slot));
+        owner.unwrap_or_else(|| panic!("no master owns slot {slot}"))
     }
 
     /// True when the node on `port` says it serves `slot`.
