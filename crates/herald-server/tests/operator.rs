@@ -227,6 +227,42 @@ async fn redis_cluster_disconnect_revocation_and_presence_work_across_nodes() {
 }
 
 #[tokio::test]
+async fn redis_cluster_orders_still_reach_every_node_after_the_control_channels_master_fails_over() {
+    // Operator orders travel on one sharded channel: when its master dies and a replica takes
+    // over, every node must subscribe to it again, there, without a restart.
+    let mut cluster = common::cluster::Cluster::start(3, 1);
+    let prefix = unique_prefix("operator-failover");
+    let node = || {
+        TestServer::redis_at(Settings {
+            engine: Some("redis".into()),
+            redis_url: Some(cluster.url()),
+            redis_prefix: Some(prefix.clone()),
+            redis_cluster: true,
+            ..Settings::default()
+        })
+    };
+    let (a, b) = (node().await, node().await);
+    let slot = cluster.slot(&format!("{prefix}:control"));
+    let master = cluster.owner(slot);
+    cluster.kill(master);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cluster.owner_now(slot).is_none_or(|owner| owner == master) {
+        assert!(std::time::Instant::now() < deadline, "no replica took over slot {slot}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Ready again within seconds (connections whose map still has the dead master are made
+    // anew at the next sweep, every 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for node in [&a, &b] {
+        while node.http().get(format!("{}/health/ready", node.url)).send().await.unwrap().status() != 200 {
+            assert!(std::time::Instant::now() < deadline, "a node stayed not ready after the failover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    disconnect_closes_every_socket(&a, &b).await;
+}
+
+#[tokio::test]
 async fn redis_revocation_on_one_node_is_enforced_by_the_other() {
     let (a, b) = two_redis_nodes("revoke", Settings::default()).await;
     revocation_refuses_older_tokens_everywhere(&a, &b).await;

@@ -99,8 +99,12 @@ impl Cluster {
 
     /// The port of the master that owns `slot`.
     pub fn owner(&self, slot: u16) -> u16 {
-        let owner = self.master_ports().into_iter().find(|&port| self.owns(port, slot));
-        owner.unwrap_or_else(|| panic!("no master owns slot {slot}"))
+        self.owner_now(slot).unwrap_or_else(|| panic!("no master owns slot {slot}"))
+    }
+
+    /// The master serving `slot`, or `None` while none does (during a failover).
+    pub fn owner_now(&self, slot: u16) -> Option<u16> {
+        self.master_ports().into_iter().find(|&port| self.owns(port, slot))
     }
 
     /// True when the node on `port` says it serves `slot`.

@@ -209,7 +209,8 @@ impl RedisEngine {
                 call.users.push(user_call);
                 texts.push(after);
             }
-            let mut con = self.commands.clone();
+            // Pinned: the WAIT below must go over the connections that wrote.
+            let mut con = self.commands.pinned();
             let reply = self.eval_append(&mut con, &call).await.map_err(engine_error)?;
             match wire::decode_reply(reply, writing.len()).map_err(engine_error)? {
                 AppendReply::Conflict(why) => {
@@ -406,6 +407,7 @@ impl RedisEngine {
                 let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 cluster
+                    .get()
                     .route_command(wait, routing)
                     .await
                     .and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from))

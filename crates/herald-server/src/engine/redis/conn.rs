@@ -6,6 +6,7 @@
 //! uses sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`), so a user's messages stay on the shard that
 //! owns the user's slot instead of being broadcast to every shard.
 
+use parking_lot::RwLock;
 use redis::aio::{AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -13,6 +14,7 @@ use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use redis::{
     Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a request to Redis may take before the engine reports itself unavailable.
@@ -45,14 +47,14 @@ fn connection_info(url: &str) -> RedisResult<ConnectionInfo> {
 #[derive(Clone)]
 pub(super) enum Commands {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Renewable),
 }
 
 /// The pub/sub connection: its messages arrive on the push sender given to [`connect`].
 #[derive(Clone)]
 pub(super) enum Subscriber {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Renewable),
 }
 
 /// Connects to `url` — with `cluster`, a comma-separated list of seed nodes — sending pub/sub
@@ -63,8 +65,9 @@ pub(super) async fn connect(
     push: impl AsyncPushSender + Clone,
 ) -> RedisResult<(Commands, Subscriber)> {
     if cluster {
-        let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-        let builder = || {
+        let seeds: Vec<String> =
+            url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let builder = move || {
             ClusterClientBuilder::new(seeds.clone())
                 .tcp_settings(tcp_settings())
                 .connection_timeout(RESPONSE_TIMEOUT)
@@ -73,13 +76,12 @@ pub(super) async fn connect(
                 .min_retry_wait(50)
                 .max_retry_wait(500)
         };
-        let commands = builder().build()?.get_async_connection().await?;
-        let subscriber = builder()
-            .use_protocol(ProtocolVersion::RESP3)
-            .push_sender(push.clone())
-            .build()?
-            .get_async_connection()
-            .await?;
+        let subscriber_builder = {
+            let (builder, push) = (builder.clone(), push.clone());
+            move || builder().use_protocol(ProtocolVersion::RESP3).push_sender(push.clone())
+        };
+        let commands = Renewable::connect(Arc::new(builder)).await?;
+        let subscriber = Renewable::connect(Arc::new(subscriber_builder)).await?;
         return Ok((Commands::Cluster(commands), Subscriber::Cluster(subscriber)));
     }
     let config = ConnectionManagerConfig::new()
@@ -100,6 +102,44 @@ pub(super) async fn connect(
     Ok((Commands::Single(commands), Subscriber::Single(subscriber)))
 }
 
+/// A connection to a Redis Cluster that can be made anew from the seeds. redis-rs redraws its
+/// map of the cluster only when a node redirects a keyed request: after a failover, a
+/// connection whose requests never reach the moved slots keeps the dead master for good —
+/// pinging every master then fails forever (the node stays not ready) and the client retries
+/// the dead address in a busy loop. [`Renewable::renew`] replaces it with a fresh connection,
+/// whose map comes from the nodes that answer.
+#[derive(Clone)]
+pub(super) struct Renewable {
+    current: Arc<RwLock<ClusterConnection>>,
+    builder: Arc<dyn Fn() -> ClusterClientBuilder + Send + Sync>,
+}
+
+impl Renewable {
+    async fn connect(builder: Arc<dyn Fn() -> ClusterClientBuilder + Send + Sync>) -> RedisResult<Self> {
+        let connection = builder().build()?.get_async_connection().await?;
+        Ok(Renewable { current: Arc::new(RwLock::new(connection)), builder })
+    }
+
+    /// The connection as it is now (a cheap handle).
+    pub(super) fn get(&self) -> ClusterConnection {
+        self.current.read().clone()
+    }
+
+    /// True when every master of the connection's map answers `PING` in time.
+    async fn answers(&self) -> bool {
+        let ping = redis::cmd("PING");
+        let reply = tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut self.get())).await;
+        matches!(reply, Ok(Ok(_)))
+    }
+
+    /// Connects again from the seeds and puts the new connection in place of the old.
+    async fn renew(&self) -> RedisResult<()> {
+        let connection = (self.builder)().build()?.get_async_connection().await?;
+        *self.current.write() = connection;
+        Ok(())
+    }
+}
+
 impl Commands {
     /// The command the append script publishes with: sharded on a cluster.
     pub(super) fn publish_command(&self) -> &'static str {
@@ -114,7 +154,10 @@ impl ConnectionLike for Commands {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Commands::Single(c) => c.req_packed_command(cmd),
-            Commands::Cluster(c) => c.req_packed_command(cmd),
+            Commands::Cluster(c) => {
+                let mut connection = c.get();
+                Box::pin(async move { connection.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -126,16 +169,58 @@ impl ConnectionLike for Commands {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Commands::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Commands::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Commands::Cluster(c) => {
+                let mut connection = c.get();
+                Box::pin(async move { connection.req_packed_commands(cmd, offset, count).await })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Commands::Single(c) => c.get_db(),
-            Commands::Cluster(c) => c.get_db(),
+            Commands::Cluster(c) => c.get().get_db(),
         }
     }
+}
+
+impl Commands {
+    /// This connection as it is now, not replaced when [`Renewable::renew`] runs: for requests
+    /// that must reach the same server connections as the one before (`WAIT` covers only the
+    /// writes of its own connection).
+    pub(super) fn pinned(&self) -> Commands {
+        match self {
+            Commands::Single(c) => Commands::Single(c.clone()),
+            Commands::Cluster(c) => Commands::Cluster(Renewable {
+                current: Arc::new(RwLock::new(c.get())),
+                builder: c.builder.clone(),
+            }),
+        }
+    }
+
+    /// True when the connection answers (on a cluster: every master does).
+    pub(super) async fn ping(&self) -> bool {
+        match self.clone() {
+            Commands::Single(mut c) => single_answers(&mut c).await,
+            Commands::Cluster(c) => c.answers().await,
+        }
+    }
+
+    /// On a cluster, when some master of the connection's map does not answer: connects again
+    /// (see [`Renewable`]). True when it did.
+    pub(super) async fn renew_if_stale(&self) -> RedisResult<bool> {
+        match self {
+            Commands::Cluster(c) if !c.answers().await => c.renew().await.map(|()| true),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// `PING` answered in time.
+async fn single_answers(connection: &mut ConnectionManager) -> bool {
+    let ping = redis::cmd("PING");
+    let reply = tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(connection)).await;
+    matches!(reply, Ok(Ok(_)))
 }
 
 impl Subscriber {
@@ -143,7 +228,7 @@ impl Subscriber {
     pub(super) async fn subscribe(&self, channel: &str) -> RedisResult<()> {
         match self.clone() {
             Subscriber::Single(mut c) => c.subscribe(channel).await,
-            Subscriber::Cluster(mut c) => c.ssubscribe(channel).await,
+            Subscriber::Cluster(c) => c.get().ssubscribe(channel).await,
         }
     }
 
@@ -151,22 +236,25 @@ impl Subscriber {
     pub(super) async fn unsubscribe(&self, channel: &str) -> RedisResult<()> {
         match self.clone() {
             Subscriber::Single(mut c) => c.unsubscribe(channel).await,
-            Subscriber::Cluster(mut c) => c.sunsubscribe(channel).await,
+            Subscriber::Cluster(c) => c.get().sunsubscribe(channel).await,
         }
     }
 
     /// True when the connection answers (on a cluster: every master does).
     pub(super) async fn ping(&self) -> bool {
-        let ping = redis::cmd("PING");
-        let reply = match self.clone() {
-            Subscriber::Single(mut c) => {
-                tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut c)).await
-            }
-            Subscriber::Cluster(mut c) => {
-                tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut c)).await
-            }
-        };
-        matches!(reply, Ok(Ok(_)))
+        match self.clone() {
+            Subscriber::Single(mut c) => single_answers(&mut c).await,
+            Subscriber::Cluster(c) => c.answers().await,
+        }
+    }
+
+    /// Like [`Commands::renew_if_stale`]. A renewed subscriber holds no subscriptions: the
+    /// caller subscribes everything again.
+    pub(super) async fn renew_if_stale(&self) -> RedisResult<bool> {
+        match self {
+            Subscriber::Cluster(c) if !c.answers().await => c.renew().await.map(|()| true),
+            _ => Ok(false),
+        }
     }
 
     /// True on a cluster, where the server drops sharded subscriptions of a slot that moves.

@@ -80,21 +80,8 @@ impl RedisEngine {
                 }
             }
             PushKind::Disconnection => {
-                // Messages published while we were away are in the streams: fetch them once the
-                // connection is back (catch-up retries until it is).
                 warn!("redis pub/sub connection lost; catching up when it returns");
-                if self.subscriber.is_cluster() {
-                    self.resubscribe_control();
-                }
-                let users: Vec<_> = self.locals.lock().iter().map(|(u, l)| (u.clone(), l.clone())).collect();
-                for (user, local) in users {
-                    // On a cluster the lost node's sharded subscriptions must be made again, on
-                    // whichever master owns the slot now.
-                    if self.subscriber.is_cluster() {
-                        local.resubscribe.store(true, Ordering::Release);
-                    }
-                    self.spawn_catch_up(user, local);
-                }
+                self.catch_up_everyone();
             }
             PushKind::SUnsubscribe => {
                 // The cluster dropped a sharded subscription we did not give up: its slot moved to
@@ -112,6 +99,23 @@ impl RedisEngine {
                 self.spawn_catch_up(user, local);
             }
             _ => {}
+        }
+    }
+
+    /// After pub/sub messages may have been missed (the connection was lost, or made anew):
+    /// every served user catches up from the streams, retrying until Redis answers. On a
+    /// cluster the sharded subscriptions are made again first, on whichever master owns each
+    /// slot now, and the control channel's too.
+    pub(super) fn catch_up_everyone(&self) {
+        if self.subscriber.is_cluster() {
+            self.resubscribe_control();
+        }
+        let users: Vec<_> = self.locals.lock().iter().map(|(u, l)| (u.clone(), l.clone())).collect();
+        for (user, local) in users {
+            if self.subscriber.is_cluster() {
+                local.resubscribe.store(true, Ordering::Release);
+            }
+            self.spawn_catch_up(user, local);
         }
     }
 

@@ -33,7 +33,7 @@ use redis::AsyncCommands;
 use redis::Value;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Renews a log's epoch if it is still the one expected (KEYS: meta; ARGV: old, new).
 const EPOCH_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then \
@@ -76,6 +76,8 @@ pub struct RedisEngine {
     appended: compact::Appended,
     /// Run states as this node last stored them: appends to known runs skip the read.
     known_runs: append::KnownRuns,
+    /// A check of the cluster connections' maps is under way (see `renew_stale_cluster_connections`).
+    renewing: std::sync::atomic::AtomicBool,
     me: Weak<RedisEngine>,
 }
 
@@ -127,6 +129,7 @@ impl RedisEngine {
             control_tx: tokio::sync::broadcast::channel(64).0,
             appended: compact::Appended::default(),
             known_runs: append::KnownRuns::default(),
+            renewing: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
         });
         // Loaded up front (on every master of a cluster); a server that lost them (restart,
@@ -310,16 +313,13 @@ impl Engine for RedisEngine {
 
     async fn is_ready(&self) -> bool {
         // Both connections: appends need the first, live delivery the second.
-        let mut commands = self.commands.clone();
-        let ping = redis::cmd("PING");
-        let reply =
-            tokio::time::timeout(conn::RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut commands)).await;
-        matches!(reply, Ok(Ok(_))) && self.subscriber.ping().await
+        self.commands.ping().await && self.subscriber.ping().await
     }
 
     fn sweep(&self) {
         self.forget_idle();
         self.prune_index_marks();
+        self.renew_stale_cluster_connections();
     }
 
     async fn active_runs(
@@ -365,5 +365,37 @@ impl Engine for RedisEngine {
 
     async fn presence(&self, user: &UserId) -> Result<Vec<NodePresence>, EngineError> {
         self.read_presence(user).await
+    }
+}
+
+impl RedisEngine {
+    /// On a cluster, with every sweep: a connection whose map of the cluster has a master that
+    /// no longer answers is made anew (see [`conn::Renewable`]) — after a failover that its own
+    /// requests never revealed. A new subscriber holds no subscriptions: everyone catches up.
+    fn renew_stale_cluster_connections(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.subscriber.is_cluster() || self.renewing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(engine) = self.me.upgrade() else {
+            self.renewing.store(false, Ordering::Release);
+            return;
+        };
+        tokio::spawn(async move {
+            match engine.commands.renew_if_stale().await {
+                Ok(true) => info!("redis cluster: a master stopped answering; commands connection made anew"),
+                Ok(false) => {}
+                Err(e) => warn!("redis cluster: could not connect again yet: {e}"),
+            }
+            match engine.subscriber.renew_if_stale().await {
+                Ok(true) => {
+                    info!("redis cluster: a master stopped answering; pub/sub connection made anew");
+                    engine.catch_up_everyone();
+                }
+                Ok(false) => {}
+                Err(e) => warn!("redis cluster: could not connect again yet: {e}"),
+            }
+            engine.renewing.store(false, Ordering::Release);
+        });
     }
 }
