@@ -49,6 +49,20 @@ async fn two_redis_nodes(name: &str, extra: Settings) -> (TestServer, TestServer
     (TestServer::redis(&prefix, node()).await, TestServer::redis(&prefix, node()).await)
 }
 
+/// Two nodes on the Redis Cluster `cluster`, sharing the key prefix `prefix`.
+async fn two_cluster_nodes(cluster: &common::cluster::Cluster, prefix: &str) -> (TestServer, TestServer) {
+    let node = || {
+        TestServer::redis_at(Settings {
+            engine: Some("redis".into()),
+            redis_url: Some(cluster.url()),
+            redis_prefix: Some(prefix.to_owned()),
+            redis_cluster: true,
+            ..Settings::default()
+        })
+    };
+    (node().await, node().await)
+}
+
 /// Sends an operator request with `credential` (`None`: no Authorization header).
 async fn call(
     server: &TestServer,
@@ -211,16 +225,7 @@ async fn redis_disconnect_on_one_node_closes_sockets_on_both() {
 async fn redis_cluster_disconnect_revocation_and_presence_work_across_nodes() {
     let cluster = common::cluster::Cluster::start(3, 0);
     let prefix = unique_prefix("operator-cluster");
-    let node = || {
-        TestServer::redis_at(Settings {
-            engine: Some("redis".into()),
-            redis_url: Some(cluster.url()),
-            redis_prefix: Some(prefix.clone()),
-            redis_cluster: true,
-            ..Settings::default()
-        })
-    };
-    let (a, b) = (node().await, node().await);
+    let (a, b) = two_cluster_nodes(&cluster, &prefix).await;
     disconnect_closes_every_socket(&a, &b).await;
     revocation_refuses_older_tokens_everywhere(&a, &b).await;
     presence_counts_per_node(&a, &b, 2).await;
@@ -232,16 +237,7 @@ async fn redis_cluster_orders_still_reach_every_node_after_the_control_channels_
     // over, every node must subscribe to it again, there, without a restart.
     let mut cluster = common::cluster::Cluster::start(3, 1);
     let prefix = unique_prefix("operator-failover");
-    let node = || {
-        TestServer::redis_at(Settings {
-            engine: Some("redis".into()),
-            redis_url: Some(cluster.url()),
-            redis_prefix: Some(prefix.clone()),
-            redis_cluster: true,
-            ..Settings::default()
-        })
-    };
-    let (a, b) = (node().await, node().await);
+    let (a, b) = two_cluster_nodes(&cluster, &prefix).await;
     let slot = cluster.slot(&format!("{prefix}:control"));
     let master = cluster.owner(slot);
     cluster.kill(master);

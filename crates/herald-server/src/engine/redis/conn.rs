@@ -106,8 +106,8 @@ pub(super) async fn connect(
 /// map of the cluster only when a node redirects a keyed request: after a failover, a
 /// connection whose requests never reach the moved slots keeps the dead master for good —
 /// pinging every master then fails forever (the node stays not ready) and the client retries
-/// the dead address in a busy loop. [`Renewable::renew`] replaces it with a fresh connection,
-/// whose map comes from the nodes that answer.
+/// the dead address in a busy loop. [`Renewable::renew_if_stale`] replaces it with a fresh connection,
+/// whose map comes from the nodes that answer (see `renew_if_stale`).
 #[derive(Clone)]
 pub(super) struct Renewable {
     current: Arc<RwLock<ClusterConnection>>,
@@ -132,11 +132,15 @@ impl Renewable {
         matches!(reply, Ok(Ok(_)))
     }
 
-    /// Connects again from the seeds and puts the new connection in place of the old.
-    async fn renew(&self) -> RedisResult<()> {
+    /// When some master of the connection's map does not answer: connects again from the seeds
+    /// and puts the new connection in place of the old. True when it did.
+    pub(super) async fn renew_if_stale(&self) -> RedisResult<bool> {
+        if self.answers().await {
+            return Ok(false);
+        }
         let connection = (self.builder)().build()?.get_async_connection().await?;
         *self.current.write() = connection;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -185,7 +189,7 @@ impl ConnectionLike for Commands {
 }
 
 impl Commands {
-    /// This connection as it is now, not replaced when [`Renewable::renew`] runs: for requests
+    /// This connection as it is now, not replaced when [`Renewable::renew_if_stale`] runs: for requests
     /// that must reach the same server connections as the one before (`WAIT` covers only the
     /// writes of its own connection).
     pub(super) fn pinned(&self) -> Commands {
@@ -206,12 +210,11 @@ impl Commands {
         }
     }
 
-    /// On a cluster, when some master of the connection's map does not answer: connects again
-    /// (see [`Renewable`]). True when it did.
-    pub(super) async fn renew_if_stale(&self) -> RedisResult<bool> {
+    /// The renewable cluster connection, on a cluster.
+    pub(super) fn renewable(&self) -> Option<&Renewable> {
         match self {
-            Commands::Cluster(c) if !c.answers().await => c.renew().await.map(|()| true),
-            _ => Ok(false),
+            Commands::Cluster(c) => Some(c),
+            Commands::Single(_) => None,
         }
     }
 }
@@ -248,12 +251,12 @@ impl Subscriber {
         }
     }
 
-    /// Like [`Commands::renew_if_stale`]. A renewed subscriber holds no subscriptions: the
-    /// caller subscribes everything again.
-    pub(super) async fn renew_if_stale(&self) -> RedisResult<bool> {
+    /// The renewable cluster connection, on a cluster. A renewed subscriber holds no
+    /// subscriptions: the caller subscribes everything again.
+    pub(super) fn renewable(&self) -> Option<&Renewable> {
         match self {
-            Subscriber::Cluster(c) if !c.answers().await => c.renew().await.map(|()| true),
-            _ => Ok(false),
+            Subscriber::Cluster(c) => Some(c),
+            Subscriber::Single(_) => None,
         }
     }
 

@@ -382,18 +382,23 @@ impl RedisEngine {
             return;
         };
         tokio::spawn(async move {
-            match engine.commands.renew_if_stale().await {
-                Ok(true) => info!("redis cluster: a master stopped answering; commands connection made anew"),
-                Ok(false) => {}
-                Err(e) => warn!("redis cluster: could not connect again yet: {e}"),
-            }
-            match engine.subscriber.renew_if_stale().await {
-                Ok(true) => {
-                    info!("redis cluster: a master stopped answering; pub/sub connection made anew");
-                    engine.catch_up_everyone();
+            // (name, connection, a subscriber: subscribe everything again once renewed)
+            let connections = [
+                ("commands", engine.commands.renewable(), false),
+                ("pub/sub", engine.subscriber.renewable(), true),
+            ];
+            for (which, connection, subscriber) in connections {
+                let Some(connection) = connection else { continue };
+                match connection.renew_if_stale().await {
+                    Ok(true) => {
+                        info!("redis cluster: a master stopped answering; {which} connection made anew");
+                        if subscriber {
+                            engine.catch_up_everyone();
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!("redis cluster: could not connect again yet: {e}"),
                 }
-                Ok(false) => {}
-                Err(e) => warn!("redis cluster: could not connect again yet: {e}"),
             }
             engine.renewing.store(false, Ordering::Release);
         });
