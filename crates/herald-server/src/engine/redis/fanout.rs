@@ -301,7 +301,9 @@ impl RedisEngine {
                 }
             }
         }
-        if gap {
+        // A gap, or a subscription that went away while this load ran (its catch-up found no
+        // log yet and left the resubscribe mark): catch up now.
+        if gap || local.resubscribe.load(Ordering::Acquire) {
             self.spawn_catch_up(user.clone(), local.clone());
         }
         Ok(())
