@@ -10,20 +10,12 @@ use common::cluster::Cluster;
 use common::{T, TestServer, names, seqs, unique_prefix};
 use herald_client::{GOLDEN_EVENTS, golden_run};
 use herald_protocol::Recovery;
-use herald_server::Settings;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 
 async fn node(cluster: &Cluster, prefix: &str) -> TestServer {
-    TestServer::redis_at(Settings {
-        engine: Some("redis".into()),
-        redis_url: Some(cluster.url()),
-        redis_prefix: Some(prefix.into()),
-        redis_cluster: true,
-        ..Settings::default()
-    })
-    .await
+    TestServer::redis_at(cluster.settings(prefix)).await
 }
 
 /// `cmdstat_<command>` calls on the node at `port` since its stats were reset.

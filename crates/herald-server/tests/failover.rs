@@ -73,14 +73,7 @@ async fn a_master_dies_publishes_get_a_receipt_or_503_and_resume_after_promotion
     // confirm appends on (with one, every publish would be refused until a replica is added).
     let mut cluster = Cluster::start(3, 2);
     let prefix = unique_prefix("failover");
-    let settings = || Settings {
-        engine: Some("redis".into()),
-        redis_url: Some(cluster.url()),
-        redis_prefix: Some(prefix.clone()),
-        redis_cluster: true,
-        redis_wait_replicas: Some(1),
-        ..Settings::default()
-    };
+    let settings = || Settings { redis_wait_replicas: Some(1), ..cluster.settings(&prefix) };
     let a = TestServer::redis_at(settings()).await;
     let b = TestServer::redis_at(settings()).await;
     let (mut on_a, opened) = a.open("victim").await;

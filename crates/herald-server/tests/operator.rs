@@ -51,16 +51,10 @@ async fn two_redis_nodes(name: &str, extra: Settings) -> (TestServer, TestServer
 
 /// Two nodes on the Redis Cluster `cluster`, sharing the key prefix `prefix`.
 async fn two_cluster_nodes(cluster: &common::cluster::Cluster, prefix: &str) -> (TestServer, TestServer) {
-    let node = || {
-        TestServer::redis_at(Settings {
-            engine: Some("redis".into()),
-            redis_url: Some(cluster.url()),
-            redis_prefix: Some(prefix.to_owned()),
-            redis_cluster: true,
-            ..Settings::default()
-        })
-    };
-    (node().await, node().await)
+    (
+        TestServer::redis_at(cluster.settings(prefix)).await,
+        TestServer::redis_at(cluster.settings(prefix)).await,
+    )
 }
 
 /// Sends an operator request with `credential` (`None`: no Authorization header).

@@ -73,6 +73,17 @@ impl Cluster {
         cluster
     }
 
+    /// Settings of a Herald node on this cluster, its keys under `prefix`.
+    pub fn settings(&self, prefix: &str) -> herald_server::Settings {
+        herald_server::Settings {
+            engine: Some("redis".into()),
+            redis_url: Some(self.url()),
+            redis_prefix: Some(prefix.into()),
+            redis_cluster: true,
+            ..herald_server::Settings::default()
+        }
+    }
+
     /// Seed URLs of the masters, comma-separated (what `--redis-url` takes with `--redis-cluster`).
     pub fn url(&self) -> String {
         self.ports[..self.masters]
