@@ -31,7 +31,10 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+// foldhash: `runs` is looked up for every event folded; its keys are run ids from authenticated
+// publishers, so SipHash's flood resistance buys nothing here (seeded per process).
+use foldhash::HashMap;
+use std::collections::BTreeMap;
 
 /// Bounds of one user's compacted runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,7 +19,9 @@ use axum::extract::ws::Utf8Bytes;
 use herald_protocol::compact::{Compactor, Limits, SnapshotFrame};
 use herald_protocol::{EventKind, Recovery};
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+// foldhash: `ended` is looked up for every event that leaves the retained window.
+use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

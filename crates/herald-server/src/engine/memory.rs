@@ -8,7 +8,7 @@
 
 use super::plan::{self, Written};
 use super::{
-    ActiveRun, AppendError, Engine, EngineError, History, RunScan, StalledRun, encode_frame, new_epoch,
+    ActiveRun, AppendError, Engine, EngineError, History, RunScan, StalledRun, FrameEncoder, new_epoch,
 };
 use crate::log::{NewEntry, Retention, UserLog};
 use async_trait::async_trait;
@@ -207,7 +207,7 @@ impl Engine for MemoryEngine {
 
         // Commit.
         let now = Instant::now();
-        let wall = SystemTime::now();
+        let mut encoder = FrameEncoder::new(SystemTime::now());
         let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
         for ((part, planned), book) in parts.iter().zip(&planned).zip(books.iter_mut()) {
             let first_seq = book.log.head() + 1;
@@ -221,7 +221,7 @@ impl Engine for MemoryEngine {
                         id: id.clone(),
                         run_id: event.run_id.clone(),
                         kind: event.kind,
-                        frame: encode_frame(seq, id, event, wall),
+                        frame: encoder.frame(seq, id, event),
                         age: Duration::ZERO,
                     })
                     .expect("the book's lock makes this the next seq");

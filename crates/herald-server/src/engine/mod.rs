@@ -200,50 +200,66 @@ pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
 }
 
 /// The start of every event frame, up to its seq. Frames are this, the seq, then the tail that
-/// [`encode_frame_tail`] writes — so the Redis script can put the seq in without parsing JSON.
+/// [`FrameEncoder::tail`] writes — so the Redis script can put the seq in without parsing JSON.
 pub const FRAME_HEAD: &str = r#"{"type":"event","seq":"#;
 
-/// Encodes an event's frame once, at append, with its seq and timestamp.
+/// Encodes the frames of one append, each once, whatever the number of connections it goes to.
 ///
-/// Serialized from borrowed fields (no copy of `data`); the output is exactly the
-/// `ServerFrame::Event` encoding clients parse, which a test below holds it to.
-pub fn encode_frame(seq: u64, id: &str, event: &EventInput, at: SystemTime) -> Utf8Bytes {
-    let mut out = Vec::with_capacity(128 + event.data.len() * 32);
-    out.extend_from_slice(FRAME_HEAD.as_bytes());
-    out.extend_from_slice(seq.to_string().as_bytes());
-    encode_frame_tail(&mut out, id, event, at);
-    String::from_utf8(out).expect("serde_json writes UTF-8").into()
+/// The events of one append share its timestamp, formatted once here. Each frame is built in
+/// a scratch buffer kept for the whole append and copied out at its exact size: a retained event
+/// holds no spare capacity, and no frame's buffer regrows while it is written.
+#[derive(Debug)]
+pub struct FrameEncoder {
+    ts: String,
+    scratch: Vec<u8>,
 }
 
-/// Appends the part of an event's frame after its seq: `,"id":…,"ts":…}`.
-pub fn encode_frame_tail(out: &mut Vec<u8>, id: &str, event: &EventInput, at: SystemTime) {
-    #[derive(serde::Serialize)]
-    struct Tail<'a> {
-        id: &'a str,
-        user_id: &'a str,
-        thread_id: Option<&'a str>,
-        run_id: Option<&'a str>,
-        event: &'static str,
-        data: &'a herald_protocol::EventData,
-        #[serde(serialize_with = "as_display")]
-        ts: humantime::Rfc3339Timestamp,
+impl FrameEncoder {
+    /// An encoder for events appended at `at`.
+    pub fn new(at: SystemTime) -> Self {
+        Self { ts: humantime::format_rfc3339_millis(at).to_string(), scratch: Vec::with_capacity(512) }
     }
-    fn as_display<S: serde::Serializer>(v: &humantime::Rfc3339Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(v)
+
+    /// An event's frame with its seq, serialized from borrowed fields (no copy of `data`); the
+    /// output is exactly the `ServerFrame::Event` encoding clients parse, which a test below holds
+    /// it to.
+    pub fn frame(&mut self, seq: u64, id: &str, event: &EventInput) -> Utf8Bytes {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        out.extend_from_slice(FRAME_HEAD.as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        self.tail(&mut out, id, event);
+        let frame = String::from_utf8(out.clone()).expect("serde_json writes UTF-8").into();
+        self.scratch = out;
+        frame
     }
-    let tail = Tail {
-        id,
-        user_id: event.user_id.as_str(),
-        thread_id: event.thread_id.as_deref(),
-        run_id: event.run_id.as_deref(),
-        event: event.kind.as_str(),
-        data: &event.data,
-        ts: humantime::format_rfc3339_millis(at),
-    };
-    let start = out.len();
-    serde_json::to_writer(&mut *out, &tail).expect("frames serialize");
-    // The object's `{` becomes the `,` after the seq.
-    out[start] = b',';
+
+    /// Appends the part of an event's frame after its seq to `out`: `,"id":…,"ts":…}`.
+    pub fn tail(&self, out: &mut Vec<u8>, id: &str, event: &EventInput) {
+        #[derive(serde::Serialize)]
+        struct Tail<'a> {
+            id: &'a str,
+            user_id: &'a str,
+            thread_id: Option<&'a str>,
+            run_id: Option<&'a str>,
+            event: &'static str,
+            data: &'a herald_protocol::EventData,
+            ts: &'a str,
+        }
+        let tail = Tail {
+            id,
+            user_id: event.user_id.as_str(),
+            thread_id: event.thread_id.as_deref(),
+            run_id: event.run_id.as_deref(),
+            event: event.kind.as_str(),
+            data: &event.data,
+            ts: &self.ts,
+        };
+        let start = out.len();
+        serde_json::to_writer(&mut *out, &tail).expect("frames serialize");
+        // The object's `{` becomes the `,` after the seq.
+        out[start] = b',';
+    }
 }
 
 /// A fresh epoch: random, so a log recreated after history was lost never matches an old cursor.
@@ -269,7 +285,8 @@ mod tests {
             "data":{"tool_name":"search","q":"a \"quoted\" text"}}"#;
         let event = PublishBody::parse(body, 10).unwrap().into_events().remove(0);
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let frame = encode_frame(7, "id-1", &event, at);
+        let mut encoder = FrameEncoder::new(at);
+        let frame = encoder.frame(7, "id-1", &event);
         let expected = ServerFrame::Event(EventFrame {
             seq: 7,
             id: "id-1".into(),
@@ -282,7 +299,10 @@ mod tests {
         });
         assert_eq!(frame.as_str(), expected.to_json());
         let mut tail = Vec::new();
-        encode_frame_tail(&mut tail, "id-1", &event, at);
+        encoder.tail(&mut tail, "id-1", &event);
         assert_eq!(frame.as_str(), format!("{FRAME_HEAD}7{}", String::from_utf8(tail).unwrap()));
+        // The scratch buffer is reused: a second frame is whole, not appended to the first.
+        let second = encoder.frame(8, "id-2", &event);
+        assert!(second.as_str().starts_with(r#"{"type":"event","seq":8,"id":"id-2","#), "{second}");
     }
 }

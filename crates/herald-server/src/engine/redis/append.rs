@@ -6,7 +6,7 @@ use super::conn::Commands;
 use super::wire::{self, AppendCall, AppendReply, EventCall, UserCall};
 use super::{RedisEngine, engine_error};
 use crate::engine::plan::{self, Part, Planned, Written};
-use crate::engine::{AppendError, EngineError, RunScan, StalledRun, encode_frame_tail, new_epoch};
+use crate::engine::{AppendError, EngineError, RunScan, StalledRun, FrameEncoder, new_epoch};
 use foldhash::HashMap;
 use futures_util::future::{join_all, try_join_all};
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
@@ -204,8 +204,9 @@ impl RedisEngine {
                 users: Vec::with_capacity(writing.len()),
             };
             let mut texts = Vec::with_capacity(writing.len());
+            let encoder = FrameEncoder::new(wall);
             for &i in &writing {
-                let (user_call, after) = self.user_call(&parts[i], &prepared[i], wall);
+                let (user_call, after) = self.user_call(&parts[i], &prepared[i], wall, &encoder);
                 call.users.push(user_call);
                 texts.push(after);
             }
@@ -280,7 +281,13 @@ impl RedisEngine {
 
     /// One user's section of the script call (the version of the run states to compare, the
     /// runs to set, the events to append), and the text of each run's state after it.
-    fn user_call(&self, part: &Part<'_>, prepared: &Prepared, wall: SystemTime) -> (UserCall, Vec<String>) {
+    fn user_call(
+        &self,
+        part: &Part<'_>,
+        prepared: &Prepared,
+        wall: SystemTime,
+        encoder: &FrameEncoder,
+    ) -> (UserCall, Vec<String>) {
         let user = part.user;
         let after: Vec<String> = prepared
             .planned
@@ -307,7 +314,7 @@ impl RedisEngine {
             .map(|k| {
                 let event = part.events[k].1;
                 tail.clear();
-                encode_frame_tail(&mut tail, &part.ids[k], event, wall);
+                encoder.tail(&mut tail, &part.ids[k], event);
                 let run_id = event.run_id.as_deref().unwrap_or_default();
                 let kind = event.kind.as_str();
                 let keyed = part.keyed(k);

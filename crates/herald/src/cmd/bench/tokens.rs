@@ -14,7 +14,7 @@ use super::load::{
     readers_started,
 };
 use super::publish::{post, send_time};
-use super::stats::process_cpu_s;
+use super::stats::{process_cpu_s, process_cpu_split_s};
 use herald_client::publish_socket::{PublishReceiver, PublishSocket};
 use herald_protocol::Outcome;
 use serde::Serialize;
@@ -94,6 +94,10 @@ pub struct TokenReport {
     /// Server CPU per delivered frame, in µs (with `--spawn` or `--server-pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_token: Option<f64>,
+    /// The kernel's part of `server_cpu_us_per_token`: the writes each token needs (and, on
+    /// loopback, the receiver's TCP work), which no server avoids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_sys_us_per_token: Option<f64>,
     /// Bench CPU per delivered frame, in µs.
     pub client_cpu_us_per_token: f64,
     /// Frames that never arrived.
@@ -164,7 +168,7 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
     };
 
     let cpu_client_0 = process_cpu_s(None);
-    let cpu_server_0 = config.server_pid.and_then(|p| process_cpu_s(Some(p)));
+    let cpu_server_0 = config.server_pid.and_then(|p| process_cpu_split_s(Some(p)));
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / config.token_rate);
     let mut runs = tokio::task::JoinSet::new();
@@ -228,8 +232,8 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
     }
     finish_readers(&finish_tx, &counters, published, config.drain_timeout).await;
     let Totals { hist, delivered, lost, reordered, samples } = collect(readers, &shared, samples).await?;
-    let server_cpu_s = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_s(Some(p)))) {
-        (Some(a), Some(b)) => Some(b - a),
+    let server_cpu_s = match (cpu_server_0, config.server_pid.and_then(|p| process_cpu_split_s(Some(p)))) {
+        (Some((user_0, sys_0)), Some((user, sys))) => Some((user - user_0, sys - sys_0)),
         _ => None,
     };
     let client_cpu_s = match (cpu_client_0, process_cpu_s(None)) {
@@ -243,7 +247,8 @@ pub async fn run_tokens(config: &TokenConfig, transport: Transport) -> Result<To
         published,
         delivered,
         latency_ms: LatencyMs::of(&hist),
-        server_cpu_us_per_token: server_cpu_s.map(per_token),
+        server_cpu_us_per_token: server_cpu_s.map(|(user, sys)| per_token(user + sys)),
+        server_sys_us_per_token: server_cpu_s.map(|(_, sys)| per_token(sys)),
         client_cpu_us_per_token: per_token(client_cpu_s),
         lost,
         reordered,
@@ -328,7 +333,7 @@ pub fn print_reports(config: &TokenConfig, reports: &[TokenReport]) {
         config.runs as f64 * config.token_rate
     );
     println!(
-        "{:<10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16} {:>16} {:>10} {:>6}",
+        "{:<10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>16} {:>12} {:>16} {:>10} {:>6}",
         "transport",
         "published",
         "delivered",
@@ -336,14 +341,16 @@ pub fn print_reports(config: &TokenConfig, reports: &[TokenReport]) {
         "p99 ms",
         "max ms",
         "server µs/token",
+        "of it kernel",
         "client µs/token",
         "lost+reord",
         "errors"
     );
     for r in reports {
         let server = r.server_cpu_us_per_token.map_or("unknown".to_owned(), |v| format!("{v:.1}"));
+        let kernel = r.server_sys_us_per_token.map_or("unknown".to_owned(), |v| format!("{v:.1}"));
         println!(
-            "{:<10} {:>10} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>16} {:>16.1} {:>10} {:>6}",
+            "{:<10} {:>10} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>16} {:>12} {:>16.1} {:>10} {:>6}",
             format!("{:?}", r.transport).to_lowercase(),
             r.published,
             r.delivered,
@@ -351,6 +358,7 @@ pub fn print_reports(config: &TokenConfig, reports: &[TokenReport]) {
             r.latency_ms.p99,
             r.latency_ms.max,
             server,
+            kernel,
             r.client_cpu_us_per_token,
             r.lost + r.reordered,
             r.errors
