@@ -8,7 +8,7 @@
 
 use super::plan::{self, Written};
 use super::{
-    ActiveRun, AppendError, Engine, EngineError, History, RunScan, StalledRun, FrameEncoder, new_epoch,
+    ActiveRun, AppendError, Engine, EngineError, FrameEncoder, History, RunScan, StalledRun, new_epoch,
 };
 use crate::log::{NewEntry, Retention, UserLog};
 use async_trait::async_trait;

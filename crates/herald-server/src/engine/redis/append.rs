@@ -6,7 +6,7 @@ use super::conn::Commands;
 use super::wire::{self, AppendCall, AppendReply, EventCall, UserCall};
 use super::{RedisEngine, engine_error};
 use crate::engine::plan::{self, Part, Planned, Written};
-use crate::engine::{AppendError, EngineError, RunScan, StalledRun, FrameEncoder, new_epoch};
+use crate::engine::{AppendError, EngineError, FrameEncoder, RunScan, StalledRun, new_epoch};
 use foldhash::HashMap;
 use futures_util::future::{join_all, try_join_all};
 use herald_protocol::{EventInput, EventKind, Receipt, RunState, UserId};
