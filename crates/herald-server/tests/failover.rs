@@ -1,6 +1,7 @@
 //! Redis failover: receipts with `--redis-wait-replicas`, publishing through a master's death
 //! without restarting Herald (on a cluster, and on one address that moves to the promoted
-//! replica), and events lost with the old master never becoming a silent gap.
+//! replica), events lost with the old master never becoming a silent gap, and masters with too
+//! few replicas for `--redis-wait-replicas` named when a node connects.
 
 mod common;
 
@@ -10,6 +11,9 @@ use common::{T, TestServer, unique_prefix};
 use herald_client::{ClientError, Connection};
 use herald_protocol::Recovery;
 use herald_server::Settings;
+use herald_server::engine::RedisEngine;
+use herald_server::engine::redis::RedisOptions;
+use herald_server::log::Retention;
 use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
@@ -213,4 +217,44 @@ async fn a_master_behind_one_address_replaced_by_its_replica_resumes_publishing_
     })
     .await;
     delivered_once_in_order_or_reset(&a, &mut on_a, &opened.epoch, &acknowledged).await;
+}
+
+/// Connects an engine with `--redis-wait-replicas wanted` and asks which masters fall short.
+async fn short_masters(url: &str, cluster: bool, wanted: u32) -> Vec<(String, u32)> {
+    let options =
+        RedisOptions { url: url.into(), prefix: unique_prefix("replicas"), cluster, wait_replicas: wanted };
+    let retention = Retention { max_events: 10, ttl: Duration::from_secs(60) };
+    let engine = RedisEngine::connect_with(&options, retention).await.expect("redis reachable");
+    let short = engine.masters_short_of_replicas().await.expect("replicas counted");
+    short.into_iter().map(|m| (m.master, m.replicas)).collect()
+}
+
+#[tokio::test]
+async fn masters_with_fewer_replicas_than_wait_replicas_are_named_at_startup() {
+    // The shared test Redis has no replica.
+    assert_eq!(short_masters(&common::redis_url(), false, 1).await, [("the Redis server".to_owned(), 0)]);
+    let master = PrivateRedis::start(free_port(), &[]);
+    let replica = PrivateRedis::start(free_port(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !master.cli(&["INFO", "replication"]).contains("connected_slaves:1") {
+        assert!(std::time::Instant::now() < deadline, "the replica never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("redis://127.0.0.1:{}", master.port);
+    assert_eq!(short_masters(&url, false, 1).await, [], "one replica meets 1");
+    assert_eq!(short_masters(&url, false, 2).await, [("the Redis server".to_owned(), 1)]);
+    assert_eq!(short_masters(&url, false, 0).await, [], "nothing to wait for");
+    drop(replica);
+}
+
+#[tokio::test]
+async fn cluster_masters_with_fewer_replicas_than_wait_replicas_are_named_at_startup() {
+    let cluster = Cluster::start(3, 1);
+    assert_eq!(short_masters(&cluster.url(), true, 1).await, [], "every master has its replica");
+    let mut short = short_masters(&cluster.url(), true, 2).await;
+    short.sort();
+    let mut masters: Vec<(String, u32)> =
+        cluster.url().split(',').map(|u| (u.trim_start_matches("redis://").to_owned(), 1)).collect();
+    masters.sort();
+    assert_eq!(short, masters, "each of the three masters has one replica of the two wanted");
 }

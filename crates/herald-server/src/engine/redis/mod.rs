@@ -20,6 +20,7 @@ mod compact;
 mod conn;
 mod control;
 mod fanout;
+pub mod replicas;
 pub mod wire;
 
 use super::{ActiveRun, Control, Engine, EngineError, History, NodePresence, NodeReport, RunScan, new_epoch};
@@ -141,7 +142,37 @@ impl RedisEngine {
         let _ = pushes.0.set(Arc::downgrade(&engine));
         engine.subscriber.subscribe(&engine.control_channel()).await.map_err(engine_error)?;
         info!(prefix = options.prefix, cluster = options.cluster, "redis engine connected");
+        engine.warn_if_replicas_short().await;
         Ok(engine)
+    }
+
+    /// The masters with fewer connected replicas than `--redis-wait-replicas` (none when it is
+    /// 0): every publish to their users is refused until enough replicas connect.
+    pub async fn masters_short_of_replicas(&self) -> Result<Vec<replicas::MasterReplicas>, EngineError> {
+        if self.wait_replicas == 0 {
+            return Ok(Vec::new());
+        }
+        replicas::short_of(&self.commands, self.wait_replicas).await.map_err(engine_error)
+    }
+
+    /// Says at startup, with what to do, when `--redis-wait-replicas` cannot be met: otherwise
+    /// the node looks healthy and refuses every publish.
+    async fn warn_if_replicas_short(&self) {
+        match self.masters_short_of_replicas().await {
+            Ok(short) => {
+                for m in short {
+                    warn!(
+                        master = %m.master,
+                        replicas = m.replicas,
+                        wait_replicas = self.wait_replicas,
+                        "a Redis master has fewer connected replicas than --redis-wait-replicas: every \
+                         publish to its users will get 503 until enough replicas connect; add replicas \
+                         or lower --redis-wait-replicas"
+                    );
+                }
+            }
+            Err(e) => warn!("could not count the Redis masters' replicas for --redis-wait-replicas: {e}"),
+        }
     }
 
     fn key(&self, user: &UserId, name: &str) -> String {
