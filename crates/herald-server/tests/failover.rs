@@ -6,7 +6,7 @@
 mod common;
 
 use common::cluster::Cluster;
-use common::servers::{PrivateRedis, Proxy, free_port};
+use common::servers::{PrivateRedis, Proxy};
 use common::{T, TestServer, unique_prefix};
 use herald_client::{ClientError, Connection};
 use herald_protocol::Recovery;
@@ -191,13 +191,7 @@ async fn a_master_behind_one_address_replaced_by_its_replica_resumes_publishing_
     // Redis without cluster mode behind one address (a managed service's primary endpoint, or a
     // proxy that follows Sentinel): the master dies, its replica is promoted and the address
     // moves to it. Herald is not restarted.
-    let master = PrivateRedis::start(free_port(), &[]);
-    let replica = PrivateRedis::start(free_port(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !replica.cli(&["INFO", "replication"]).contains("master_link_status:up") {
-        assert!(std::time::Instant::now() < deadline, "the replica never synced");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (master, replica) = PrivateRedis::with_replica().await;
     let proxy = Proxy::start(master.port).await;
     let prefix = unique_prefix("endpoint");
     let settings = || Settings {
@@ -233,13 +227,7 @@ async fn short_masters(url: &str, cluster: bool, wanted: u32) -> Vec<(String, u3
 async fn masters_with_fewer_replicas_than_wait_replicas_are_named_at_startup() {
     // The shared test Redis has no replica.
     assert_eq!(short_masters(&common::redis_url(), false, 1).await, [("the Redis server".to_owned(), 0)]);
-    let master = PrivateRedis::start(free_port(), &[]);
-    let replica = PrivateRedis::start(free_port(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !master.cli(&["INFO", "replication"]).contains("connected_slaves:1") {
-        assert!(std::time::Instant::now() < deadline, "the replica never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (master, replica) = PrivateRedis::with_replica().await;
     let url = format!("redis://127.0.0.1:{}", master.port);
     assert_eq!(short_masters(&url, false, 1).await, [], "one replica meets 1");
     assert_eq!(short_masters(&url, false, 2).await, [("the Redis server".to_owned(), 1)]);

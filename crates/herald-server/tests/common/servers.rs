@@ -46,6 +46,21 @@ impl PrivateRedis {
         panic!("private redis-server did not start on {port}");
     }
 
+    /// A master and one replica of it, once the replica has synced and the master counts it.
+    pub async fn with_replica() -> (PrivateRedis, PrivateRedis) {
+        let master = PrivateRedis::start(free_port(), &[]);
+        let replica =
+            PrivateRedis::start(free_port(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
+            && master.cli(&["INFO", "replication"]).contains("connected_slaves:1"))
+        {
+            assert!(std::time::Instant::now() < deadline, "the replica never synced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (master, replica)
+    }
+
     /// Kills it (as a crash would) and returns its port.
     pub fn stop(self) -> u16 {
         self.port // dropping kills it
