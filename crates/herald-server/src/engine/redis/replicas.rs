@@ -82,7 +82,7 @@ pub fn cluster_replicas(nodes: &str) -> Vec<MasterReplicas> {
 /// The masters with fewer than `wanted` replicas, asking Redis the one question its shape needs.
 pub(super) async fn short_of(commands: &Commands, wanted: u32) -> RedisResult<Vec<MasterReplicas>> {
     let mut con = commands.clone();
-    let masters = if commands.renewable().is_some() {
+    let masters = if matches!(commands, Commands::Cluster(_)) {
         let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await?;
         cluster_replicas(&nodes)
     } else {
