@@ -34,6 +34,36 @@ fn tiny_spawned_run_loses_nothing() {
 }
 
 #[test]
+fn token_stream_mode_delivers_every_token_over_both_transports() {
+    let out = herald()
+        .args(["bench", "--spawn", "--token-stream", "--runs", "3", "--token-rate", "20", "--duration", "1s"])
+        .args(["--transport", "http,socket", "--json"])
+        .output()
+        .expect("run herald bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let reports: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout).expect("a JSON array, one per transport");
+    let transports: Vec<&str> = reports.iter().map(|r| r["transport"].as_str().unwrap_or("?")).collect();
+    assert_eq!(transports, ["http", "socket"]);
+    for report in &reports {
+        // Each run: agent_started, at least one agent_text, agent_completed.
+        assert!(report["published"].as_u64().unwrap() >= 3 * 3, "{report}");
+        assert_eq!(report["delivered"], report["published"], "{report}");
+        for field in ["lost", "reordered", "errors"] {
+            assert_eq!(report[field], 0, "{field}: {report}");
+        }
+        for field in ["server_cpu_us_per_token", "server_sys_us_per_token", "client_cpu_us_per_token"] {
+            assert!(report[field].is_number(), "{field} missing: {report}");
+        }
+        assert!(
+            report["server_sys_us_per_token"].as_f64() <= report["server_cpu_us_per_token"].as_f64(),
+            "the kernel's part is part of the total: {report}"
+        );
+    }
+}
+
+#[test]
 fn replay_mode_replays_every_event() {
     let out = herald()
         .args(["bench", "--spawn", "--replay", "300", "--replay-rounds", "2", "--json"])
