@@ -127,9 +127,7 @@ impl Renewable {
 
     /// True when every master of the connection's map answers `PING` in time.
     async fn answers(&self) -> bool {
-        let ping = redis::cmd("PING");
-        let reply = tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut self.get())).await;
-        matches!(reply, Ok(Ok(_)))
+        answers(&mut self.get()).await
     }
 
     /// When some master of the connection's map does not answer: connects again from the seeds
@@ -204,10 +202,7 @@ impl Commands {
 
     /// True when the connection answers (on a cluster: every master does).
     pub(super) async fn ping(&self) -> bool {
-        match self.clone() {
-            Commands::Single(mut c) => single_answers(&mut c).await,
-            Commands::Cluster(c) => c.answers().await,
-        }
+        answers(&mut self.clone()).await
     }
 
     /// The renewable cluster connection, on a cluster.
@@ -219,8 +214,8 @@ impl Commands {
     }
 }
 
-/// `PING` answered in time.
-async fn single_answers(connection: &mut ConnectionManager) -> bool {
+/// `PING` answered in time (a cluster connection sends it to every master it knows).
+async fn answers(connection: &mut (impl ConnectionLike + Send)) -> bool {
     let ping = redis::cmd("PING");
     let reply = tokio::time::timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(connection)).await;
     matches!(reply, Ok(Ok(_)))
@@ -246,7 +241,7 @@ impl Subscriber {
     /// True when the connection answers (on a cluster: every master does).
     pub(super) async fn ping(&self) -> bool {
         match self.clone() {
-            Subscriber::Single(mut c) => single_answers(&mut c).await,
+            Subscriber::Single(mut c) => answers(&mut c).await,
             Subscriber::Cluster(c) => c.answers().await,
         }
     }
