@@ -48,6 +48,27 @@ impl EventKind {
         EventKind::Custom,
     ];
 
+    /// Every kind, the server-only `run_stalled` last: `ALL[kind.index()] == kind`, so a table
+    /// per kind (e.g. one metric handle each) is an array.
+    pub const ALL: [EventKind; 11] = [
+        EventKind::AgentStarted,
+        EventKind::AgentThinking,
+        EventKind::ToolExecuting,
+        EventKind::ToolCompleted,
+        EventKind::AgentText,
+        EventKind::Progress,
+        EventKind::AgentCompleted,
+        EventKind::AgentError,
+        EventKind::AgentCancelled,
+        EventKind::Custom,
+        EventKind::RunStalled,
+    ];
+
+    /// This kind's position in [`EventKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The wire name, e.g. `"agent_started"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,7 +88,7 @@ impl EventKind {
 
     /// Parses a wire name, including the server-only `run_stalled`.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::PUBLISHABLE.into_iter().chain([EventKind::RunStalled]).find(|k| k.as_str() == name)
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// Ends its run: nothing may follow it.
@@ -141,6 +162,15 @@ impl fmt::Display for EventKind {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn all_lists_every_kind_at_its_index() {
+        for (i, kind) in EventKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+            assert_eq!(EventKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert!(EventKind::PUBLISHABLE.iter().all(|k| EventKind::ALL[k.index()] == *k));
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

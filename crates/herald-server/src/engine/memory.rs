@@ -234,7 +234,15 @@ impl Engine for MemoryEngine {
             }
             for (run, state) in part.runs.iter().zip(&planned.after) {
                 if let Some(state) = state {
-                    book.runs.insert((*run).to_owned(), RunSlot { state: state.clone(), last_event: now });
+                    let slot = RunSlot { state: state.clone(), last_event: now };
+                    // A run's events mostly come in several batches: replace its slot in place
+                    // rather than allocate its key again.
+                    match book.runs.get_mut(*run) {
+                        Some(existing) => *existing = slot,
+                        None => {
+                            book.runs.insert((*run).to_owned(), slot);
+                        }
+                    }
                 }
             }
             book.last_append = now;
