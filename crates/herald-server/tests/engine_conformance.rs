@@ -307,6 +307,24 @@ async fn run_state_expires_a_ttl_after_the_users_last_event((a, b): Pair) {
     assert_eq!(rule_of(one(&a, thinking("x", "quiet")).await.unwrap_err()), (None, "not_started"));
 }
 
+/// An ended run's state is kept a TTL after its end, so a late event for it is refused, and then
+/// forgotten even while its user goes on publishing: a user who publishes all day does not keep
+/// every run it ever finished (and the run's id is free again).
+async fn an_ended_run_is_forgotten_a_ttl_after_its_end((a, b): Pair) {
+    let ttl = Duration::from_secs(1);
+    one(&a, started("y", "done")).await.unwrap();
+    one(&a, ev("y", EventKind::AgentCompleted, Some("done"), None, json!({}))).await.unwrap();
+    assert_eq!(rule_of(one(&b, thinking("y", "done")).await.unwrap_err()), (None, "after_terminal"));
+    // The user publishes on, every half TTL, until 1.5 TTLs after the run's end.
+    for _ in 0..3 {
+        tokio::time::sleep(ttl / 2).await;
+        one(&b, keyed("y", &format!("{:?}", std::time::Instant::now()))).await.unwrap();
+        a.sweep();
+        b.sweep();
+    }
+    one(&b, started("y", "done")).await.expect("the ended run is forgotten: its id starts a new run");
+}
+
 /// Active runs are counted and silent ones reported stalled once.
 async fn scans_count_active_runs_and_find_silent_ones((a, b): Pair) {
     one(&a, started("sc", "r1")).await.unwrap();
@@ -409,6 +427,7 @@ async fn all_checks(backend: &Backend) {
         the_retention_window_is_exact_at_any_size,
         events_older_than_the_ttl_are_not_served: Retention { max_events: 100, ttl: Duration::from_secs(1) },
         run_state_expires_a_ttl_after_the_users_last_event: Retention { max_events: 100, ttl: Duration::from_secs(1) },
+        an_ended_run_is_forgotten_a_ttl_after_its_end: Retention { max_events: 100, ttl: Duration::from_secs(1) },
         scans_count_active_runs_and_find_silent_ones,
         tickets_are_taken_once_on_any_node,
         active_runs_are_snapshotted_whole_on_every_node,

@@ -386,9 +386,16 @@ impl Engine for MemoryEngine {
                 guard.ids.remove(&old.id);
             }
             // Run states live as long as the user's log is active, like the Redis keys: a TTL
-            // after the user's last event, whatever each run's own last event.
-            if now.saturating_duration_since(guard.last_append) > self.retention.ttl {
+            // after the user's last event, whatever each run's own last event. An ended run's
+            // state (kept to refuse a late event after its end) lives a TTL after its end, so a
+            // user who publishes all day does not keep every run it ever finished.
+            let ttl = self.retention.ttl;
+            if now.saturating_duration_since(guard.last_append) > ttl {
                 guard.runs.clear();
+            } else {
+                guard.runs.retain(|_, slot| {
+                    !slot.state.is_ended() || now.saturating_duration_since(slot.last_event) <= ttl
+                });
             }
             if is_idle(&guard) {
                 idle.push(user.clone());
@@ -455,6 +462,38 @@ mod tests {
 
     fn custom(user: &str) -> EventInput {
         EventInput { kind: EventKind::Custom, run_id: None, ..event(user, EventKind::Custom) }
+    }
+
+    #[tokio::test]
+    async fn a_finished_run_is_forgotten_a_ttl_after_its_end_while_its_user_publishes_on() {
+        let ttl = Duration::from_secs(10);
+        let engine = MemoryEngine::new(Retention { max_events: 100, ttl });
+        let run = |run: &str, kind| EventInput { run_id: Some(run.into()), ..event("u", kind) };
+        engine
+            .append(vec![run("old", EventKind::AgentStarted), run("old", EventKind::AgentCompleted)])
+            .await
+            .unwrap();
+        engine
+            .append(vec![run("ended", EventKind::AgentStarted), run("ended", EventKind::AgentCompleted)])
+            .await
+            .unwrap();
+        engine.append(vec![run("active", EventKind::AgentStarted)]).await.unwrap();
+        // `old` ended and `active` last spoke longer than a TTL ago; their user kept publishing.
+        let user = UserId::parse("u").unwrap();
+        let long_ago = Instant::now().checked_sub(ttl + Duration::from_secs(1)).expect("uptime over 11 s");
+        for quiet in ["old", "active"] {
+            engine.book(&user).lock().runs.get_mut(quiet).expect("kept until the sweep").last_event =
+                long_ago;
+        }
+        engine.sweep();
+
+        let runs = engine.book(&user).lock().runs.keys().cloned().collect::<std::collections::BTreeSet<_>>();
+        // An active run lives while its user is active, however quiet the run itself.
+        assert_eq!(runs, ["active".to_owned(), "ended".to_owned()].into());
+        // A run ended within the TTL still refuses a late event; the forgotten one starts afresh.
+        let late = engine.append(vec![run("ended", EventKind::AgentText)]).await;
+        assert!(matches!(late, Err(AppendError::RunRule { .. })), "{late:?}");
+        engine.append(vec![run("old", EventKind::AgentStarted)]).await.unwrap();
     }
 
     #[tokio::test]

@@ -9,7 +9,10 @@
 --   log (stream, entry id "<seq>-0", one field e = the event's record), ids (zset publisher id
 --   -> seq; generated ids are not recorded), runs (hash run_id -> RunState JSON), live (zset
 --   run_id -> seq of its agent_started, for the runs that are active). Not declared but in the
---   same slot: runs:<run_id> (list: an active run's events that left the stream, see compact.rs).
+--   same slot: runs:<run_id> (list: an active run's events that left the stream, see compact.rs),
+--   live:ended (zset run_id -> when it ended, ms: an ended run's state is kept a TTL after its
+--   end, to refuse a late event, then dropped, so a user who publishes all day does not keep
+--   every run it ever finished).
 -- ARGV: 1 max events, 2 ttl ms, 3 PUBLISH or SPUBLISH, 4 now (the node's clock, ms),
 --   5 number of users U, then per user:
 --   epoch to create if the log is gone, channel,
@@ -126,7 +129,7 @@ for u = 1, nusers do
   local set -- meta fields to write besides seq, when there are any
   if not epoch then
     epoch, seq, refreshed, trimmed, version = ARGV[a], 0, 0, 0, 0
-    redis.call('DEL', log, ids, runs, live)
+    redis.call('DEL', log, ids, runs, live, live .. ':ended')
     set = {'epoch', epoch}
   elseif not version then
     -- An earlier build's active runs have lists holding all their events so far; from now on
@@ -138,7 +141,8 @@ for u = 1, nusers do
     version = 0
   end
   local first = seq + 1
-  local keyed, started
+  local ended = live .. ':ended'
+  local keyed, started, finished
   for e = 0, nev - 1 do
     local b = events + e * 4
     seq = seq + 1
@@ -155,6 +159,8 @@ for u = 1, nusers do
       elseif kind == 'agent_completed' or kind == 'agent_error' or kind == 'agent_cancelled' then
         redis.call('DEL', runs .. ':' .. run_id)
         redis.call('ZREM', live, run_id)
+        redis.call('ZADD', ended, now_ms, run_id)
+        finished = true
       end
     end
     if ARGV[b + 1] == '1' then
@@ -167,7 +173,19 @@ for u = 1, nusers do
   for r = runs_at, runs_at + (nruns - 1) * 2, 2 do
     if ARGV[r + 1] == '' then redis.call('HDEL', runs, ARGV[r]) else redis.call('HSET', runs, ARGV[r], ARGV[r + 1]) end
   end
-  if nruns > 0 then
+  -- With the TTL refresh (below), the states of runs that ended a TTL ago are dropped.
+  local refresh = now_ms - refreshed >= math.floor(ttl_ms / 4)
+  local forgot = false
+  if refresh then
+    while true do
+      local gone = redis.call('ZRANGEBYSCORE', ended, '-inf', now_ms - ttl_ms, 'LIMIT', 0, 1000)
+      if #gone == 0 then break end
+      redis.call('HDEL', runs, unpack(gone))
+      redis.call('ZREM', ended, unpack(gone))
+      forgot = true
+    end
+  end
+  if nruns > 0 or forgot then
     version = version + 1
     version_changed = true
   end
@@ -199,7 +217,7 @@ for u = 1, nusers do
     redis.call('XTRIM', log, 'MINID', forgotten + 1)
     trimmed = forgotten
   end
-  if now_ms - refreshed >= math.floor(ttl_ms / 4) then
+  if refresh then
     -- Retention by age: the entries older than the TTL, from the front of the stream (read a
     -- page at a time; entries are in append order, so the first young one ends the search).
     local cutoff, aged, from = now_ms - ttl_ms, nil, '-'
@@ -221,7 +239,7 @@ for u = 1, nusers do
     set = set or {}
     set[#set + 1] = 'x'
     set[#set + 1] = now_ms
-    for _, key in ipairs({meta_key, log, ids, runs, live}) do redis.call('PEXPIRE', key, keep_ms) end
+    for _, key in ipairs({meta_key, log, ids, runs, live, ended}) do redis.call('PEXPIRE', key, keep_ms) end
     -- A run's list lives as long as the user's keys while the run is active.
     for _, run_id in ipairs(redis.call('HKEYS', runs)) do
       redis.call('PEXPIRE', runs .. ':' .. run_id, keep_ms)
@@ -231,6 +249,7 @@ for u = 1, nusers do
     if keyed then redis.call('PEXPIRE', ids, keep_ms, 'NX') end
     if nruns > 0 then redis.call('PEXPIRE', runs, keep_ms, 'NX') end
     if started then redis.call('PEXPIRE', live, keep_ms, 'NX') end
+    if finished then redis.call('PEXPIRE', ended, keep_ms, 'NX') end
   end
   -- Idempotency keys live as long as their events (the stream holds a contiguous range of seqs).
   if trimmed > was_trimmed then
