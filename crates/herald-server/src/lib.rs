@@ -53,6 +53,9 @@ pub use config::Settings;
 /// How often idle managers and expired events are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a drain waits to remove the presence records of the sockets it closed.
+const PRESENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a drain waits for open sockets to take their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -175,7 +178,8 @@ pub async fn run_with_engine(
     let sweeper = tokio::spawn(sweep(state.clone()));
     let monitor =
         tokio::spawn(runs::monitor(state.engine.clone(), state.config.run_stall, state.shutdown.clone()));
-    let node_task = tokio::spawn(node::run(state.clone(), presence_rx));
+    let sockets_closed = CancellationToken::new();
+    let node_task = tokio::spawn(node::run(state.clone(), presence_rx, sockets_closed.clone()));
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();
@@ -194,7 +198,11 @@ pub async fn run_with_engine(
     }
     sweeper.abort();
     monitor.abort();
-    node_task.abort();
+    // The closes queued presence changes: record them, for as long as the engine answers.
+    sockets_closed.cancel();
+    if tokio::time::timeout(PRESENCE_FLUSH_TIMEOUT, node_task).await.is_err() {
+        tracing::warn!("presence records of the closed sockets not all removed; they expire in a day");
+    }
     info!("stopped");
     Ok(())
 }

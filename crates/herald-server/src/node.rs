@@ -10,6 +10,7 @@ use herald_protocol::UserId;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// How often the node reports itself.
@@ -86,25 +87,33 @@ pub fn disconnect_here(state: &AppState, user: &UserId, reason: &str) -> usize {
     closed
 }
 
-/// Runs until the server drains: heartbeats the report, records presence changes, carries out
-/// other nodes' disconnect orders.
-pub async fn run(state: Arc<AppState>, mut changes: mpsc::UnboundedReceiver<UserId>) {
+/// Runs until `closed` is cancelled: heartbeats the report, records presence changes, carries
+/// out other nodes' disconnect orders.
+///
+/// The server cancels `closed` once the drain closed its sockets: the presence changes those
+/// closes queued are recorded before this returns, so a node that drains (a deploy) takes its
+/// presence records out of the engine instead of leaving one per user it served.
+pub async fn run(
+    state: Arc<AppState>,
+    mut changes: mpsc::UnboundedReceiver<UserId>,
+    closed: CancellationToken,
+) {
     let mut every = tokio::time::interval(REPORT_EVERY);
     let mut control = state.engine.control();
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = every.tick() => {
+            _ = closed.cancelled() => {
+                while let Ok(user) = changes.try_recv() {
+                    record_presence(&state, &user).await;
+                }
+                return;
+            }
+            _ = every.tick(), if !state.shutdown.is_cancelled() => {
                 if let Err(e) = state.engine.report_node(&report(&state), REPORT_TTL).await {
                     debug!("node report not stored: {e}");
                 }
             }
-            Some(user) = changes.recv() => {
-                let here = local_presence(&state, &user);
-                if let Err(e) = state.engine.put_presence(&user, &state.node.id, here.as_ref()).await {
-                    debug!(user_id = %user, "presence not recorded: {e}");
-                }
-            }
+            Some(user) = changes.recv() => record_presence(&state, &user).await,
             order = next_order(&mut control) => match order {
                 Some(Control::Disconnect { user, reason, origin }) if origin != state.node.id => {
                     match UserId::parse(&user) {
@@ -116,6 +125,14 @@ pub async fn run(state: Arc<AppState>, mut changes: mpsc::UnboundedReceiver<User
                 None => control = None,
             },
         }
+    }
+}
+
+/// Records `user`'s connections on this node as they are now (none: the record is removed).
+async fn record_presence(state: &AppState, user: &UserId) {
+    let here = local_presence(state, user);
+    if let Err(e) = state.engine.put_presence(user, &state.node.id, here.as_ref()).await {
+        debug!(user_id = %user, "presence not recorded: {e}");
     }
 }
 

@@ -291,6 +291,32 @@ async fn redis_presence_sees_both_nodes() {
     presence_counts_per_node(&a, &b, 2).await;
 }
 
+/// A node that drains (a deploy) removes the presence records of the sockets it closed: nodes
+/// are new on every start, so a record left behind would never be rewritten, and other nodes
+/// would count its connections until its last report went stale.
+#[tokio::test]
+async fn a_drained_node_takes_its_presence_records_with_it() {
+    let prefix = unique_prefix("presence-drain");
+    let node = || Settings { admin_token: Some(Secret::new(ADMIN_TOKEN)), ..Settings::default() };
+    let (a, b) = (TestServer::redis(&prefix, node()).await, TestServer::redis(&prefix, node()).await);
+    let _on_a = a.open("ivy").await;
+    let _on_b = b.open("ivy").await;
+    presence_is(&a, "ivy", 2).await;
+    b.stop().await;
+
+    let (_, body) = get(&a, "/v1/users/ivy/presence").await;
+    assert_eq!(
+        (body["connections"].as_u64(), body["nodes"].as_array().map(Vec::len)),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    let redis = redis::Client::open(common::redis_url()).unwrap();
+    let mut con = redis.get_multiplexed_async_connection().await.unwrap();
+    let records: u64 =
+        redis::cmd("HLEN").arg(format!("{prefix}:{{ivy}}:presence")).query_async(&mut con).await.unwrap();
+    assert_eq!(records, 1, "only the live node's record is left");
+}
+
 /// Active runs are listed newest first; a run silent for `run_stall_s` is listed as stalled;
 /// an ended run is not listed.
 async fn runs_are_listed(server: &TestServer) {
