@@ -158,13 +158,13 @@ pub async fn run_with_engine(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
+    let presence = Arc::new(node::PresenceChanges::default());
     let state = Arc::new(AppState {
         auth: Authenticator::new(&config)?,
         limits: limits::Limits::new(&config),
         upstream: config.upstream.clone().map(upstream::Upstream::new),
         registry: Registry::new(engine.clone(), config.manager_idle, config.max_connections_per_user)
-            .with_presence_changes(presence_tx),
+            .with_presence_changes(presence.clone()),
         node: node::Node::new(),
         engine,
         config: Arc::new(config),
@@ -179,7 +179,7 @@ pub async fn run_with_engine(
     let monitor =
         tokio::spawn(runs::monitor(state.engine.clone(), state.config.run_stall, state.shutdown.clone()));
     let sockets_closed = CancellationToken::new();
-    let node_task = tokio::spawn(node::run(state.clone(), presence_rx, sockets_closed.clone()));
+    let node_task = tokio::spawn(node::run(state.clone(), presence, sockets_closed.clone()));
     let app = router(state.clone());
     let drain_state = state.clone();
     state.auth.warm_up();

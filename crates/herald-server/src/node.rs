@@ -6,10 +6,12 @@
 
 use crate::AppState;
 use crate::engine::{Control, NodePresence, NodeReport};
+use foldhash::HashSet;
 use herald_protocol::UserId;
+use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -93,17 +95,13 @@ pub fn disconnect_here(state: &AppState, user: &UserId, reason: &str) -> usize {
 /// The server cancels `closed` once the drain closed its sockets: the presence changes those
 /// closes queued are recorded before this returns, so a node that drains (a deploy) takes its
 /// presence records out of the engine instead of leaving one per user it served.
-pub async fn run(
-    state: Arc<AppState>,
-    mut changes: mpsc::UnboundedReceiver<UserId>,
-    closed: CancellationToken,
-) {
+pub async fn run(state: Arc<AppState>, changes: Arc<PresenceChanges>, closed: CancellationToken) {
     let mut every = tokio::time::interval(REPORT_EVERY);
     let mut control = state.engine.control();
     loop {
         tokio::select! {
             _ = closed.cancelled() => {
-                while let Ok(user) = changes.try_recv() {
+                for user in changes.take() {
                     record_presence(&state, &user).await;
                 }
                 return;
@@ -113,7 +111,11 @@ pub async fn run(
                     debug!("node report not stored: {e}");
                 }
             }
-            Some(user) = changes.recv() => record_presence(&state, &user).await,
+            users = changes.next() => {
+                for user in users {
+                    record_presence(&state, &user).await;
+                }
+            }
             order = next_order(&mut control) => match order {
                 Some(Control::Disconnect { user, reason, origin }) if origin != state.node.id => {
                     match UserId::parse(&user) {
@@ -125,6 +127,42 @@ pub async fn run(
                 None => control = None,
             },
         }
+    }
+}
+
+/// Users whose connections on this node changed since the node last recorded them.
+///
+/// A set, not a queue: a user whose tabs open and close a hundred times while the engine is
+/// slow to answer is recorded once, as things are when the writer gets to it, so what waits is
+/// bounded by the users on the node, not by how often they reconnect.
+#[derive(Debug, Default)]
+pub struct PresenceChanges {
+    pending: Mutex<HashSet<UserId>>,
+    added: Notify,
+}
+
+impl PresenceChanges {
+    /// Notes that `user`'s connections changed.
+    pub fn mark(&self, user: &UserId) {
+        if self.pending.lock().insert(user.clone()) {
+            self.added.notify_one();
+        }
+    }
+
+    /// The users marked since the last call, waiting for one if there are none.
+    pub async fn next(&self) -> Vec<UserId> {
+        loop {
+            let users = self.take();
+            if !users.is_empty() {
+                return users;
+            }
+            self.added.notified().await;
+        }
+    }
+
+    /// The users marked since the last call (maybe none).
+    pub fn take(&self) -> Vec<UserId> {
+        std::mem::take(&mut *self.pending.lock()).into_iter().collect()
     }
 }
 
@@ -146,5 +184,40 @@ async fn next_order(control: &mut Option<tokio::sync::broadcast::Receiver<Contro
             Err(RecvError::Lagged(n)) => warn!("{n} control orders were missed"),
             Err(RecvError::Closed) => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_user_marked_many_times_before_the_writer_looks_is_recorded_once() {
+        let changes = PresenceChanges::default();
+        for _ in 0..100 {
+            changes.mark(&user("ann"));
+        }
+        changes.mark(&user("bob"));
+        let mut users = changes.next().await;
+        users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert_eq!(users, [user("ann"), user("bob")]);
+        assert!(changes.take().is_empty(), "taken once");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_wakes_for_a_mark() {
+        let changes = Arc::new(PresenceChanges::default());
+        let writer = tokio::spawn({
+            let changes = changes.clone();
+            async move { changes.next().await }
+        });
+        tokio::task::yield_now().await;
+        changes.mark(&user("cy"));
+        let users = tokio::time::timeout(Duration::from_secs(5), writer).await.expect("woken").unwrap();
+        assert_eq!(users, [user("cy")]);
     }
 }

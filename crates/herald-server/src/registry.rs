@@ -33,6 +33,7 @@
 use crate::engine::AppendError;
 use crate::engine::{Engine, EngineError};
 use crate::log::UserLog;
+use crate::node::PresenceChanges;
 use foldhash::{HashMap, HashMapExt};
 #[cfg(any(test, feature = "test-util"))]
 use herald_protocol::{EventInput, EventKind, FieldError, Receipt};
@@ -43,7 +44,7 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Who a manager is for. Only constructible from a valid user id: no anonymous context exists.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -138,7 +139,7 @@ pub struct UserManager {
     /// Open connections on this node: slot number and when it opened (presence's "since").
     opened: Mutex<Vec<(u64, SystemTime)>>,
     /// Where presence changes go (the node's presence writer), if anywhere.
-    changes: Option<mpsc::UnboundedSender<UserId>>,
+    changes: Option<Arc<PresenceChanges>>,
 }
 
 impl UserManager {
@@ -214,7 +215,7 @@ impl UserManager {
 
     fn presence_changed(&self) {
         if let Some(changes) = &self.changes {
-            let _ = changes.send(self.user.clone());
+            changes.mark(&self.user);
         }
     }
 
@@ -255,7 +256,7 @@ pub struct Registry {
     idle: Duration,
     max_connections: usize,
     managers: Mutex<HashMap<UserId, Arc<UserManager>>>,
-    changes: Option<mpsc::UnboundedSender<UserId>>,
+    changes: Option<Arc<PresenceChanges>>,
 }
 
 impl Registry {
@@ -270,9 +271,9 @@ impl Registry {
         }
     }
 
-    /// Sends the user id to `changes` whenever a user's connections on this node open or close
+    /// Marks the user in `changes` whenever a user's connections on this node open or close
     /// (so a writer can record presence where other nodes see it).
-    pub fn with_presence_changes(mut self, changes: mpsc::UnboundedSender<UserId>) -> Self {
+    pub fn with_presence_changes(mut self, changes: Arc<PresenceChanges>) -> Self {
         self.changes = Some(changes);
         self
     }
