@@ -34,22 +34,8 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// Every kind a publisher may send, in documentation order.
-    pub const PUBLISHABLE: [EventKind; 10] = [
-        EventKind::AgentStarted,
-        EventKind::AgentThinking,
-        EventKind::ToolExecuting,
-        EventKind::ToolCompleted,
-        EventKind::AgentText,
-        EventKind::Progress,
-        EventKind::AgentCompleted,
-        EventKind::AgentError,
-        EventKind::AgentCancelled,
-        EventKind::Custom,
-    ];
-
-    /// Every kind, the server-only `run_stalled` last: `ALL[kind.index()] == kind`, so a table
-    /// per kind (e.g. one metric handle each) is an array.
+    /// Every kind, in documentation order, the server-only `run_stalled` last:
+    /// `ALL[kind.index()] == kind`, so a table per kind (e.g. one metric handle each) is an array.
     pub const ALL: [EventKind; 11] = [
         EventKind::AgentStarted,
         EventKind::AgentThinking,
@@ -63,6 +49,17 @@ impl EventKind {
         EventKind::Custom,
         EventKind::RunStalled,
     ];
+
+    /// Every kind a publisher may send, in documentation order: all but `run_stalled`.
+    pub const PUBLISHABLE: [EventKind; 10] = {
+        let mut kinds = [EventKind::AgentStarted; 10];
+        let mut i = 0;
+        while i < kinds.len() {
+            kinds[i] = Self::ALL[i];
+            i += 1;
+        }
+        kinds
+    };
 
     /// This kind's position in [`EventKind::ALL`].
     pub fn index(self) -> usize {
@@ -170,6 +167,7 @@ mod tests {
             assert_eq!(EventKind::from_name(kind.as_str()), Some(kind));
         }
         assert!(EventKind::PUBLISHABLE.iter().all(|k| EventKind::ALL[k.index()] == *k));
+        assert!(!EventKind::PUBLISHABLE.contains(&EventKind::RunStalled));
     }
 
     fn obj(v: Value) -> Map<String, Value> {
