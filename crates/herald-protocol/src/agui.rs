@@ -452,6 +452,11 @@ pub struct Context {
     pub tool_names: HashMap<String, String>,
 }
 
+/// An AG-UI event's `type`, if it has one.
+fn event_type(event: &Value) -> Option<&str> {
+    event.get("type").and_then(Value::as_str)
+}
+
 /// Why an inbound body was refused; nothing was appended.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {
@@ -543,11 +548,26 @@ impl InboundBody {
         Ok(Self { user_id, thread_id, run_id, events })
     }
 
-    /// True when the batch continues a run it does not name: the server must look up the
-    /// thread's active run (and its tool names) and pass it as [`Context`].
+    /// True when the server must look up the run the batch continues and pass it as
+    /// [`Context`]: the batch continues a run it does not name (the thread's active run is
+    /// meant), or it holds a `TOOL_CALL_RESULT` for a call started in an earlier request (the
+    /// result needs the call's tool name, which only the run knows).
     pub fn needs_context(&self) -> bool {
-        self.run_id.is_none()
-            && self.events.iter().find_map(|e| e.get("type").and_then(Value::as_str)) != Some("RUN_STARTED")
+        let unnamed_run =
+            self.run_id.is_none() && self.events.iter().find_map(event_type) != Some("RUN_STARTED");
+        unnamed_run || self.results_of_earlier_calls()
+    }
+
+    /// True when a `TOOL_CALL_RESULT` names a call no `TOOL_CALL_START` of this batch started.
+    fn results_of_earlier_calls(&self) -> bool {
+        let calls = |kind: &'static str| {
+            self.events
+                .iter()
+                .filter(move |e| event_type(e) == Some(kind))
+                .filter_map(|e| e.get("toolCallId").and_then(Value::as_str))
+        };
+        let started: Vec<&str> = calls("TOOL_CALL_START").collect();
+        calls("TOOL_CALL_RESULT").any(|id| !started.contains(&id))
     }
 
     /// Maps the AG-UI events to Herald events (field rules checked; run rules are the engine's).
@@ -1127,6 +1147,19 @@ mod tests {
             json!([{"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "c9", "content": "ok"}]),
         );
         assert!(b.needs_context());
+        // So does a result of an earlier request's call in a batch that names its run; a result
+        // of a call this batch starts needs nothing.
+        let named = |events: Value| InboundBody { run_id: Some("r".into()), ..body(events) };
+        assert!(
+            named(json!([{"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "c9", "content": "ok"}]))
+                .needs_context()
+        );
+        assert!(!named(json!([
+            {"type": "TOOL_CALL_START", "toolCallId": "c1", "toolCallName": "n"},
+            {"type": "TOOL_CALL_END", "toolCallId": "c1"},
+            {"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "c1", "content": "ok"},
+        ]))
+        .needs_context());
         let ctx = Context { run_id: Some("r".into()), tool_names: [("c9".into(), "calc".into())].into() };
         let mapped = b.to_herald(&ctx).unwrap();
         assert_eq!(mapped.events[0].data["tool_name"], "calc");

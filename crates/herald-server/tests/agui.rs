@@ -358,6 +358,31 @@ async fn inbound_batches_continue_the_threads_active_run() {
     assert!(events.iter().all(|e| e.run_id.as_deref() == Some("r9")));
 }
 
+/// A batch that names its run still gets a tool's name for a result whose call an earlier
+/// request started (the run knows it; the batch does not).
+#[tokio::test]
+async fn a_result_posted_later_to_a_named_run_carries_its_tools_name() {
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    let start = json!({"user_id": "u", "events": [
+        {"type": "RUN_STARTED", "threadId": "t8", "runId": "r8"},
+        {"type": "TOOL_CALL_START", "toolCallId": "k8", "toolCallName": "search"},
+        {"type": "TOOL_CALL_END", "toolCallId": "k8"},
+    ]});
+    assert_eq!(post_agui(&server, &start).await.0, 200);
+    // Another run of the thread is active too: the named run decides, not the latest.
+    let other = json!({"user_id": "u", "events": [{"type": "RUN_STARTED", "threadId": "t8", "runId": "r8b"}]});
+    assert_eq!(post_agui(&server, &other).await.0, 200);
+    let result = json!({"user_id": "u", "run_id": "r8", "events": [
+        {"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "k8", "content": "found"},
+    ]});
+    let (status, body) = post_agui(&server, &result).await;
+    assert_eq!(status, 200, "{body}");
+    let events = conn.events(4, T).await.unwrap();
+    assert_eq!(names(&events), ["agent_started", "tool_executing", "agent_started", "tool_completed"]);
+    assert_eq!((events[3].run_id.as_deref(), &events[3].data["tool_name"]), (Some("r8"), &json!("search")));
+}
+
 #[tokio::test]
 async fn invalid_agui_is_refused_with_the_rule_named() {
     let server = TestServer::start().await;

@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_sequence};
 use herald_protocol::frame::EventFrame;
-use herald_protocol::{Receipts, Recovery, ServerFrame, UserId};
+use herald_protocol::{EventKind, Receipts, Recovery, ServerFrame, UserId};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -104,7 +104,7 @@ pub async fn stream(
         Recovery::Replayed => {
             let after = cursor.as_ref().map_or(0, |c| c.after);
             for entry in retained.iter().take_while(|e| e.seq <= after) {
-                if let Some(frame) = event_frame(entry) {
+                if let Some(frame) = event_frame(entry.frame.as_str()) {
                     mapper.prime(&frame);
                 }
             }
@@ -239,9 +239,9 @@ fn parse_cursor(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<
     Ok(Some(Cursor { after: seq, epoch }))
 }
 
-/// The Herald event inside a log entry's frame.
-fn event_frame(entry: &LogEntry) -> Option<EventFrame> {
-    match serde_json::from_str::<ServerFrame>(entry.frame.as_str()) {
+/// The Herald event a frame holds (a log entry's, or a snapshot's), if it holds one.
+fn event_frame(frame: &str) -> Option<EventFrame> {
+    match serde_json::from_str::<ServerFrame>(frame) {
         Ok(ServerFrame::Event(frame)) => Some(frame),
         _ => None,
     }
@@ -373,7 +373,7 @@ impl Reader {
 
     /// The AG-UI events of one Herald event; the last one carries the resume id (`with_id`).
     fn write(&mut self, buf: &mut String, entry: &LogEntry, with_id: bool) {
-        let Some(frame) = event_frame(entry) else {
+        let Some(frame) = event_frame(entry.frame.as_str()) else {
             return;
         };
         let events = self.mapper.map(&frame);
@@ -472,21 +472,31 @@ fn inbound_failure(e: InboundError) -> ApiFailure {
     }
 }
 
-/// The thread's latest active run and its tool names, for a batch that continues a run without
-/// naming it (AG-UI events after RUN_STARTED carry no run id).
+/// The run a batch continues and its tool names: the run the body names, else the thread's
+/// latest active run (AG-UI events after RUN_STARTED carry no run id).
+///
+/// From the active runs' snapshot, parsing only the frames it needs (the runs' starts and tool
+/// calls): a run's text, merged into one frame as it streams, is never parsed, so an agent
+/// posting its deltas one request each costs the same at the first and the thousandth.
 async fn thread_context(state: &AppState, body: &InboundBody) -> Result<Context, ApiFailure> {
     let user = UserId::parse(&body.user_id)
         .map_err(|e| ApiFailure::bad_request("invalid_event", format!("user_id: {e}")))?;
     let log = state.engine.open_log(&user).await?;
-    let active: Vec<EventFrame> = log.open(None).backlog.iter().filter_map(|e| event_frame(e)).collect();
-    let run_id = active
-        .iter()
-        .rev()
-        .find(|f| f.event == "agent_started" && (body.thread_id.is_none() || f.thread_id == body.thread_id))
-        .and_then(|f| f.run_id.clone());
+    let (_, active) = log.snapshot(body.run_id.as_deref());
+    let run_id = match &body.run_id {
+        Some(run) => Some(run.clone()),
+        None => active
+            .iter()
+            .rev()
+            .filter(|f| f.kind == EventKind::AgentStarted)
+            .filter_map(|f| event_frame(&f.frame))
+            .find(|f| body.thread_id.is_none() || f.thread_id == body.thread_id)
+            .and_then(|f| f.run_id),
+    };
     let tool_names = active
         .iter()
-        .filter(|f| f.event == "tool_executing" && f.run_id == run_id)
+        .filter(|f| f.kind == EventKind::ToolExecuting && Some(&f.run_id) == run_id.as_ref())
+        .filter_map(|f| event_frame(&f.frame))
         .filter_map(|f| {
             let call = f.data.get("tool_call_id")?.as_str()?;
             let name = f.data.get("tool_name")?.as_str()?;
