@@ -15,7 +15,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// `herald_events_published_total` per kind, taken from the installed recorder once: an append
 /// counts every event, and looking a labelled counter up in the registry per event (hashing its
 /// key) cost more than the increment.
-static PUBLISHED: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
+static PUBLISHED: OnceLock<[metrics::Counter; EventKind::ALL.len()]> = OnceLock::new();
 
 /// How often recorded histogram samples are folded into their buckets without a scrape.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -24,8 +24,9 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 ///
 /// Also starts the recorder's upkeep: the exporter keeps every histogram sample (one per
 /// delivered frame for `herald_delivery_latency_seconds`) until something drains them, and only
-/// a scrape or an upkeep does. Without it a node nobody scrapes would grow by 8 bytes per frame
-/// for as long as it runs.
+/// a scrape or an upkeep does. Without it a node nobody scrapes grew by about 15 bytes per
+/// delivered frame for as long as it ran (docs/benchmarks.md, "Memory of a node that runs for
+/// days").
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -42,10 +43,7 @@ pub fn install() -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
             gauge!("herald_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             PUBLISHED.get_or_init(|| {
-                EventKind::ALL
-                    .iter()
-                    .map(|kind| counter!("herald_events_published_total", "event" => kind.as_str()))
-                    .collect()
+                EventKind::ALL.map(|kind| counter!("herald_events_published_total", "event" => kind.as_str()))
             });
             let upkeep = handle.clone();
             std::thread::Builder::new()
