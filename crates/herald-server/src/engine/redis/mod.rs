@@ -79,6 +79,8 @@ pub struct RedisEngine {
     known_runs: append::KnownRuns,
     /// A check of the cluster connections' maps is under way (see `renew_stale_cluster_connections`).
     renewing: std::sync::atomic::AtomicBool,
+    /// The masters serving slots at the last sweep (cluster only), to notice a failover.
+    masters: Mutex<Option<Vec<String>>>,
     me: Weak<RedisEngine>,
 }
 
@@ -131,6 +133,7 @@ impl RedisEngine {
             appended: compact::Appended::default(),
             known_runs: append::KnownRuns::default(),
             renewing: std::sync::atomic::AtomicBool::new(false),
+            masters: Mutex::new(None),
             me: me.clone(),
         });
         // Loaded up front (on every master of a cluster); a server that lost them (restart,
@@ -400,6 +403,17 @@ impl Engine for RedisEngine {
 }
 
 impl RedisEngine {
+    /// True when the masters serving slots differ from those of the last call (never on the
+    /// first call, nor when the cluster does not answer: the next sweep asks again).
+    async fn masters_changed(&self) -> bool {
+        let Ok(Ok(now)) = tokio::time::timeout(conn::RESPONSE_TIMEOUT, replicas::masters(&self.commands)).await
+        else {
+            return false;
+        };
+        let before = self.masters.lock().replace(now.clone());
+        before.is_some_and(|before| before != now)
+    }
+
     /// On a cluster, with every sweep: a connection whose map of the cluster has a master that
     /// no longer answers is made anew (see [`conn::Renewable`]) — after a failover that its own
     /// requests never revealed. A new subscriber holds no subscriptions: everyone catches up.
@@ -418,6 +432,7 @@ impl RedisEngine {
                 ("commands", engine.commands.renewable(), false),
                 ("pub/sub", engine.subscriber.renewable(), true),
             ];
+            let mut caught_up = false;
             for (which, connection, subscriber) in connections {
                 let Some(connection) = connection else { continue };
                 match connection.renew_if_stale().await {
@@ -425,11 +440,20 @@ impl RedisEngine {
                         info!("redis cluster: a master stopped answering; {which} connection made anew");
                         if subscriber {
                             engine.catch_up_everyone();
+                            caught_up = true;
                         }
                     }
                     Ok(false) => {}
                     Err(e) => warn!("redis cluster: could not connect again yet: {e}"),
                 }
+            }
+            // A dead master sends no SUNSUBSCRIBE for the subscriptions it held, and redis-rs
+            // may have redrawn its map (without them) before the check above asked the dead
+            // one: when the masters serving slots changed since the last sweep, every served
+            // user subscribes again on the slot's owner now and reads what it missed.
+            if engine.masters_changed().await && !caught_up {
+                info!("redis cluster: the masters serving slots changed; subscribing every served user again");
+                engine.catch_up_everyone();
             }
             engine.renewing.store(false, Ordering::Release);
         });

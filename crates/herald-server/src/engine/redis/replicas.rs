@@ -7,7 +7,9 @@
 //! Saying so at startup, with what to do, saves an operator the hunt.
 //!
 //! Parsing ([`connected_replicas`], [`cluster_replicas`]) is separate from the one query each
-//! deployment shape needs (`INFO replication` on one Redis, `CLUSTER NODES` on a cluster).
+//! deployment shape needs (`INFO replication` on one Redis, `CLUSTER NODES` on a cluster). The
+//! same `CLUSTER NODES` answer also tells which masters serve slots ([`masters`]): a failover
+//! changes them.
 
 use super::conn::Commands;
 use redis::RedisResult;
@@ -93,6 +95,16 @@ pub(super) async fn short_of(commands: &Commands, wanted: u32) -> RedisResult<Ve
         }]
     };
     Ok(masters.into_iter().filter(|m| m.replicas < wanted).collect())
+}
+
+/// The addresses of the cluster's masters that serve slots and are not failing, sorted: what a
+/// failover changes (see `RedisEngine::masters_changed`).
+pub(super) async fn masters(commands: &Commands) -> RedisResult<Vec<String>> {
+    let mut con = commands.clone();
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await?;
+    let mut masters: Vec<String> = cluster_replicas(&nodes).into_iter().map(|m| m.master).collect();
+    masters.sort_unstable();
+    Ok(masters)
 }
 
 #[cfg(test)]
