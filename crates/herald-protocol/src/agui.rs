@@ -1151,15 +1151,19 @@ mod tests {
         // of a call this batch starts needs nothing.
         let named = |events: Value| InboundBody { run_id: Some("r".into()), ..body(events) };
         assert!(
-            named(json!([{"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "c9", "content": "ok"}]))
-                .needs_context()
+            named(
+                json!([{"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "c9", "content": "ok"}])
+            )
+            .needs_context()
         );
-        assert!(!named(json!([
-            {"type": "TOOL_CALL_START", "toolCallId": "c1", "toolCallName": "n"},
-            {"type": "TOOL_CALL_END", "toolCallId": "c1"},
-            {"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "c1", "content": "ok"},
-        ]))
-        .needs_context());
+        assert!(
+            !named(json!([
+                {"type": "TOOL_CALL_START", "toolCallId": "c1", "toolCallName": "n"},
+                {"type": "TOOL_CALL_END", "toolCallId": "c1"},
+                {"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "c1", "content": "ok"},
+            ]))
+            .needs_context()
+        );
         let ctx = Context { run_id: Some("r".into()), tool_names: [("c9".into(), "calc".into())].into() };
         let mapped = b.to_herald(&ctx).unwrap();
         assert_eq!(mapped.events[0].data["tool_name"], "calc");

@@ -371,7 +371,8 @@ async fn a_result_posted_later_to_a_named_run_carries_its_tools_name() {
     ]});
     assert_eq!(post_agui(&server, &start).await.0, 200);
     // Another run of the thread is active too: the named run decides, not the latest.
-    let other = json!({"user_id": "u", "events": [{"type": "RUN_STARTED", "threadId": "t8", "runId": "r8b"}]});
+    let other =
+        json!({"user_id": "u", "events": [{"type": "RUN_STARTED", "threadId": "t8", "runId": "r8b"}]});
     assert_eq!(post_agui(&server, &other).await.0, 200);
     let result = json!({"user_id": "u", "run_id": "r8", "events": [
         {"type": "TOOL_CALL_RESULT", "messageId": "m", "toolCallId": "k8", "content": "found"},

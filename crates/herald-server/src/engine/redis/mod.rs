@@ -406,7 +406,8 @@ impl RedisEngine {
     /// True when the masters serving slots differ from those of the last call (never on the
     /// first call, nor when the cluster does not answer: the next sweep asks again).
     async fn masters_changed(&self) -> bool {
-        let Ok(Ok(now)) = tokio::time::timeout(conn::RESPONSE_TIMEOUT, replicas::masters(&self.commands)).await
+        let Ok(Ok(now)) =
+            tokio::time::timeout(conn::RESPONSE_TIMEOUT, replicas::masters(&self.commands)).await
         else {
             return false;
         };
@@ -452,7 +453,9 @@ impl RedisEngine {
             // one: when the masters serving slots changed since the last sweep, every served
             // user subscribes again on the slot's owner now and reads what it missed.
             if engine.masters_changed().await && !caught_up {
-                info!("redis cluster: the masters serving slots changed; subscribing every served user again");
+                info!(
+                    "redis cluster: the masters serving slots changed; subscribing every served user again"
+                );
                 engine.catch_up_everyone();
             }
             engine.renewing.store(false, Ordering::Release);
