@@ -46,15 +46,19 @@ pub fn install() -> PrometheusHandle {
                 EventKind::ALL.map(|kind| counter!("herald_events_published_total", "event" => kind.as_str()))
             });
             let upkeep = handle.clone();
+            let (running, started) = std::sync::mpsc::sync_channel(1);
             std::thread::Builder::new()
                 .name(UPKEEP_THREAD.into())
                 .spawn(move || {
+                    let _ = running.send(());
                     loop {
                         std::thread::sleep(UPKEEP_EVERY);
                         upkeep.run_upkeep();
                     }
                 })
                 .expect("a thread can be started at startup");
+            // Returns once the thread runs (named, in the process's thread list).
+            let _ = started.recv();
             handle
         })
         .clone()
