@@ -304,16 +304,26 @@ impl Compactor {
 
     /// The snapshot of every compacted run (or of `run` only), in increasing seq.
     pub fn snapshot(&self, run: Option<&str>) -> Vec<SnapshotFrame> {
+        self.snapshot_of(run, &EventKind::ALL)
+    }
+
+    /// [`Compactor::snapshot`]'s frames of the events of `kinds` only: a caller that needs a
+    /// run's start and tool calls does not pay for rendering its text, which grows with the run.
+    pub fn snapshot_of(&self, run: Option<&str>, kinds: &[EventKind]) -> Vec<SnapshotFrame> {
         let mut out = Vec::new();
         for (run_id, state) in &self.runs {
             if run.is_some_and(|r| r != run_id) {
                 continue;
             }
             for (i, item) in state.items.iter().enumerate() {
-                out.push(item.render(run_id, i == 0 && state.truncated));
+                if kinds.contains(&item.kind()) {
+                    out.push(item.render(run_id, i == 0 && state.truncated));
+                }
             }
             for slot in [&state.progress, &state.stalled].into_iter().flatten() {
-                out.push(Item::render_plain(slot, run_id, false));
+                if kinds.contains(&slot.kind) {
+                    out.push(Item::render_plain(slot, run_id, false));
+                }
             }
         }
         out.sort_unstable_by_key(|f| f.seq);
@@ -483,6 +493,13 @@ impl Run {
 }
 
 impl Item {
+    fn kind(&self) -> EventKind {
+        match self {
+            Item::Plain(p) => p.kind,
+            Item::Merged(m) => m.kind,
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Item::Plain(p) => p.frame.len(),
@@ -795,6 +812,33 @@ mod tests {
                 json!({"note": "no delta"}),
             ]
         );
+    }
+
+    #[test]
+    fn a_snapshot_of_some_kinds_is_the_snapshot_without_the_others() {
+        let mut c = Compactor::new(Limits::default());
+        let ev = |seq, kind, data| Ev { seq, run: "r".into(), kind, data };
+        apply_all(
+            &mut c,
+            &[
+                started(1, "r"),
+                ev(2, EventKind::AgentText, json!({"delta": "a"})),
+                ev(3, EventKind::ToolExecuting, json!({"tool_name": "t", "tool_call_id": "c"})),
+                ev(4, EventKind::AgentText, json!({"delta": "b"})),
+                ev(5, EventKind::Progress, json!({"pct": 50})),
+            ],
+        );
+        let kinds = [EventKind::AgentStarted, EventKind::ToolExecuting, EventKind::Progress];
+        let all: Vec<(u64, String)> = c
+            .snapshot(None)
+            .into_iter()
+            .filter(|f| kinds.contains(&f.kind))
+            .map(|f| (f.seq, f.frame))
+            .collect();
+        let some: Vec<(u64, String)> =
+            c.snapshot_of(None, &kinds).into_iter().map(|f| (f.seq, f.frame)).collect();
+        assert_eq!(some, all);
+        assert_eq!(some.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 3, 5]);
     }
 
     #[test]

@@ -201,9 +201,15 @@ impl UserLog {
 
     /// The log's head and the snapshot of its active runs (or of `run` only), for the history API.
     pub fn snapshot(&self, run: Option<&str>) -> (u64, Vec<SnapshotFrame>) {
+        self.snapshot_of(run, &EventKind::ALL)
+    }
+
+    /// [`UserLog::snapshot`] with the frames of `kinds` only (what a run's context needs, without
+    /// rendering its text).
+    pub fn snapshot_of(&self, run: Option<&str>, kinds: &[EventKind]) -> (u64, Vec<SnapshotFrame>) {
         let mut inner = self.inner.lock();
         let lost = self.fold_retained(&mut inner);
-        let out = (inner.head, inner.runs.snapshot(run));
+        let out = (inner.head, inner.runs.snapshot_of(run, kinds));
         drop(inner);
         crate::metrics::snapshot_losses(lost.0, lost.1);
         out

@@ -475,14 +475,16 @@ fn inbound_failure(e: InboundError) -> ApiFailure {
 /// The run a batch continues and its tool names: the run the body names, else the thread's
 /// latest active run (AG-UI events after RUN_STARTED carry no run id).
 ///
-/// From the active runs' snapshot, parsing only the frames it needs (the runs' starts and tool
-/// calls): a run's text, merged into one frame as it streams, is never parsed, so an agent
-/// posting its deltas one request each costs the same at the first and the thousandth.
+/// From the active runs' snapshot, of the frames it needs only (the runs' starts and tool
+/// calls): a run's text, merged into one frame as it streams, is neither rendered nor parsed,
+/// so an agent posting its deltas one request each pays the same at the first and the
+/// thousandth.
 async fn thread_context(state: &AppState, body: &InboundBody) -> Result<Context, ApiFailure> {
     let user = UserId::parse(&body.user_id)
         .map_err(|e| ApiFailure::bad_request("invalid_event", format!("user_id: {e}")))?;
     let log = state.engine.open_log(&user).await?;
-    let (_, active) = log.snapshot(body.run_id.as_deref());
+    let (_, active) =
+        log.snapshot_of(body.run_id.as_deref(), &[EventKind::AgentStarted, EventKind::ToolExecuting]);
     let run_id = match &body.run_id {
         Some(run) => Some(run.clone()),
         None => active
