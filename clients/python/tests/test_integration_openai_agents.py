@@ -90,3 +90,30 @@ async def test_a_failing_run_ends_with_agent_error_and_reraises(server, user, to
     assert_valid_run(seen.events)
     assert [e.event for e in seen.events][:3] == ["agent_started", "tool_executing", "tool_completed"]
     assert seen.events[-1].data["message"] == "model overloaded"
+
+
+def test_tool_calls_the_stream_dropped_are_taken_from_the_runs_items():
+    """The SDK ends the stream at an error with events still queued; the run's items still hold
+    its tool calls, and what was not streamed comes from them, each once."""
+    from types import SimpleNamespace as NS
+
+    from herald_client.integrations.openai_agents import AgentsEvents
+
+    def call(call_id, name):
+        return NS(type="tool_call_item", raw_item={"call_id": call_id, "name": name, "arguments": '{"x": 1}'})
+
+    def output(call_id, value):
+        return NS(type="tool_call_output_item", raw_item={"call_id": call_id}, output=value)
+
+    events = AgentsEvents("a")
+    streamed = events.map(NS(type="run_item_stream_event", name="tool_called", item=call("c1", "search")))
+    assert [name for name, _ in streamed] == ["tool_executing"]
+    missed = events.missed([call("c1", "search"), output("c1", "found"), call("c2", "calc"), output("c2", 2)])
+    assert [(name, data["tool_call_id"]) for name, data in missed] == [
+        ("tool_completed", "c1"),
+        ("tool_executing", "c2"),
+        ("tool_completed", "c2"),
+    ]
+    assert missed[1][1]["tool_name"] == "calc" and missed[2][1]["result"] == 2
+    assert events.missed([call("c2", "calc"), output("c2", 2)]) == [], "nothing twice"
+    assert events.missed(None) == []

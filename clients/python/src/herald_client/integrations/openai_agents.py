@@ -22,6 +22,10 @@ end of the stream                                        ``agent_completed`` ``{
 an exception / cancellation                              ``agent_error`` / ``agent_cancelled`` (re-raised)
 =======================================================  ==========================================
 
+A run that fails right after a tool call may end its stream before the SDK yields that call's
+events; they are published from the run's ``new_items`` before ``agent_error``, so the tool call
+is never missing from the run.
+
 Needs ``openai-agents`` (the ``openai-agents`` extra); imported only by :func:`run_streamed`.
 """
 
@@ -50,6 +54,24 @@ class AgentsEvents:
         #: The agent running now: an update naming it again (the stream's first event) is no handoff.
         self.agent = agent
         self._tool_names: Dict[str, str] = {}
+        self._called: set = set()
+        self._completed: set = set()
+
+    def missed(self, items: Any) -> List[Emit]:
+        """The tool calls and outputs among a run's ``new_items`` that no stream event brought.
+
+        The SDK ends ``stream_events()`` at an error even with events still queued, so a run
+        that fails after a tool call may not have streamed it; its items still say it happened.
+        """
+        out: List[Emit] = []
+        for item in items or []:
+            kind = getattr(item, "type", None)
+            call_id = _field(getattr(item, "raw_item", None), "call_id")
+            if kind == "tool_call_item" and call_id not in self._called:
+                out += self._tool_called(item.raw_item)
+            elif kind == "tool_call_output_item" and call_id not in self._completed:
+                out += self._tool_output(item)
+        return out
 
     def map(self, event: Any) -> List[Emit]:
         kind = getattr(event, "type", None)
@@ -83,6 +105,7 @@ class AgentsEvents:
         if not call_id:
             return []
         self._tool_names[call_id] = name
+        self._called.add(call_id)
         return [
             (
                 "tool_executing",
@@ -99,6 +122,7 @@ class AgentsEvents:
         name = self._tool_names.pop(call_id, None) if call_id else None
         if name is None:  # an output whose call we never saw: nothing Herald could pair it with
             return []
+        self._completed.add(call_id)
         return [("tool_completed", {"tool_name": name, "tool_call_id": call_id, "result": jsonable(item.output)})]
 
 
@@ -116,9 +140,15 @@ async def publish_stream(
     agent = getattr(getattr(result, "current_agent", None), "name", None) or "agent"
     events = AgentsEvents(agent)
     async with publisher.run(user_id, thread_id, run_id=run_id, data={"agent": agent}) as run:
-        async for event in result.stream_events():
-            for name, data in events.map(event):
+        try:
+            async for event in result.stream_events():
+                for name, data in events.map(event):
+                    await run.emit(name, data)
+        except Exception:
+            # What the run did before it failed, that the stream dropped, precedes agent_error.
+            for name, data in events.missed(getattr(result, "new_items", None)):
                 await run.emit(name, data)
+            raise
         final = jsonable(result.final_output)
         await run.complete(final_response=final)
     return result
