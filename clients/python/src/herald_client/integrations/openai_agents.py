@@ -55,7 +55,6 @@ class AgentsEvents:
         self.agent = agent
         self._tool_names: Dict[str, str] = {}
         self._called: set = set()
-        self._completed: set = set()
 
     def missed(self, items: Any) -> List[Emit]:
         """The tool calls and outputs among a run's ``new_items`` that no stream event brought.
@@ -69,7 +68,7 @@ class AgentsEvents:
             call_id = _field(getattr(item, "raw_item", None), "call_id")
             if kind == "tool_call_item" and call_id not in self._called:
                 out += self._tool_called(item.raw_item)
-            elif kind == "tool_call_output_item" and call_id not in self._completed:
+            elif kind == "tool_call_output_item":  # empty once published: its call is no longer pending
                 out += self._tool_output(item)
         return out
 
@@ -122,7 +121,6 @@ class AgentsEvents:
         name = self._tool_names.pop(call_id, None) if call_id else None
         if name is None:  # an output whose call we never saw: nothing Herald could pair it with
             return []
-        self._completed.add(call_id)
         return [("tool_completed", {"tool_name": name, "tool_call_id": call_id, "result": jsonable(item.output)})]
 
 
