@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub(crate) mod console;
 pub mod engine;
+pub(crate) mod gate;
 pub(crate) mod limits;
 pub mod log;
 pub(crate) mod metrics;

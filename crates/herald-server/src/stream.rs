@@ -9,11 +9,15 @@
 //! expired). How far behind a reader may fall is checked in one place, [`Session::is_too_far_behind`].
 
 use crate::engine::EngineError;
+use crate::gate::Gate;
 use crate::log::{Attached, LogEntry, Opening, Trimmed, UserLog};
 use crate::registry::{ConnectionSlot, TooManyConnections, UserManager};
-use std::future::Future;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Fuse};
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Sleep;
@@ -86,12 +90,12 @@ pub struct Session {
     head_rx: watch::Receiver<u64>,
     cursor: u64,
     max_pending_bytes: u64,
-    expiry: Pin<Box<Sleep>>,
     /// Changes when an operator disconnects the user (the value is the reason).
     kicked: watch::Receiver<Arc<str>>,
-    /// The server's drain, as this session's own child token: waiting on it registers once and
-    /// polls a lock no other connection touches (the server's token is shared by all of them).
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The drain, the token's expiry and the disconnect, waited on together.
+    signals: Signals,
+    /// The server's drain, as this session's own child token: checking it takes a lock no other
+    /// connection touches (the server's token is shared by all of them).
     drain: CancellationToken,
     live: bool,
     /// The batch buffer, lent out by [`Session::next`] and returned by [`Session::advance`].
@@ -130,9 +134,8 @@ impl Session {
             log,
             cursor: 0,
             max_pending_bytes,
-            expiry: Box::pin(tokio::time::sleep(until(expires_at))),
+            signals: Signals::new(&drain, until(expires_at), kicked.clone()),
             kicked,
-            shutdown: Box::pin(drain.clone().cancelled_owned()),
             drain,
             live: false,
             spare: Vec::new(),
@@ -163,7 +166,8 @@ impl Session {
 
     /// Moves the expiry to `expires_at` (a refreshed token).
     pub fn extend(&mut self, expires_at: SystemTime) {
-        self.expiry.as_mut().reset(tokio::time::Instant::now() + until(Some(expires_at)));
+        self.signals.expiry.as_mut().reset(tokio::time::Instant::now() + until(Some(expires_at)));
+        self.signals.gate.open();
     }
 
     /// The operator's reason, once the session stopped with [`Stop::Disconnected`].
@@ -203,9 +207,7 @@ impl Session {
             tokio::select! {
                 biased;
                 changed = self.head_rx.changed() => if changed.is_err() { return Next::Stop(Stop::Gone) },
-                _ = &mut self.shutdown => return Next::Stop(Stop::Shutdown),
-                _ = &mut self.expiry => return Next::Stop(Stop::TokenExpired),
-                Ok(()) = self.kicked.changed() => return Next::Stop(Stop::Disconnected),
+                stop = poll_fn(|cx| self.signals.poll_stop(cx)) => return Next::Stop(stop),
                 out = &mut other => return Next::Other(out),
             }
         }
@@ -226,12 +228,12 @@ impl Session {
     }
 
     /// Waits, while a write is blocked, until the stream must stop: the reader fell too far
-    /// behind as the log kept growing, or the server drains.
+    /// behind as the log kept growing, the server drains, the token expires or an operator
+    /// disconnects the user.
     pub async fn stalled(&mut self) -> Stop {
         loop {
             tokio::select! {
-                _ = &mut self.shutdown => return Stop::Shutdown,
-                Ok(()) = self.kicked.changed() => return Stop::Disconnected,
+                stop = poll_fn(|cx| self.signals.poll_stop(cx)) => return stop,
                 changed = self.head_rx.changed() => {
                     if changed.is_err() {
                         return Stop::Gone;
@@ -242,6 +244,54 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// What stops a session from outside its log. Each is quiet for nearly all of a session's life,
+/// so they sit behind one [`Gate`]: the loop that wakes per event polls them only when one fired.
+struct Signals {
+    gate: Gate,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    expiry: Pin<Box<Sleep>>,
+    /// Resolves when the disconnect watch changes; never if its sender is gone.
+    kicked: Pin<Box<Fuse<BoxFuture<'static, ()>>>>,
+}
+
+impl Signals {
+    fn new(drain: &CancellationToken, expires_in: Duration, mut kicked: watch::Receiver<Arc<str>>) -> Self {
+        let kicked: BoxFuture<'static, ()> = Box::pin(async move {
+            if kicked.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        });
+        Self {
+            gate: Gate::new(),
+            shutdown: Box::pin(drain.clone().cancelled_owned()),
+            expiry: Box::pin(tokio::time::sleep(expires_in)),
+            kicked: Box::pin(kicked.fuse()),
+        }
+    }
+
+    /// The first of drain, expiry and disconnect that happened.
+    fn poll_stop(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
+        let Self { gate, shutdown, expiry, kicked } = self;
+        gate.poll(cx, |cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                Poll::Ready(Stop::Shutdown)
+            } else if expiry.as_mut().poll(cx).is_ready() {
+                Poll::Ready(Stop::TokenExpired)
+            } else if kicked.as_mut().poll(cx).is_ready() {
+                Poll::Ready(Stop::Disconnected)
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for Signals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signals").field("gate", &self.gate).field("expiry", &self.expiry.deadline()).finish()
     }
 }
 

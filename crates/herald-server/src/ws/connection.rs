@@ -9,6 +9,7 @@
 //! and once it is more than `max_pending_bytes` behind (or its cursor leaves the retained window)
 //! it is closed with 4008. It never buffers events of its own, so memory stays bounded by the log.
 
+use crate::gate::Gate;
 use crate::limits::Verdict;
 use crate::log::LogEntry;
 use crate::registry::UserManager;
@@ -19,6 +20,7 @@ use futures_util::SinkExt;
 use herald_protocol::UserId;
 use herald_protocol::{ClientFrame, CloseCode, PROTOCOL_VERSION, ServerFrame};
 use serde_json::json;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, mpsc};
@@ -113,7 +115,7 @@ struct Connection {
     socket: WebSocket,
     session: Session,
     params: Params,
-    heartbeat: Interval,
+    heartbeat: Heartbeat,
     unanswered_pings: u32,
     rate: crate::limits::MessageRate,
     delivery: crate::metrics::Delivery,
@@ -172,8 +174,7 @@ async fn serve_in_span(
         }
     };
     crate::metrics::connection_attempt("ok");
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let heartbeat = Heartbeat::every(params.heartbeat);
     let mut conn = Connection {
         socket,
         session,
@@ -423,6 +424,28 @@ impl Connection {
         }
         self.unanswered_pings += 1;
         self.socket.send(Message::Ping(Default::default())).await.err().map(|_| End::Gone)
+    }
+}
+
+/// The ping interval, behind a [`Gate`]: the loop wakes once per event and would otherwise poll
+/// the timer each time.
+struct Heartbeat {
+    interval: Interval,
+    gate: Gate,
+}
+
+impl Heartbeat {
+    /// Ticks every `period`, the first a period from now; a late tick delays the next ones.
+    fn every(period: Duration) -> Self {
+        let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self { interval, gate: Gate::new() }
+    }
+
+    /// The next tick.
+    async fn tick(&mut self) {
+        let Self { interval, gate } = self;
+        poll_fn(|cx| gate.poll(cx, |cx| interval.poll_tick(cx).map(drop))).await
     }
 }
 
