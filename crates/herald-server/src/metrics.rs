@@ -7,7 +7,7 @@
 use herald_protocol::{EventKind, Recovery};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -42,6 +42,7 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
             gauge!("herald_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            DELIVERY.get_or_init(delivery_handles);
             PUBLISHED.get_or_init(|| {
                 EventKind::ALL.map(|kind| counter!("herald_events_published_total", "event" => kind.as_str()))
             });
@@ -53,6 +54,7 @@ pub fn install() -> PrometheusHandle {
                     let _ = running.send(());
                     loop {
                         std::thread::sleep(UPKEEP_EVERY);
+                        record_deliveries();
                         upkeep.run_upkeep();
                     }
                 })
@@ -107,13 +109,24 @@ pub fn delivered(n: usize) {
     crate::rates::delivered(n as u64);
 }
 
-/// An event of `kind` was appended.
-pub fn published(kind: EventKind) {
-    match PUBLISHED.get() {
-        Some(counters) => counters[kind.index()].increment(1),
-        None => counter!("herald_events_published_total", "event" => kind.as_str()).increment(1),
+/// Events of these kinds were appended (one request's worth: each counter moves once per
+/// request, not once per event).
+pub fn published(kinds: impl IntoIterator<Item = EventKind>) {
+    let mut per_kind = [0u64; EventKind::ALL.len()];
+    for kind in kinds {
+        per_kind[kind.index()] += 1;
     }
-    crate::rates::published(1);
+    let mut total = 0;
+    for (kind, n) in EventKind::ALL.into_iter().zip(per_kind).filter(|(_, n)| *n > 0) {
+        match PUBLISHED.get() {
+            Some(counters) => counters[kind.index()].increment(n),
+            None => counter!("herald_events_published_total", "event" => kind.as_str()).increment(n),
+        }
+        total += n;
+    }
+    if total > 0 {
+        crate::rates::published(total);
+    }
 }
 
 /// A publish broke the run rule `rule`.
@@ -164,22 +177,22 @@ pub fn run_stalled() {
     counter!("herald_runs_stalled_total").increment(1);
 }
 
-/// Records deliveries of one connection. It holds its metric handles, so the hot path (every
-/// frame written) records without a registry lookup.
-#[derive(Clone)]
-pub struct Delivery {
-    delivered: metrics::Counter,
-    latency: metrics::Histogram,
-}
+/// Records live deliveries: frames written to a connection, each with its append time for
+/// `herald_delivery_latency_seconds`.
+///
+/// A connection writes about one frame per wake-up, on whichever worker thread runs it, and the
+/// recorder's counter and histogram are shared by all threads: recording each write straight
+/// into them made every worker fight for the same cache lines (4.4 % of the server's CPU at
+/// 1,000 connections). Writes are gathered per thread instead ([`Unrecorded`]) and added to the
+/// shared metrics every [`RECORD_EVERY_FRAMES`] frames or [`RECORD_EVERY`], by the upkeep thread,
+/// and before every scrape and every rate snapshot, so a reader never sees them late.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivery;
 
 impl Delivery {
-    /// Handles for this connection.
-    #[allow(clippy::new_without_default)]
+    /// A recorder of one connection's deliveries.
     pub fn new() -> Self {
-        Self {
-            delivered: counter!("herald_events_delivered_total"),
-            latency: histogram!("herald_delivery_latency_seconds"),
-        }
+        Delivery
     }
 
     /// Frames written at `written`, each with the time its event was appended.
@@ -188,18 +201,96 @@ impl Delivery {
         appended: impl ExactSizeIterator<Item = std::time::Instant>,
         written: std::time::Instant,
     ) {
-        self.delivered.increment(appended.len() as u64);
-        crate::rates::delivered(appended.len() as u64);
-        for at in appended {
-            self.latency.record(written.saturating_duration_since(at).as_secs_f64());
-        }
+        UNRECORDED.with(|mine| {
+            let mut mine = mine.0.lock();
+            mine.frames += appended.len() as u64;
+            mine.latencies.extend(appended.map(|at| written.saturating_duration_since(at).as_secs_f64()));
+            let since = *mine.since.get_or_insert(written);
+            if mine.latencies.len() >= RECORD_EVERY_FRAMES
+                || written.saturating_duration_since(since) >= RECORD_EVERY
+            {
+                mine.record();
+            }
+        });
     }
 }
 
-impl std::fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Delivery")
+/// Frames gathered on one thread before they are recorded (see [`Delivery`]).
+const RECORD_EVERY_FRAMES: usize = 256;
+
+/// The longest a thread that keeps writing holds frames unrecorded.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// Deliveries written on one thread and not yet in the shared metrics.
+#[derive(Debug, Default)]
+struct Unrecorded {
+    frames: u64,
+    latencies: Vec<f64>,
+    /// When the oldest of them was written.
+    since: Option<std::time::Instant>,
+    /// The thread ended: recorded once more, then forgotten.
+    ended: bool,
+}
+
+impl Unrecorded {
+    /// Adds the gathered deliveries to the shared metrics.
+    fn record(&mut self) {
+        if self.frames == 0 {
+            return;
+        }
+        let (delivered, latency) = DELIVERY.get_or_init(delivery_handles);
+        delivered.increment(self.frames);
+        crate::rates::delivered(self.frames);
+        for seconds in self.latencies.drain(..) {
+            latency.record(seconds);
+        }
+        self.frames = 0;
+        self.since = None;
     }
+}
+
+/// The delivery counter and latency histogram, taken from the recorder once.
+static DELIVERY: OnceLock<(metrics::Counter, metrics::Histogram)> = OnceLock::new();
+
+fn delivery_handles() -> (metrics::Counter, metrics::Histogram) {
+    (counter!("herald_events_delivered_total"), histogram!("herald_delivery_latency_seconds"))
+}
+
+/// Every thread's [`Unrecorded`], for [`record_deliveries`]. A thread's entry leaves at the
+/// first [`record_deliveries`] after the thread ended.
+static THREADS: parking_lot::Mutex<Vec<Arc<parking_lot::Mutex<Unrecorded>>>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// This thread's deliveries; marked ended when the thread ends (recording then would touch the
+/// recorder's own thread-locals, already gone).
+struct ThreadDeliveries(Arc<parking_lot::Mutex<Unrecorded>>);
+
+impl ThreadDeliveries {
+    fn register() -> Self {
+        let mine = Arc::new(parking_lot::Mutex::new(Unrecorded::default()));
+        THREADS.lock().push(mine.clone());
+        Self(mine)
+    }
+}
+
+impl Drop for ThreadDeliveries {
+    fn drop(&mut self) {
+        self.0.lock().ended = true;
+    }
+}
+
+thread_local! {
+    static UNRECORDED: ThreadDeliveries = ThreadDeliveries::register();
+}
+
+/// Adds every thread's gathered deliveries to the shared metrics: before a scrape or a rate
+/// snapshot reads them.
+pub fn record_deliveries() {
+    THREADS.lock().retain(|thread| {
+        let mut thread = thread.lock();
+        thread.record();
+        !thread.ended
+    });
 }
 
 /// Metric handles of one publisher socket (`/v1/publish`), held so that every frame records
@@ -291,5 +382,41 @@ mod tests {
             let series = format!("herald_events_published_total{{event=\"{}\"}}", kind.as_str());
             assert!(text.contains(&series), "{series} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn deliveries_of_a_thread_that_ended_are_recorded_and_its_buffer_forgotten() {
+        install();
+        let mine = std::thread::spawn(|| {
+            let now = std::time::Instant::now();
+            Delivery::new().written([now, now].into_iter(), now);
+            UNRECORDED.with(|mine| mine.0.clone())
+        })
+        .join()
+        .unwrap();
+        {
+            let ended = mine.lock();
+            assert!(ended.ended, "the thread's end marks its buffer");
+            assert!(ended.frames <= 2);
+        }
+        record_deliveries();
+        assert_eq!(mine.lock().frames, 0, "recorded");
+        assert!(!THREADS.lock().iter().any(|t| Arc::ptr_eq(t, &mine)), "and forgotten");
+    }
+
+    #[test]
+    fn a_scrape_sees_deliveries_gathered_on_a_thread_still_running() {
+        let handle = install();
+        let count = |text: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix("herald_delivery_latency_seconds_count "))
+                .map_or(0.0, |v| v.trim().parse().unwrap())
+        };
+        let before = count(&handle.render());
+        let now = std::time::Instant::now();
+        Delivery::new().written([now; 3].into_iter(), now);
+        record_deliveries();
+        // Other tests of this process may deliver too: at least these three are in.
+        assert!(count(&handle.render()) >= before + 3.0);
     }
 }

@@ -103,6 +103,8 @@ pub struct Snapshot {
 
 /// Rates over the last `over_s` complete seconds (1..[`WINDOW_S`]) and rejections over the window.
 pub fn snapshot(over_s: u64) -> Snapshot {
+    // Deliveries are gathered per thread before they are counted (see `metrics::Delivery`).
+    crate::metrics::record_deliveries();
     let over_s = over_s.clamp(1, WINDOW_S - 1);
     let now = now_s();
     let ring = ring();

@@ -104,10 +104,6 @@ pub async fn append(state: &AppState, body: PublishBody) -> Result<Vec<Receipt>,
 pub async fn append_counted(state: &AppState, events: Vec<EventInput>) -> Result<Vec<Receipt>, AppendError> {
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     let receipts = state.engine.append(events).await?;
-    for (kind, receipt) in kinds.iter().zip(&receipts) {
-        if !receipt.duplicate {
-            crate::metrics::published(*kind);
-        }
-    }
+    crate::metrics::published(kinds.iter().zip(&receipts).filter(|(_, r)| !r.duplicate).map(|(k, _)| *k));
     Ok(receipts)
 }

@@ -65,5 +65,6 @@ pub async fn ready(State(state): State<Arc<AppState>>, _: Accepting) -> Result<J
     responses((status = 200, description = "Prometheus text exposition format.", body = String, content_type = "text/plain"))
 )]
 pub async fn metrics() -> String {
+    crate::metrics::record_deliveries();
     crate::metrics::install().render()
 }
