@@ -25,7 +25,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 /// One retained event: its metadata and its encoded `{"type":"event",…}` frame.
 #[derive(Debug)]
@@ -101,13 +102,15 @@ pub struct Opening {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trimmed;
 
-/// The retained events of one user on this node, with a watch channel announcing new heads.
+/// The retained events of one user on this node; readers wait for appends on [`UserLog::appended`].
 #[derive(Debug)]
 pub struct UserLog {
     epoch: String,
     retention: Retention,
     inner: Mutex<Inner>,
-    head_tx: watch::Sender<u64>,
+    /// Woken at every append and at close. One `Notify`, not a watch channel: a watch spreads its
+    /// waiters over 8 locked lists and takes every lock at each send, once per appended event.
+    appended: Notify,
     connections: AtomicUsize,
     closed: AtomicBool,
     /// The zero of the compactor's clock.
@@ -163,7 +166,6 @@ impl Inner {
 impl UserLog {
     /// A log in `epoch` whose last appended seq is `head` (0 for a new log).
     pub fn new(epoch: String, head: u64, retention: Retention) -> Self {
-        let (head_tx, _) = watch::channel(head);
         let mut runs = Compactor::new(Limits::default());
         runs.set_through(head);
         let inner = Inner { head, runs, ..Inner::default() };
@@ -171,7 +173,7 @@ impl UserLog {
             epoch,
             retention,
             inner: Mutex::new(inner),
-            head_tx,
+            appended: Notify::new(),
             connections: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             created: Instant::now(),
@@ -251,9 +253,21 @@ impl UserLog {
         (inner.entries.len(), inner.retained_bytes)
     }
 
-    /// A receiver that changes whenever the head moves.
-    pub fn watch(&self) -> watch::Receiver<u64> {
-        self.head_tx.subscribe()
+    /// Completes at the first append (or [`UserLog::close`]) after this call, even when it is
+    /// polled only later: take it before reading, await it when the read found nothing new.
+    pub fn appended(&self) -> Notified<'_> {
+        self.appended.notified()
+    }
+
+    /// Waits until the log's head is at least `seq`, or the log is closed.
+    pub async fn wait_for_head(&self, seq: u64) {
+        loop {
+            let appended = self.appended();
+            if self.head() >= seq || self.is_closed() {
+                return;
+            }
+            appended.await;
+        }
     }
 
     /// Connections currently reading this log on this node.
@@ -305,7 +319,7 @@ impl UserLog {
         inner.head = seq;
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
-        self.head_tx.send_replace(seq);
+        self.appended.notify_waiters();
         Ok(trimmed)
     }
 
@@ -313,7 +327,7 @@ impl UserLog {
     /// close, so their clients reconnect and learn about the new epoch.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.head_tx.send_modify(|_| {});
+        self.appended.notify_waiters();
     }
 
     /// True after [`UserLog::close`].
@@ -522,6 +536,33 @@ mod tests {
         })
         .expect("next seq");
         seq
+    }
+
+    #[tokio::test]
+    async fn an_append_between_the_read_and_the_wait_still_wakes_the_reader() {
+        let l = log(10);
+        let appended = l.appended();
+        // The reader found nothing; the append lands before it starts waiting.
+        push(&l, EventKind::Progress, "r");
+        tokio::time::timeout(Duration::from_secs(5), appended).await.expect("the append wakes it");
+        let closed = l.appended();
+        l.close();
+        tokio::time::timeout(Duration::from_secs(5), closed).await.expect("closing wakes it");
+    }
+
+    #[tokio::test]
+    async fn wait_for_head_returns_once_the_head_is_reached() {
+        let l = std::sync::Arc::new(log(10));
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { l.wait_for_head(3).await }
+        });
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished(), "returned before seq 3 at {}", l.head());
+            push(&l, EventKind::Progress, "r");
+        }
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken at seq 3").unwrap();
     }
 
     #[test]

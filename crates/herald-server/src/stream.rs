@@ -58,8 +58,6 @@ pub enum Stop {
     TokenExpired,
     /// An operator disconnected the user ([`Session::disconnect_reason`] says why).
     Disconnected,
-    /// The log is gone (the engine dropped it).
-    Gone,
 }
 
 /// What [`Session::next`] found.
@@ -87,7 +85,6 @@ struct Guards {
 pub struct Session {
     _guards: Guards,
     log: Arc<UserLog>,
-    head_rx: watch::Receiver<u64>,
     cursor: u64,
     max_pending_bytes: u64,
     /// Changes when an operator disconnects the user (the value is the reason).
@@ -130,7 +127,6 @@ impl Session {
             Guards { _slot: slot, _attached: log.attach(), _open: crate::metrics::OpenConnection::new() };
         Ok(Session {
             _guards: guards,
-            head_rx: log.watch(),
             log,
             cursor: 0,
             max_pending_bytes,
@@ -146,7 +142,6 @@ impl Session {
     /// Decides how the stream starts from `cursor` (replay, reset or none) and puts the session's
     /// cursor at the head: the backlog is written first, then [`Session::next`] continues.
     pub fn open(&mut self, cursor: Option<&Cursor>) -> Opening {
-        self.head_rx.borrow_and_update();
         let epoch = self.log.epoch();
         let opening = self.log.open(cursor.map(|c| (c.after, c.epoch.as_deref().unwrap_or(epoch))));
         crate::metrics::recovery(opening.recovery);
@@ -191,7 +186,8 @@ impl Session {
             if self.busy % 16 == 0 && self.drain.is_cancelled() {
                 return Next::Stop(Stop::Shutdown);
             }
-            self.head_rx.borrow_and_update();
+            // Taken before the log is read, so an append right after the read still wakes us.
+            let appended = self.log.appended();
             if self.log.is_closed() {
                 return Next::Stop(Stop::Reset);
             }
@@ -206,7 +202,7 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                changed = self.head_rx.changed() => if changed.is_err() { return Next::Stop(Stop::Gone) },
+                () = appended => {}
                 stop = poll_fn(|cx| self.signals.poll_stop(cx)) => return Next::Stop(stop),
                 out = &mut other => return Next::Other(out),
             }
@@ -231,17 +227,16 @@ impl Session {
     /// behind as the log kept growing, the server drains, the token expires or an operator
     /// disconnects the user.
     pub async fn stalled(&mut self) -> Stop {
+        let mut grew = false;
         loop {
+            // Taken before the check, so an append during it is not missed.
+            let appended = self.log.appended();
+            if grew && self.is_too_far_behind() {
+                return Stop::SlowConsumer;
+            }
             tokio::select! {
                 stop = poll_fn(|cx| self.signals.poll_stop(cx)) => return stop,
-                changed = self.head_rx.changed() => {
-                    if changed.is_err() {
-                        return Stop::Gone;
-                    }
-                    if self.is_too_far_behind() {
-                        return Stop::SlowConsumer;
-                    }
-                }
+                () = appended => grew = true,
             }
         }
     }

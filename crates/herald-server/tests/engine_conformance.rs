@@ -99,11 +99,9 @@ fn rule_of(error: AppendError) -> (Option<usize>, &'static str) {
 
 /// Waits until `log` has seq `head`.
 async fn until_head(log: &UserLog, head: u64) {
-    let mut watch = log.watch();
-    tokio::time::timeout(WAIT, watch.wait_for(|h| *h >= head))
+    tokio::time::timeout(WAIT, log.wait_for_head(head))
         .await
-        .unwrap_or_else(|_| panic!("log never reached seq {head} (at {})", log.head()))
-        .unwrap();
+        .unwrap_or_else(|_| panic!("log never reached seq {head} (at {})", log.head()));
 }
 
 /// Seqs are per user, start at 1, have no gaps, and continue across nodes and calls.

@@ -365,7 +365,6 @@ impl Reader {
                 self.session.advance(batch);
                 Some(buf)
             }
-            Next::Stop(Stop::Gone) => None,
             Next::Stop(stop) => self.end(stop),
             Next::Other(_) => Some(": keep-alive\n\n".to_owned()),
         }
@@ -395,7 +394,6 @@ impl Reader {
             Stop::Shutdown => "server shutting down",
             Stop::TokenExpired => "token expired: reconnect with a fresh token",
             Stop::Disconnected => "disconnected by an operator: do not reconnect on your own",
-            Stop::Gone => "the log is gone",
         };
         debug!(cursor = self.session.cursor(), "agui stream ends: {why}");
         self.done = true;

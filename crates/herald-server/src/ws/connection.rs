@@ -81,7 +81,6 @@ impl From<Stop> for End {
             }
             Stop::Shutdown => End::Close(CloseCode::GOING_AWAY, "server shutting down"),
             Stop::TokenExpired => End::Close(CloseCode::TOKEN_EXPIRED, "token expired"),
-            Stop::Gone => End::Gone,
         }
     }
 }
