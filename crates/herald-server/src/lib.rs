@@ -12,7 +12,7 @@
 //! (HTTP routes, the AG-UI bridge and the OpenAPI document), [`console`] (the embedded web
 //! console), [`admin`] (the embedded admin page), [`node`] (this node among the others: its report,
 //! its users' presence, disconnect orders), [`rates`] (recent rates for operators), [`serve`] (the
-//! accept loop), [`metrics`].
+//! accept loop), [`metrics`], [`gate`] (a future polled only once it asked to be woken).
 
 pub(crate) mod admin;
 pub mod api;

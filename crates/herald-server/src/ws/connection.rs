@@ -16,7 +16,7 @@ use crate::registry::UserManager;
 use crate::stream::{Cursor, Next, Refused, Session, Stop};
 use crate::upstream::Upstream;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use herald_protocol::UserId;
 use herald_protocol::{ClientFrame, CloseCode, PROTOCOL_VERSION, ServerFrame};
 use serde_json::json;
@@ -115,6 +115,10 @@ struct Connection {
     session: Session,
     params: Params,
     heartbeat: Heartbeat,
+    /// The client's frames are read only once the socket said it has some (see [`Gate`]): the
+    /// loop wakes for every event, and a read attempt costs a readiness check and two waker
+    /// registrations each time.
+    reading: Gate,
     unanswered_pings: u32,
     rate: crate::limits::MessageRate,
     delivery: crate::metrics::Delivery,
@@ -179,6 +183,7 @@ async fn serve_in_span(
         session,
         params,
         heartbeat,
+        reading: Gate::new(),
         unanswered_pings: 0,
         rate: crate::limits::MessageRate::per_second(params.max_client_msgs_per_s),
         delivery: crate::metrics::Delivery::new(),
@@ -239,11 +244,15 @@ impl Connection {
     /// Live phase: write new events, answer the client, keep the heartbeat.
     async fn run(&mut self) -> End {
         loop {
-            let (socket, upstream, heartbeat) = (&mut self.socket, &mut self.upstream, &mut self.heartbeat);
+            let (socket, upstream, heartbeat, reading) =
+                (&mut self.socket, &mut self.upstream, &mut self.heartbeat, &self.reading);
             let input = async {
                 tokio::select! {
                     biased;
-                    message = socket.recv() => Input::Message(message),
+                    // After a message the gate stays open: more may be buffered already.
+                    message = poll_fn(|cx| reading.poll(cx, |cx| socket.poll_next_unpin(cx))) => {
+                        Input::Message(message)
+                    }
                     Some(reply) = next_answer(upstream) => Input::Answer(reply),
                     _ = heartbeat.tick() => Input::Heartbeat,
                 }
