@@ -28,7 +28,25 @@ fn free_port() -> u16 {
 
 impl Cluster {
     /// Starts `masters` masters with `replicas` replicas each and waits until the cluster is ok.
+    ///
+    /// A port found free can be taken before its redis-server binds it (by another test's
+    /// client, from the ephemeral range), and then the cluster cannot form: such a start is
+    /// tried again on new ports, up to three times.
     pub fn start(masters: usize, replicas: usize) -> Cluster {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(masters, replicas) {
+                Ok(cluster) => return cluster,
+                Err(why) if attempt < 3 => {
+                    eprintln!("cluster start {attempt} failed, trying new ports: {why}");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    fn try_start(masters: usize, replicas: usize) -> Result<Cluster, String> {
         let dir = std::env::temp_dir().join(format!("herald-cluster-{:016x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let total = masters * (1 + replicas);
@@ -59,7 +77,10 @@ impl Cluster {
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli is installed");
-        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            // `cluster` is dropped here: its servers are killed and its directory removed.
+            return Err(format!("cluster create failed: {}", String::from_utf8_lossy(&out.stdout)));
+        }
         for &port in &cluster.ports {
             wait_until(Duration::from_secs(20), || {
                 cluster.cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
@@ -70,7 +91,7 @@ impl Cluster {
                 cluster.cli(port, &["INFO", "replication"]).contains("master_link_status:up")
             });
         }
-        cluster
+        Ok(cluster)
     }
 
     /// Settings of a Herald node on this cluster, its keys under `prefix`.
