@@ -9,6 +9,8 @@
 #   ROUNDS=1 DURATION=10s bench/compare.sh 2500
 #   SERVERS="herald node" bench/compare.sh
 #   LATENCY=1 bench/compare.sh 2500        # fixed 1000 events/s, one per request: compare p99
+#   RATE=40000 bench/compare.sh 500        # the usual batches at a fixed 40,000 events/s (open
+#                                          # loop): every server at the same load, for p99
 #   BASELINE=/tmp/herald-old SERVERS="baseline herald" bench/compare.sh 500
 #                                          # an older herald binary, as server `baseline`
 #   SERVERS="herald redis" bench/compare.sh # Herald on the Redis engine (REDIS_URL, default local)
@@ -32,7 +34,7 @@ if ! [[ "$USERS" =~ ^[1-9][0-9]*$ ]]; then
 fi
 # Every event goes to one user (both tabs): 4 publishers, batches of 20, 200-byte payload.
 WORKLOAD=(--users "$USERS" --conns-per-user 2 --publishers 4 --batch 20 --payload-bytes 200
-  --rate max --duration "$DURATION")
+  --rate "${RATE:-max}" --duration "$DURATION")
 # LATENCY=1: the latency workload instead: a fixed 1000 events/s, one event per request (open loop).
 if [[ "${LATENCY:-0}" == 1 ]]; then
   WORKLOAD=(--users "$USERS" --conns-per-user 2 --publishers 4 --batch 1 --payload-bytes 200
