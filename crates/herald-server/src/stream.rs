@@ -249,7 +249,7 @@ struct Signals {
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     expiry: Pin<Box<Sleep>>,
     /// Resolves when the disconnect watch changes; never if its sender is gone.
-    kicked: Pin<Box<Fuse<BoxFuture<'static, ()>>>>,
+    kicked: Fuse<BoxFuture<'static, ()>>,
 }
 
 impl Signals {
@@ -263,7 +263,7 @@ impl Signals {
             gate: Gate::new(),
             shutdown: Box::pin(drain.clone().cancelled_owned()),
             expiry: Box::pin(tokio::time::sleep(expires_in)),
-            kicked: Box::pin(kicked.fuse()),
+            kicked: kicked.fuse(),
         }
     }
 
@@ -275,7 +275,7 @@ impl Signals {
                 Poll::Ready(Stop::Shutdown)
             } else if expiry.as_mut().poll(cx).is_ready() {
                 Poll::Ready(Stop::TokenExpired)
-            } else if kicked.as_mut().poll(cx).is_ready() {
+            } else if kicked.poll_unpin(cx).is_ready() {
                 Poll::Ready(Stop::Disconnected)
             } else {
                 Poll::Pending
