@@ -103,9 +103,10 @@ pub fn recovery(recovery: Recovery) {
     counter!("herald_connection_recoveries_total", "recovery" => label).increment(1);
 }
 
-/// `n` event frames were written to sockets.
+/// `n` event frames were written to sockets at once (a replayed backlog, an SSE batch): counted
+/// now, without the latency samples [`Delivery`] gathers for live frames.
 pub fn delivered(n: usize) {
-    counter!("herald_events_delivered_total").increment(n as u64);
+    DELIVERY.get_or_init(delivery_handles).0.increment(n as u64);
     crate::rates::delivered(n as u64);
 }
 
