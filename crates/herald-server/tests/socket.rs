@@ -140,3 +140,53 @@ async fn server_pings_and_closes_a_client_that_never_answers() {
     // The close frame carries 4000 (0x0FA0) after the welcome and synced frames.
     assert!(received.windows(2).any(|w| w == [0x0F, 0xA0]), "no 4000 close frame in {received:?}");
 }
+
+/// Event frames go to the stream directly while tungstenite answers the client's pings on the
+/// same stream. A client that pings between batches and reads nothing until the end (so the
+/// server's writes block and the pongs wait behind them) gets every event and every pong whole
+/// and in order.
+#[tokio::test]
+async fn pings_between_events_are_answered_and_every_frame_arrives_whole() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    const ROUNDS: u8 = 40;
+    const PER_ROUND: usize = 5;
+    let server = TestServer::start().await;
+    let mut request = herald_client::ws_url(&server.url).into_client_request().unwrap();
+    let bearer = format!("Bearer {}", server.token("u"));
+    request.headers_mut().insert("authorization", bearer.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let pad = "p".repeat(1500);
+    for round in 0..ROUNDS {
+        ws.send(Message::Ping(vec![round; 125].into())).await.unwrap();
+        let events: Vec<_> = (0..PER_ROUND)
+            .map(|i| {
+                serde_json::json!({"user_id": "u", "event": "custom",
+                "data": {"name": format!("{round}-{i}"), "pad": pad}})
+            })
+            .collect();
+        let (status, body) = server.publisher.post(&serde_json::json!({ "events": events })).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let (mut pongs, mut names) = (Vec::new(), Vec::new());
+    while names.len() < ROUNDS as usize * PER_ROUND || pongs.len() < ROUNDS as usize {
+        let message = tokio::time::timeout(T, ws.next()).await.expect("frames keep coming").unwrap().unwrap();
+        match message {
+            Message::Pong(payload) => pongs.push(payload.to_vec()),
+            Message::Text(text) => match serde_json::from_str::<ServerFrame>(text.as_str()).unwrap() {
+                ServerFrame::Event(e) => {
+                    assert_eq!(e.seq, names.len() as u64 + 1, "in order, no gaps");
+                    assert_eq!(e.data["pad"], pad.as_str());
+                    names.push(e.data["name"].as_str().unwrap().to_owned());
+                }
+                ServerFrame::Welcome { .. } | ServerFrame::Synced { .. } => {}
+                other => panic!("unexpected frame {other:?}"),
+            },
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+    let expected: Vec<String> =
+        (0..ROUNDS).flat_map(|r| (0..PER_ROUND).map(move |i| format!("{r}-{i}"))).collect();
+    assert_eq!(names, expected);
+    assert_eq!(pongs, (0..ROUNDS).map(|r| vec![r; 125]).collect::<Vec<_>>());
+}

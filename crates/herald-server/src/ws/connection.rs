@@ -2,21 +2,20 @@
 //! client's frames.
 //!
 //! The session decides what to send and when to stop; this module only encodes. Events are read
-//! from the shared log in batches and written as the frames encoded at append, fed into the
-//! socket's buffer and flushed once per batch, so a burst costs one syscall, not one per frame.
+//! from the shared log in batches and written as the frames encoded at append, queued in the
+//! socket's buffer and written once per batch, so a burst costs one syscall, not one per frame.
 //!
 //! A connection that stops reading blocks in its flush; while blocked the session watches the log,
 //! and once it is more than `max_pending_bytes` behind (or its cursor leaves the retained window)
 //! it is closed with 4008. It never buffers events of its own, so memory stays bounded by the log.
 
+use super::socket::Socket;
 use crate::gate::Gate;
 use crate::limits::Verdict;
 use crate::log::LogEntry;
 use crate::registry::UserManager;
 use crate::stream::{Cursor, Next, Refused, Session, Stop};
 use crate::upstream::Upstream;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{SinkExt, StreamExt};
 use herald_protocol::UserId;
 use herald_protocol::{ClientFrame, CloseCode, PROTOCOL_VERSION, ServerFrame};
 use serde_json::json;
@@ -27,6 +26,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
 
 /// Bytes of frames read from the log per write (then flushed together).
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -87,7 +88,7 @@ impl From<Stop> for End {
 
 /// What the connection waits for besides new events.
 enum Input {
-    Message(Option<Result<Message, axum::Error>>),
+    Message(Option<Result<Message, tungstenite::Error>>),
     Answer(Box<ServerFrame>),
     Heartbeat,
 }
@@ -111,7 +112,7 @@ impl UpstreamLink {
 }
 
 struct Connection {
-    socket: WebSocket,
+    socket: Socket,
     session: Session,
     params: Params,
     heartbeat: Heartbeat,
@@ -131,7 +132,7 @@ struct Connection {
 /// Serves one upgraded socket until it closes, the token expires, or the server drains. Every
 /// log line of the connection carries its `user_id` and `connection_id` (a tracing span).
 pub async fn serve(
-    socket: WebSocket,
+    socket: Socket,
     manager: Arc<UserManager>,
     cursor: Option<Cursor>,
     params: Params,
@@ -149,7 +150,7 @@ pub async fn serve(
 // Everything `serve` was given, plus the id its span names.
 #[allow(clippy::too_many_arguments)]
 async fn serve_in_span(
-    mut socket: WebSocket,
+    mut socket: Socket,
     manager: Arc<UserManager>,
     cursor: Option<Cursor>,
     params: Params,
@@ -229,28 +230,28 @@ impl Connection {
             heartbeat_ms: self.params.heartbeat.as_millis() as u64,
             recovery: opening.recovery,
         };
-        self.socket.feed(Message::Text(welcome.to_json().into())).await.map_err(|_| End::Gone)?;
+        self.socket.queue_text(&welcome.to_json());
         for chunk in opening.backlog.chunks(256) {
             for entry in chunk {
-                self.socket.feed(Message::Text(entry.frame.clone())).await.map_err(|_| End::Gone)?;
+                self.socket.queue_text(entry.frame.as_str());
             }
             self.socket.flush().await.map_err(|_| End::Gone)?;
         }
         crate::metrics::delivered(opening.backlog.len());
         let synced = ServerFrame::Synced { seq: opening.head };
-        self.socket.send(Message::Text(synced.to_json().into())).await.map_err(|_| End::Gone)
+        self.socket.send_text(&synced.to_json()).await.map_err(|_| End::Gone)
     }
 
     /// Live phase: write new events, answer the client, keep the heartbeat.
     async fn run(&mut self) -> End {
         loop {
             let (socket, upstream, heartbeat, reading) =
-                (&mut self.socket, &mut self.upstream, &mut self.heartbeat, &self.reading);
+                (&mut self.socket, &mut self.upstream, &mut self.heartbeat, &mut self.reading);
             let input = async {
                 tokio::select! {
                     biased;
                     // After a message the gate stays open: more may be buffered already.
-                    message = poll_fn(|cx| reading.poll(cx, |cx| socket.poll_next_unpin(cx))) => {
+                    message = poll_fn(|cx| reading.poll(cx, |cx| socket.poll_next(cx))) => {
                         Input::Message(message)
                     }
                     Some(reply) = next_answer(upstream) => Input::Answer(reply),
@@ -262,7 +263,7 @@ impl Connection {
                 Next::Stop(stop) => Some(End::from_stop(&self.session, stop)),
                 Next::Other(Input::Message(message)) => self.on_message(message).await,
                 Next::Other(Input::Answer(reply)) => {
-                    self.socket.send(Message::Text(reply.to_json().into())).await.err().map(|_| End::Gone)
+                    self.socket.send_text(&reply.to_json()).await.err().map(|_| End::Gone)
                 }
                 Next::Other(Input::Heartbeat) => self.ping().await,
             };
@@ -334,13 +335,10 @@ impl Connection {
     /// watches the lag and the heartbeat counts how long the peer has not read.
     async fn write(&mut self, batch: Vec<Arc<LogEntry>>) -> Result<(), End> {
         {
-            let socket = &mut self.socket;
-            let write = async {
-                for entry in &batch {
-                    socket.feed(Message::Text(entry.frame.clone())).await?;
-                }
-                socket.flush().await
-            };
+            for entry in &batch {
+                self.socket.queue_text(entry.frame.as_str());
+            }
+            let write = self.socket.flush();
             tokio::pin!(write);
             loop {
                 tokio::select! {
@@ -366,12 +364,12 @@ impl Connection {
         Ok(())
     }
 
-    async fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Option<End> {
+    async fn on_message(&mut self, message: Option<Result<Message, tungstenite::Error>>) -> Option<End> {
         let message = match message {
             None => return Some(End::Gone),
             Some(Err(e)) => {
                 debug!("read error: {e}");
-                return Some(match super::read_error::close_for(&e) {
+                return Some(match super::read_error::close_for_tungstenite(&e) {
                     Some((code, reason)) => End::Close(code, reason),
                     None => End::Gone,
                 });
@@ -406,10 +404,10 @@ impl Connection {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.flush()).await;
                 return Some(End::Gone);
             }
-            Message::Ping(_) | Message::Pong(_) => return None,
+            // Pongs to the client's pings are tungstenite's; a read never yields a raw frame.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         };
-        let text: Utf8Bytes = reply.to_json().into();
-        self.socket.send(Message::Text(text)).await.err().map(|_| End::Gone)
+        self.socket.send_text(&reply.to_json()).await.err().map(|_| End::Gone)
     }
 
     /// Takes a fresh token: the expiry moves to its `exp`, or an error frame says why not (and
@@ -431,7 +429,7 @@ impl Connection {
             return Some(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
         }
         self.unanswered_pings += 1;
-        self.socket.send(Message::Ping(Default::default())).await.err().map(|_| End::Gone)
+        self.socket.send_control(Message::Ping(Default::default())).await.err().map(|_| End::Gone)
     }
 }
 
@@ -465,13 +463,16 @@ async fn next_answer(link: &mut Option<UpstreamLink>) -> Option<Box<ServerFrame>
     }
 }
 
-/// Sends a close frame (bounded in time) and waits briefly for the client's close.
-async fn close(socket: &mut WebSocket, code: u16, reason: impl Into<Utf8Bytes>) {
-    let frame = CloseFrame { code, reason: reason.into() };
+/// Sends a close frame (bounded in time) and, once it is out, waits briefly for the client's close.
+async fn close(socket: &mut Socket, code: u16, reason: &str) {
+    let frame = CloseFrame { code: code.into(), reason: reason.into() };
     let patience = if code == CloseCode::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_TIMEOUT } else { CLOSE_TIMEOUT };
-    let _ = tokio::time::timeout(patience, socket.send(Message::Close(Some(frame)))).await;
+    let sent = tokio::time::timeout(patience, socket.send_control(Message::Close(Some(frame)))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Ok(_)) = socket.recv().await {}
+        while let Some(Ok(_)) = socket.next().await {}
     })
     .await;
 }

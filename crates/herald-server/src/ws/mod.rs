@@ -5,32 +5,38 @@
 
 pub mod connection;
 pub mod echo;
+pub mod handshake;
 pub mod publish;
 pub mod read_error;
 pub mod refresh;
+pub mod socket;
 
 use crate::AppState;
 use crate::api::{Accepting, ApiFailure};
 use crate::limits::PeerAddr;
 use crate::registry::UserContext;
 use crate::stream::Cursor;
+use axum::extract::OptionalFromRequestParts;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use connection::Params;
+use handshake::Handshake;
 use herald_protocol::SUBPROTOCOL;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tungstenite::protocol::WebSocketConfig;
 
 /// Receive buffer per connection. Clients send little (pings, small messages), and tungstenite
 /// zero-fills its read buffer, so a small one keeps idle connections cheap.
 const READ_BUFFER_BYTES: usize = 1024;
 
-/// Frames are buffered up to this size and written in one syscall (coalescing).
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// tungstenite's buffer for the control frames it writes (pings, pongs, the close): event frames
+/// are queued by [`socket::Socket`] instead.
+const WRITE_BUFFER_BYTES: usize = 1024;
 
 #[derive(Debug, Deserialize)]
 struct WsQuery {
@@ -65,7 +71,7 @@ pub async fn upgrade(
     Query(query): Query<HashMap<String, String>>,
     PeerAddr(peer): PeerAddr,
     _: Accepting,
-    upgrade: MaybeUpgrade,
+    handshake: Option<Handshake>,
 ) -> Result<Response, ApiFailure> {
     // Held for the connection's life (moved into the upgrade task); freed on any refusal below.
     let ip_slot = state
@@ -77,7 +83,7 @@ pub async fn upgrade(
         .await
         .inspect_err(|_| crate::metrics::connection_attempt("unauthorized"))?;
     let cursor = parse_cursor(&query)?;
-    let Some(upgrade) = upgrade.0 else {
+    let Some(handshake) = handshake else {
         return Err(ApiFailure::bad_request(
             "not_websocket",
             "GET /ws expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
@@ -91,23 +97,21 @@ pub async fn upgrade(
         max_client_msgs_per_s: state.config.max_client_msgs_per_s,
     };
     let max = state.config.max_message_bytes;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES);
     let tracker = state.tracker.clone();
     let shutdown = state.shutdown.clone();
     let upstream = state.upstream.clone();
     let refresher = refresh::Refresher::new(state.clone());
-    Ok(upgrade
-        .protocols([SUBPROTOCOL])
-        .max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let _ip_slot = ip_slot;
-                connection::serve(socket, manager, cursor, params, upstream, shutdown, refresher).await
-            })
+    Ok(handshake.accept(SUBPROTOCOL, config, move |socket| {
+        tracker.track_future(async move {
+            let _ip_slot = ip_slot;
+            connection::serve(socket, manager, cursor, params, upstream, shutdown, refresher).await
         })
-        .into_response())
+    }))
 }
 
 /// A `?ticket=` (taken from the engine, once) or else a JWT from the headers: how every client
@@ -170,5 +174,14 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeUpgrade {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Ok(MaybeUpgrade(WebSocketUpgrade::from_request_parts(parts, state).await.ok()))
+    }
+}
+
+/// `Option<Handshake>`: `None` lets the handler answer plain GETs clearly.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Handshake {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(Handshake::from_parts(parts))
     }
 }

@@ -7,10 +7,15 @@
 use herald_protocol::CloseCode;
 use tungstenite::error::{Error, ProtocolError};
 
-/// The close code and reason for a read error, or `None` when the peer is simply gone.
+/// The close code and reason for a read error of an axum socket, or `None` when the peer is
+/// simply gone.
 pub fn close_for(e: &axum::Error) -> Option<(u16, &'static str)> {
-    let source = std::error::Error::source(e).and_then(|s| s.downcast_ref::<Error>())?;
-    match source {
+    std::error::Error::source(e).and_then(|s| s.downcast_ref::<Error>()).and_then(close_for_tungstenite)
+}
+
+/// [`close_for`], for an error of tungstenite itself (the client stream's [`super::socket`]).
+pub fn close_for_tungstenite(e: &Error) -> Option<(u16, &'static str)> {
+    match e {
         Error::Capacity(_) => Some((CloseCode::MESSAGE_TOO_BIG, "message too big")),
         Error::Utf8(_) => Some((CloseCode::INVALID_PAYLOAD, "text frame is not valid UTF-8")),
         Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
