@@ -3,7 +3,8 @@
 # scripts/test.sh.
 #
 # Runs the example `autobahn_echo` (herald-server's echo fixture `/__echo`: the same accept loop,
-# axum/tungstenite stack, limits and protocol-fault closes as /ws; `cargo build --all-targets`
+# handshake and socket (text frames written directly, the rest through tungstenite), limits and
+# protocol-fault closes as /ws; `cargo build --all-targets`
 # already builds it) on a free port and drives it with the Autobahn fuzzing client reimplemented by
 # PyPI `kosoku` (installed once into a venv, $KOSOKU_VENV, default target/kosoku-venv).
 # Usage: scripts/autobahn.sh [kosoku case globs] — default: 1.* to 7.* and 10.* (framing, pings,

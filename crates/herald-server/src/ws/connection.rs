@@ -429,7 +429,7 @@ impl Connection {
             return Some(End::Close(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
         }
         self.unanswered_pings += 1;
-        self.socket.send_control(Message::Ping(Default::default())).await.err().map(|_| End::Gone)
+        self.socket.send_message(Message::Ping(Default::default())).await.err().map(|_| End::Gone)
     }
 }
 
@@ -467,7 +467,7 @@ async fn next_answer(link: &mut Option<UpstreamLink>) -> Option<Box<ServerFrame>
 async fn close(socket: &mut Socket, code: u16, reason: &str) {
     let frame = CloseFrame { code: code.into(), reason: reason.into() };
     let patience = if code == CloseCode::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_TIMEOUT } else { CLOSE_TIMEOUT };
-    let sent = tokio::time::timeout(patience, socket.send_control(Message::Close(Some(frame)))).await;
+    let sent = tokio::time::timeout(patience, socket.send_message(Message::Close(Some(frame)))).await;
     if !matches!(sent, Ok(Ok(()))) {
         return;
     }

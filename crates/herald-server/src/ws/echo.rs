@@ -1,14 +1,19 @@
 //! An unauthenticated echo socket for the Autobahn conformance suite (docs/conformance.md).
 //!
 //! Herald's own routes never include it: the example `autobahn_echo` serves it alone, through the
-//! same accept loop ([`crate::serve`]), the same axum/tungstenite stack, the same frame and message
+//! same accept loop ([`crate::serve`]), the same handshake and socket ([`super::socket`]), the same frame and message
 //! limits and the same protocol-fault closes ([`super::read_error`]) as `/ws`, so the Autobahn
 //! fuzzing client exercises Herald's WebSocket layer without the JSON protocol on top (the suite
 //! needs echo). Text and binary messages are echoed as they come.
 
+use super::handshake::Handshake;
+use super::socket::Socket;
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tungstenite::Message;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 /// Serves [`router`] alone on `listener` through Herald's own accept loop, until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, max_message_bytes: usize) -> std::io::Result<()> {
@@ -22,35 +27,45 @@ pub async fn serve(listener: tokio::net::TcpListener, max_message_bytes: usize) 
 pub fn router(max_message_bytes: usize) -> Router {
     Router::new().route(
         "/__echo",
-        get(move |upgrade: WebSocketUpgrade| async move {
-            upgrade.max_message_size(max_message_bytes).max_frame_size(max_message_bytes).on_upgrade(echo)
+        get(move |handshake: Option<Handshake>| async move {
+            let Some(handshake) = handshake else {
+                return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
+            };
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(max_message_bytes))
+                .max_frame_size(Some(max_message_bytes));
+            let response: Response = handshake.accept(None, config, echo);
+            response
         }),
     )
 }
 
-async fn echo(mut socket: WebSocket) {
-    while let Some(read) = socket.recv().await {
+/// Echoes text through the socket's direct path (as `/ws` writes events) and binary through
+/// tungstenite.
+async fn echo(mut socket: Socket) {
+    while let Some(read) = socket.next().await {
         let message = match read {
             Ok(message) => message,
             Err(e) => {
                 // Same as /ws: a protocol fault fails the connection with its close code.
-                if let Some((code, reason)) = super::read_error::close_for(&e) {
-                    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
+                if let Some((code, reason)) = super::read_error::close_for_tungstenite(&e) {
+                    let frame = CloseFrame { code: code.into(), reason: reason.into() };
+                    let _ = socket.send_message(Message::Close(Some(frame))).await;
                 }
                 break;
             }
         };
-        let reply = match message {
-            Message::Text(_) | Message::Binary(_) => message,
+        let sent = match message {
+            Message::Text(text) => socket.send_text(text.as_str()).await,
+            Message::Binary(_) => socket.send_message(message).await,
             Message::Close(_) => {
                 // Same as /ws: flushing sends the close reply tungstenite queued (clean close).
-                let _ = futures_util::SinkExt::flush(&mut socket).await;
+                let _ = socket.flush().await;
                 break;
             }
-            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
-        if socket.send(reply).await.is_err() {
+        if sent.is_err() {
             break;
         }
     }

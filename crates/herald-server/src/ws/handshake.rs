@@ -64,12 +64,12 @@ impl Handshake {
 
     /// Answers the request, selecting `protocol` if the client offered it, and runs `serve` on
     /// the socket once the connection switched (in a task of its own).
-    pub fn accept<F, Fut>(self, protocol: &'static str, config: WebSocketConfig, serve: F) -> Response
+    pub fn accept<F, Fut>(self, protocol: Option<&'static str>, config: WebSocketConfig, serve: F) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let selected = self.offered.iter().any(|p| p == protocol).then(|| HeaderValue::from_static(protocol));
+        let selected = protocol.filter(|p| self.offered.iter().any(|o| o == p)).map(HeaderValue::from_static);
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
@@ -155,7 +155,7 @@ mod tests {
     async fn accepts_an_upgrade_with_the_rfc_accept_key_and_the_offered_protocol() {
         let mut parts = parts(upgrade_with("sec-websocket-protocol", Some("herald.v1, bearer.x")));
         let handshake = Handshake::from_parts(&mut parts).expect("a valid upgrade");
-        let response = handshake.accept("herald.v1", WebSocketConfig::default(), |_| async {});
+        let response = handshake.accept(Some("herald.v1"), WebSocketConfig::default(), |_| async {});
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         // The example of RFC 6455 §1.3.
         assert_eq!(response.headers()["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -166,7 +166,7 @@ mod tests {
     async fn selects_no_protocol_the_client_did_not_offer() {
         let mut parts = parts(upgrade_with("sec-websocket-protocol", Some("other")));
         let handshake = Handshake::from_parts(&mut parts).expect("a valid upgrade");
-        let response = handshake.accept("herald.v1", WebSocketConfig::default(), |_| async {});
+        let response = handshake.accept(Some("herald.v1"), WebSocketConfig::default(), |_| async {});
         assert!(response.headers().get("sec-websocket-protocol").is_none());
     }
 

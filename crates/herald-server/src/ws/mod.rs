@@ -106,7 +106,7 @@ pub async fn upgrade(
     let shutdown = state.shutdown.clone();
     let upstream = state.upstream.clone();
     let refresher = refresh::Refresher::new(state.clone());
-    Ok(handshake.accept(SUBPROTOCOL, config, move |socket| {
+    Ok(handshake.accept(Some(SUBPROTOCOL), config, move |socket| {
         tracker.track_future(async move {
             let _ip_slot = ip_slot;
             connection::serve(socket, manager, cursor, params, upstream, shutdown, refresher).await

@@ -80,8 +80,8 @@ impl Socket {
         self.flush().await
     }
 
-    /// Sends a control frame (ping, close) through tungstenite, after the queued frames.
-    pub async fn send_control(&mut self, message: Message) -> Result<(), Error> {
+    /// Sends `message` through tungstenite (a ping, the close; binary), after the queued frames.
+    pub async fn send_message(&mut self, message: Message) -> Result<(), Error> {
         self.flush().await?;
         self.stream.send(message).await
     }
