@@ -12,7 +12,8 @@
 //! - bytes of a direct write that was interrupted (the caller stopped waiting) stay queued here
 //!   and go out before anything tungstenite sends;
 //! - tungstenite may queue a frame of its own while reading (the pong to a client's ping, the
-//!   reply to its close): after a read, tungstenite is flushed before the next direct write.
+//!   reply to its close), and a send through it may stop half done: after either, tungstenite
+//!   is flushed before the next direct write.
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -33,7 +34,8 @@ pub struct Socket {
     /// Wire bytes of text frames not yet written; the first `written` of them went out.
     queued: Vec<u8>,
     written: usize,
-    /// Set by a read: tungstenite may hold a frame to send (see the module docs).
+    /// Set by a read or an unfinished send: tungstenite may hold bytes to send (see the module
+    /// docs).
     tungstenite_may_write: bool,
 }
 
@@ -83,7 +85,11 @@ impl Socket {
     /// Sends `message` through tungstenite (a ping, the close; binary), after the queued frames.
     pub async fn send_message(&mut self, message: Message) -> Result<(), Error> {
         self.flush().await?;
-        self.stream.send(message).await
+        // Until the send completes, tungstenite may hold part of the frame.
+        self.tungstenite_may_write = true;
+        self.stream.send(message).await?;
+        self.tungstenite_may_write = false;
+        Ok(())
     }
 
     /// The client's next message: `None` once the stream ended.
