@@ -160,20 +160,32 @@ async fn serve_in_span(
     refresher: super::refresh::Refresher,
 ) {
     let user = manager.user().clone();
-    let started =
-        Session::start(&manager, cursor.as_ref(), params.max_pending_bytes, params.expires_at, shutdown)
-            .await;
+    // Boxed, like every step taken once or rarely (opening, a token refresh, the close): an async
+    // fn's state is as large as its largest step, and this one is held by every open connection.
+    let started = Box::pin(Session::start(
+        &manager,
+        cursor.as_ref(),
+        params.max_pending_bytes,
+        params.expires_at,
+        shutdown,
+    ))
+    .await;
     let session = match started {
         Ok(session) => session,
         Err(Refused::TooManyConnections(e)) => {
             crate::metrics::connection_attempt("limited");
             info!("connection refused: {e}");
-            close(&mut socket, CloseCode::TOO_MANY_CONNECTIONS, "too many connections for this user").await;
+            Box::pin(close(
+                &mut socket,
+                CloseCode::TOO_MANY_CONNECTIONS,
+                "too many connections for this user",
+            ))
+            .await;
             return;
         }
         Err(Refused::Engine(e)) => {
             warn!("connection refused: {e}");
-            close(&mut socket, 1011, "engine unavailable, retry").await;
+            Box::pin(close(&mut socket, 1011, "engine unavailable, retry")).await;
             return;
         }
     };
@@ -195,7 +207,7 @@ async fn serve_in_span(
     };
     conn.presence("connected");
     info!(resume = cursor.is_some(), "connection opened");
-    let end = match conn.start(&connection_id, &user, cursor).await {
+    let end = match Box::pin(conn.start(&connection_id, &user, cursor)).await {
         Ok(()) => conn.run().await,
         Err(end) => end,
     };
@@ -203,10 +215,10 @@ async fn serve_in_span(
         if code == CloseCode::SLOW_CONSUMER {
             crate::metrics::slow_consumer_closed();
         }
-        close(&mut conn.socket, code, reason).await;
+        Box::pin(close(&mut conn.socket, code, reason)).await;
     }
     if let End::Disconnected(reason) = &end {
-        close(&mut conn.socket, CloseCode::DISCONNECTED, reason.as_ref()).await;
+        Box::pin(close(&mut conn.socket, CloseCode::DISCONNECTED, reason.as_ref())).await;
     }
     conn.presence("disconnected");
     info!(?end, seq = conn.session.cursor(), "connection closed");
@@ -386,7 +398,7 @@ impl Connection {
                 "over max_client_msgs_per_s: this message was dropped; keep sending and the socket closes (1008)",
             ),
             Message::Text(text) => match ClientFrame::parse(text.as_str()) {
-                Ok(ClientFrame::Refresh { token }) => self.refresh(&token).await,
+                Ok(ClientFrame::Refresh { token }) => Box::pin(self.refresh(&token)).await,
                 Ok(frame) => match self.forward(frame) {
                     Some(reply) => reply,
                     None => return None,

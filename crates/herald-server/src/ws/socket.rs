@@ -30,7 +30,9 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// See the module docs.
 #[derive(Debug)]
 pub struct Socket {
-    stream: WebSocketStream<TokioIo<Upgraded>>,
+    /// Boxed: the socket travels by value through the connection's layers of async functions,
+    /// each of which keeps a slot of its size for the connection's life.
+    stream: Box<WebSocketStream<TokioIo<Upgraded>>>,
     /// Wire bytes of text frames not yet written; the first `written` of them went out.
     queued: Vec<u8>,
     written: usize,
@@ -42,7 +44,7 @@ pub struct Socket {
 impl Socket {
     /// Wraps a stream that completed the handshake.
     pub fn new(stream: WebSocketStream<TokioIo<Upgraded>>) -> Self {
-        Self { stream, queued: Vec::new(), written: 0, tungstenite_may_write: false }
+        Self { stream: Box::new(stream), queued: Vec::new(), written: 0, tungstenite_may_write: false }
     }
 
     /// Queues one text frame; nothing is written until [`Socket::flush`].
