@@ -4,8 +4,9 @@
 //! A server's frames are not masked (RFC 6455 §5.1), so a text frame is its text behind a 2 to
 //! 10 byte header. Writing it takes one copy into the connection's buffer and one write for the
 //! whole batch. Through tungstenite each frame would cross a message, a frame and a buffer layer
-//! and the compatibility wrapper that registers the task's waker at every step: at 1,000
-//! connections that was 15 % of the server's user time per frame (docs/benchmarks.md).
+//! and the compatibility wrapper that registers the task's waker at every step; at 1,000
+//! connections writing them here took about a tenth off the server's user time per frame
+//! (docs/benchmarks.md).
 //!
 //! Both paths write to one stream, so whole frames must go out in the order they were queued.
 //! Two rules keep it so:
@@ -23,9 +24,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::{Error, Message};
 
-/// A queue that grew past this (a long replay) is given back once written, so an idle
-/// connection does not keep a burst's buffer.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// A queue that grew past this (a burst, a replay) is given back once written, so an idle
+/// connection does not keep a burst's buffer; a few frames of the usual size fit.
+const KEEP_CAPACITY: usize = 4 * 1024;
 
 /// See the module docs.
 #[derive(Debug)]
