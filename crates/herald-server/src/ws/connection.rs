@@ -16,6 +16,7 @@ use crate::log::LogEntry;
 use crate::registry::UserManager;
 use crate::stream::{Cursor, Next, Refused, Session, Stop};
 use crate::upstream::Upstream;
+use futures_util::future::BoxFuture;
 use herald_protocol::UserId;
 use herald_protocol::{ClientFrame, CloseCode, PROTOCOL_VERSION, ServerFrame};
 use serde_json::json;
@@ -175,17 +176,12 @@ async fn serve_in_span(
         Err(Refused::TooManyConnections(e)) => {
             crate::metrics::connection_attempt("limited");
             info!("connection refused: {e}");
-            Box::pin(close(
-                &mut socket,
-                CloseCode::TOO_MANY_CONNECTIONS,
-                "too many connections for this user",
-            ))
-            .await;
+            close(&mut socket, CloseCode::TOO_MANY_CONNECTIONS, "too many connections for this user").await;
             return;
         }
         Err(Refused::Engine(e)) => {
             warn!("connection refused: {e}");
-            Box::pin(close(&mut socket, 1011, "engine unavailable, retry")).await;
+            close(&mut socket, 1011, "engine unavailable, retry").await;
             return;
         }
     };
@@ -215,10 +211,10 @@ async fn serve_in_span(
         if code == CloseCode::SLOW_CONSUMER {
             crate::metrics::slow_consumer_closed();
         }
-        Box::pin(close(&mut conn.socket, code, reason)).await;
+        close(&mut conn.socket, code, reason).await;
     }
     if let End::Disconnected(reason) = &end {
-        Box::pin(close(&mut conn.socket, CloseCode::DISCONNECTED, reason.as_ref())).await;
+        close(&mut conn.socket, CloseCode::DISCONNECTED, reason.as_ref()).await;
     }
     conn.presence("disconnected");
     info!(?end, seq = conn.session.cursor(), "connection closed");
@@ -476,15 +472,20 @@ async fn next_answer(link: &mut Option<UpstreamLink>) -> Option<Box<ServerFrame>
 }
 
 /// Sends a close frame (bounded in time) and, once it is out, waits briefly for the client's close.
-async fn close(socket: &mut Socket, code: u16, reason: &str) {
-    let frame = CloseFrame { code: code.into(), reason: reason.into() };
-    let patience = if code == CloseCode::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_TIMEOUT } else { CLOSE_TIMEOUT };
-    let sent = tokio::time::timeout(patience, socket.send_message(Message::Close(Some(frame)))).await;
-    if !matches!(sent, Ok(Ok(()))) {
-        return;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Ok(_)) = socket.next().await {}
+/// Boxed: a connection closes once, and the wait would otherwise add to every connection's
+/// state (see `serve_in_span`).
+fn close<'a>(socket: &'a mut Socket, code: u16, reason: &'a str) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let frame = CloseFrame { code: code.into(), reason: reason.into() };
+        let patience =
+            if code == CloseCode::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_TIMEOUT } else { CLOSE_TIMEOUT };
+        let sent = tokio::time::timeout(patience, socket.send_message(Message::Close(Some(frame)))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
     })
-    .await;
 }
