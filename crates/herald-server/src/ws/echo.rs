@@ -10,7 +10,7 @@ use super::handshake::Handshake;
 use super::socket::Socket;
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use tungstenite::Message;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -34,8 +34,7 @@ pub fn router(max_message_bytes: usize) -> Router {
             let config = WebSocketConfig::default()
                 .max_message_size(Some(max_message_bytes))
                 .max_frame_size(Some(max_message_bytes));
-            let response: Response = handshake.accept(None, config, echo);
-            response
+            handshake.accept(None, config, echo)
         }),
     )
 }

@@ -52,12 +52,8 @@ impl Handshake {
             return None;
         }
         let on_upgrade = parts.extensions.remove::<OnUpgrade>()?;
-        let offered = parts
-            .headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .filter_map(|offer| HeaderValue::from_bytes(offer.trim_ascii()).ok())
+        let offered = tokens(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL)
+            .filter_map(|offer| HeaderValue::from_bytes(offer).ok())
             .collect();
         Some(Handshake { key, on_upgrade, offered })
     }
@@ -110,11 +106,12 @@ fn header_is(headers: &HeaderMap, name: HeaderName, value: &str) -> bool {
 
 /// True when the comma-separated header `name` lists `token` (case-insensitive).
 fn header_contains(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(&name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The items of the comma-separated header `name`, over all its lines, trimmed.
+fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers.get_all(name).into_iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')).map(<[u8]>::trim_ascii)
 }
 
 #[cfg(test)]

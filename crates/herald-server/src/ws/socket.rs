@@ -50,10 +50,6 @@ impl Socket {
 
     /// Queues one text frame; nothing is written until [`Socket::flush`].
     pub fn queue_text(&mut self, text: &str) {
-        if self.written == self.queued.len() {
-            self.queued.clear();
-            self.written = 0;
-        }
         push_text_frame(&mut self.queued, text);
     }
 
