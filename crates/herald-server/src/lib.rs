@@ -12,7 +12,8 @@
 //! (HTTP routes, the AG-UI bridge and the OpenAPI document), [`console`] (the embedded web
 //! console), [`admin`] (the embedded admin page), [`node`] (this node among the others: its report,
 //! its users' presence, disconnect orders), [`rates`] (recent rates for operators), [`serve`] (the
-//! accept loop), [`metrics`], [`gate`] (a future polled only once it asked to be woken).
+//! accept loop), [`tcp`] (a connection's stream shared by hyper and its WebSocket), [`metrics`],
+//! [`gate`] (a future polled only once it asked to be woken).
 
 pub(crate) mod admin;
 pub mod api;
@@ -31,6 +32,7 @@ pub(crate) mod runs;
 pub mod secret;
 pub(crate) mod serve;
 pub mod stream;
+pub(crate) mod tcp;
 pub mod upstream;
 pub mod ws;
 

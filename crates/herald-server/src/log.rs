@@ -12,8 +12,14 @@
 //! when a snapshot is taken — never twice, and not at all when their run ended meanwhile: a run
 //! that starts and ends within the window, as most do, costs its events no parsing.
 //!
+//! A reader that has caught up can attach a [`Tap`]: the log then hands each new event to the
+//! tap's writer as it is appended, under the log's lock, instead of waking the reader's task to
+//! read it — with many users each event goes to a connection or two, and the wake-up, the read
+//! and the task's poll cost as much as the write itself. A tap whose writer cannot take an event
+//! whole is detached and its reader woken; the reader continues from the tap's cursor as usual.
+//!
 //! This module owns no I/O and no run rules: engines decide what is appended, connections decide
-//! when to read.
+//! when to read, and a tap's writer is theirs too.
 
 use axum::extract::ws::Utf8Bytes;
 use herald_protocol::compact::{Compactor, Limits, SnapshotFrame};
@@ -23,7 +29,7 @@ use parking_lot::Mutex;
 use foldhash::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
@@ -98,6 +104,70 @@ pub struct Opening {
     pub snapshot: bool,
 }
 
+/// How much of an event's frame a [`TapWriter`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Took {
+    /// All of it: the tap stays attached.
+    All,
+    /// Part of it: the writer keeps the rest for its reader to send first; the tap is detached.
+    Part,
+    /// None of it (the socket is full, or failed): the tap is detached, the reader reads the
+    /// event from the log.
+    Nothing,
+}
+
+/// What a [`Tap`] writes with: called under the log's lock, so it must not wait.
+pub trait TapWriter: Send + Sync {
+    /// Writes `entry`'s frame now, as much of it as can go without waiting.
+    fn write_now(&self, entry: &LogEntry) -> Took;
+}
+
+/// A caught-up reader's way to take events as they are appended (see the module docs).
+///
+/// Attached by [`UserLog::attach_tap`] when the reader is at the head; from then on each append
+/// goes to its writer, and the reader's task sleeps until [`Tap::released`] (or until anything
+/// else it waits for happens: it then detaches with [`UserLog::detach_tap`] before writing
+/// anything itself, so the two never write at once).
+pub struct Tap {
+    writer: Box<dyn TapWriter>,
+    /// The seq of the last event the writer took, whole or in part. Changed under the log's
+    /// lock only.
+    cursor: AtomicU64,
+    /// Woken when the log detaches the tap: a write did not go whole, or the log closed.
+    released: Notify,
+}
+
+impl Tap {
+    /// A tap that writes with `writer`.
+    pub fn new(writer: impl TapWriter + 'static) -> Arc<Self> {
+        Arc::new(Self { writer: Box::new(writer), cursor: AtomicU64::new(0), released: Notify::new() })
+    }
+
+    /// Completes once the log detached the tap on its own (or spuriously, once, after the
+    /// reader detached it itself): detach and read on from the cursor.
+    pub async fn released(&self) {
+        self.released.notified().await
+    }
+
+    /// Writes `entry`; false when the tap must be detached (its reader is woken).
+    fn offer(&self, entry: &LogEntry) -> bool {
+        let took = self.writer.write_now(entry);
+        if took != Took::Nothing {
+            self.cursor.store(entry.seq, Ordering::Relaxed);
+        }
+        if took != Took::All {
+            self.released.notify_one();
+        }
+        took == Took::All
+    }
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap").field("cursor", &self.cursor.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
 /// A connection's read past the retained window: it cannot continue without a gap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trimmed;
@@ -128,6 +198,8 @@ struct Inner {
     /// Per run, the seq of its latest terminal event still retained: the run's events before it
     /// need no folding (the run ended).
     ended: HashMap<String, u64>,
+    /// Readers at the head that take each append as it happens.
+    taps: Vec<Arc<Tap>>,
 }
 
 impl Inner {
@@ -315,7 +387,11 @@ impl UserLog {
             end_offset: inner.end_offset,
             appended_at: now.checked_sub(age).unwrap_or(now),
         };
-        inner.entries.push_back(Arc::new(entry));
+        let entry = Arc::new(entry);
+        if !inner.taps.is_empty() {
+            inner.taps.retain(|tap| tap.offer(&entry));
+        }
+        inner.entries.push_back(entry);
         inner.head = seq;
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
@@ -323,10 +399,36 @@ impl UserLog {
         Ok(trimmed)
     }
 
+    /// Attaches `tap` for a reader whose cursor is `cursor`, if that is the head (see [`Tap`]);
+    /// false when there are events to read first, or the log is closed.
+    pub fn attach_tap(&self, tap: &Arc<Tap>, cursor: u64) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.head != cursor || self.is_closed() {
+            return false;
+        }
+        tap.cursor.store(cursor, Ordering::Relaxed);
+        inner.taps.push(tap.clone());
+        true
+    }
+
+    /// Detaches `tap` (if the log has not already) and returns its cursor: the seq of the last
+    /// event it took. Once this returns, the log no longer writes through it.
+    pub fn detach_tap(&self, tap: &Arc<Tap>) -> u64 {
+        let mut inner = self.inner.lock();
+        if let Some(at) = inner.taps.iter().position(|t| Arc::ptr_eq(t, tap)) {
+            inner.taps.swap_remove(at);
+        }
+        tap.cursor.load(Ordering::Relaxed)
+    }
+
     /// Marks the log as replaced: its history was lost (new epoch). Readers are woken and must
     /// close, so their clients reconnect and learn about the new epoch.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        let taps = std::mem::take(&mut self.inner.lock().taps);
+        for tap in taps {
+            tap.released.notify_one();
+        }
         self.appended.notify_waiters();
     }
 

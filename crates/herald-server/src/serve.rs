@@ -11,8 +11,12 @@
 //! cannot pile up idle connections until the process runs out of file descriptors; over the
 //! limit, the connection is closed at once. The slot is freed when the first request arrives
 //! (a WebSocket upgrade then takes a slot of the open-connection count).
+//!
+//! Each request also carries a second handle to its connection's stream ([`crate::tcp`]), for a
+//! WebSocket that writes event frames without its task.
 
 use crate::limits::{IpSlot, Limited};
+use crate::tcp::SharedTcp;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -65,9 +69,11 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let (stream, raw) = SharedTcp::new(stream);
         let service = app.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
             slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(raw.clone());
             request
         });
         let builder = builder.clone();

@@ -10,7 +10,7 @@
 
 use crate::engine::EngineError;
 use crate::gate::Gate;
-use crate::log::{Attached, LogEntry, Opening, Trimmed, UserLog};
+use crate::log::{Attached, LogEntry, Opening, Tap, Trimmed, UserLog};
 use crate::registry::{ConnectionSlot, TooManyConnections, UserManager};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Fuse};
@@ -177,7 +177,16 @@ impl Session {
 
     /// The next batch (up to `max_bytes`, at least one event) after the cursor, or why the stream
     /// stops, or `other`'s output if it finishes first while the session waits for events.
-    pub async fn next<T>(&mut self, max_bytes: usize, other: impl Future<Output = T>) -> Next<T> {
+    ///
+    /// With a `tap` (the transport has nothing of its own left to write), the session at the
+    /// head attaches it while it waits, so new events are written as they are appended and this
+    /// task is not woken for them. The tap is detached again before this returns.
+    pub async fn next<T>(
+        &mut self,
+        max_bytes: usize,
+        tap: Option<&Arc<Tap>>,
+        other: impl Future<Output = T>,
+    ) -> Next<T> {
         tokio::pin!(other);
         loop {
             // A reader kept busy by a publisher on another node may never wait below, where the
@@ -198,6 +207,22 @@ impl Session {
                 Ok(()) => {
                     self.spare = batch;
                     self.live = true;
+                }
+            }
+            if let Some(tap) = tap
+                && self.log.attach_tap(tap, self.cursor)
+            {
+                let tapped = Tapped { log: &self.log, tap };
+                let out = tokio::select! {
+                    biased;
+                    () = tap.released() => None,
+                    stop = poll_fn(|cx| self.signals.poll_stop(cx)) => Some(Next::Stop(stop)),
+                    out = &mut other => Some(Next::Other(out)),
+                };
+                self.cursor = tapped.detach();
+                match out {
+                    Some(next) => return next,
+                    None => continue,
                 }
             }
             tokio::select! {
@@ -239,6 +264,29 @@ impl Session {
                 () = appended => grew = true,
             }
         }
+    }
+}
+
+/// A tap attached for one wait of [`Session::next`]; detached when the wait ends, also when the
+/// wait is dropped (the connection's task ends mid-wait), so the log never writes to a
+/// connection that stopped reading.
+struct Tapped<'a> {
+    log: &'a UserLog,
+    tap: &'a Arc<Tap>,
+}
+
+impl Tapped<'_> {
+    /// Detaches the tap: the seq of the last event it took.
+    fn detach(self) -> u64 {
+        let cursor = self.log.detach_tap(self.tap);
+        std::mem::forget(self);
+        cursor
+    }
+}
+
+impl Drop for Tapped<'_> {
+    fn drop(&mut self) {
+        self.log.detach_tap(self.tap);
     }
 }
 

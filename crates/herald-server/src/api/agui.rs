@@ -345,7 +345,7 @@ impl Reader {
         if !buf.is_empty() {
             return Some(buf);
         }
-        match self.session.next(CHUNK_BYTES, self.keep_alive.tick()).await {
+        match self.session.next(CHUNK_BYTES, None, self.keep_alive.tick()).await {
             Next::Batch(batch) => {
                 // Once live, a reader this far behind is cut off, like a WebSocket with 4008.
                 if self.session.is_live() && self.session.is_too_far_behind() {

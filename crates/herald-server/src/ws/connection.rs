@@ -12,7 +12,7 @@
 use super::socket::Socket;
 use crate::gate::Gate;
 use crate::limits::Verdict;
-use crate::log::LogEntry;
+use crate::log::{LogEntry, Tap};
 use crate::registry::UserManager;
 use crate::stream::{Cursor, Next, Refused, Session, Stop};
 use crate::upstream::Upstream;
@@ -114,6 +114,9 @@ impl UpstreamLink {
 
 struct Connection {
     socket: Socket,
+    /// The socket's tap, attached by the session while the connection waits at the head: the
+    /// log then writes new events itself and this task sleeps (see [`crate::log::Tap`]).
+    tap: Option<Arc<Tap>>,
     session: Session,
     params: Params,
     heartbeat: Heartbeat,
@@ -188,6 +191,7 @@ async fn serve_in_span(
     crate::metrics::connection_attempt("ok");
     let heartbeat = Heartbeat::every(params.heartbeat);
     let mut conn = Connection {
+        tap: socket.tap(),
         socket,
         session,
         params,
@@ -253,6 +257,10 @@ impl Connection {
     /// Live phase: write new events, answer the client, keep the heartbeat.
     async fn run(&mut self) -> End {
         loop {
+            // The tap writes only to an idle socket: send what tungstenite or a detached tap left.
+            if self.tap.is_some() && !self.socket.is_idle() && self.socket.flush().await.is_err() {
+                return End::Gone;
+            }
             let (socket, upstream, heartbeat, reading) =
                 (&mut self.socket, &mut self.upstream, &mut self.heartbeat, &mut self.reading);
             let input = async {
@@ -266,7 +274,9 @@ impl Connection {
                     _ = heartbeat.tick() => Input::Heartbeat,
                 }
             };
-            let end = match self.session.next(WRITE_BATCH_BYTES, input).await {
+            let next = self.session.next(WRITE_BATCH_BYTES, self.tap.as_ref(), input).await;
+            self.socket.resume();
+            let end = match next {
                 Next::Batch(batch) => self.write(batch).await.err(),
                 Next::Stop(stop) => Some(End::from_stop(&self.session, stop)),
                 Next::Other(Input::Message(message)) => self.on_message(message).await,

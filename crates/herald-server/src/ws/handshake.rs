@@ -7,6 +7,7 @@
 //! per-message layers (see [`super::socket`]).
 
 use super::socket::Socket;
+use crate::tcp::RawTcp;
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
@@ -27,6 +28,8 @@ pub struct Handshake {
     on_upgrade: OnUpgrade,
     /// The subprotocols the client offered, in its order.
     offered: Vec<HeaderValue>,
+    /// The TCP connection, on HTTP/1.1: after the switch the WebSocket has it to itself.
+    raw: Option<RawTcp>,
 }
 
 impl Handshake {
@@ -55,7 +58,8 @@ impl Handshake {
         let offered = tokens(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL)
             .filter_map(|offer| HeaderValue::from_bytes(offer).ok())
             .collect();
-        Some(Handshake { key, on_upgrade, offered })
+        let raw = key.as_ref().and_then(|_| parts.extensions.get::<RawTcp>().cloned());
+        Some(Handshake { key, on_upgrade, offered, raw })
     }
 
     /// Answers the request, selecting `protocol` if the client offered it, and runs `serve` on
@@ -66,7 +70,7 @@ impl Handshake {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let selected = protocol.filter(|p| self.offered.iter().any(|o| o == p)).map(HeaderValue::from_static);
-        let on_upgrade = self.on_upgrade;
+        let (on_upgrade, raw) = (self.on_upgrade, self.raw);
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -77,7 +81,7 @@ impl Handshake {
             };
             let stream =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-            serve(Socket::new(stream)).await;
+            serve(Socket::new(stream, raw)).await;
         });
         let mut response = match &self.key {
             Some(key) => Response::builder()

@@ -8,19 +8,34 @@
 //! connections writing them here took about a tenth off the server's user time per frame
 //! (docs/benchmarks.md).
 //!
-//! Both paths write to one stream, so whole frames must go out in the order they were queued.
-//! Two rules keep it so:
+//! On a connection accepted over HTTP/1.1 there is a third writer: the socket's [`Tap`], through
+//! which the user's log writes each new event while the connection's task sleeps (see
+//! [`crate::log`]). It writes only while attached, and the task attaches it only when nothing is
+//! queued here and tungstenite has nothing to send (`is_idle`); while attached, the task reads
+//! but writes nothing (a read that makes tungstenite queue a pong returns that ping, and the
+//! task detaches before it writes again).
+//!
+//! All paths write to one stream, so whole frames must go out in the order they were queued.
+//! Three rules keep it so:
 //! - bytes of a direct write that was interrupted (the caller stopped waiting) stay queued here
 //!   and go out before anything tungstenite sends;
 //! - tungstenite may queue a frame of its own while reading (the pong to a client's ping, the
 //!   reply to its close), and a send through it may stop half done: after either, tungstenite
-//!   is flushed before the next direct write.
+//!   is flushed before the next direct write;
+//! - the rest of a frame the tap could write only in part is taken over by [`Socket::resume`]
+//!   and goes out before anything else, tungstenite's pong included.
 
+use crate::log::{LogEntry, Tap, TapWriter, Took};
+use crate::tcp::RawTcp;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use std::io::IoSlice;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::{Error, Message};
 
@@ -40,12 +55,49 @@ pub struct Socket {
     /// Set by a read or an unfinished send: tungstenite may hold bytes to send (see the module
     /// docs).
     tungstenite_may_write: bool,
+    /// The tap's writer, when the stream is a TCP connection of its own (not an HTTP/2 stream).
+    outlet: Option<Arc<Outlet>>,
+    /// `queued` starts with the rest of a frame the tap wrote in part: it goes out first.
+    rest_first: bool,
 }
 
 impl Socket {
-    /// Wraps a stream that completed the handshake.
-    pub fn new(stream: WebSocketStream<TokioIo<Upgraded>>) -> Self {
-        Self { stream: Box::new(stream), queued: Vec::new(), written: 0, tungstenite_may_write: false }
+    /// Wraps a stream that completed the handshake; `raw` is its TCP connection when the
+    /// WebSocket has that connection to itself (HTTP/1.1), which gives the socket a tap.
+    pub fn new(stream: WebSocketStream<TokioIo<Upgraded>>, raw: Option<RawTcp>) -> Self {
+        Self {
+            stream: Box::new(stream),
+            queued: Vec::new(),
+            written: 0,
+            tungstenite_may_write: false,
+            outlet: raw.map(|RawTcp(tcp)| Arc::new(Outlet { tcp, rest: Mutex::new(Vec::new()) })),
+            rest_first: false,
+        }
+    }
+
+    /// A tap that writes event frames to this socket's stream, if it has one of its own. Attach
+    /// it only while [`Socket::is_idle`], and call [`Socket::resume`] once it is detached.
+    pub fn tap(&self) -> Option<Arc<Tap>> {
+        self.outlet.clone().map(Tap::new)
+    }
+
+    /// True when nothing is queued here and tungstenite has nothing to send: the tap may write.
+    pub fn is_idle(&self) -> bool {
+        self.queued.is_empty() && !self.tungstenite_may_write
+    }
+
+    /// Takes over what the detached tap could not write, to go out before anything else.
+    pub fn resume(&mut self) {
+        let Some(outlet) = &self.outlet else { return };
+        let mut rest = outlet.rest.lock();
+        if rest.is_empty() {
+            return;
+        }
+        debug_assert!(self.queued.is_empty(), "the tap writes only while the socket is idle");
+        let mut bytes = std::mem::take(&mut *rest);
+        bytes.append(&mut self.queued);
+        self.queued = bytes;
+        self.rest_first = true;
     }
 
     /// Queues one text frame; nothing is written until [`Socket::flush`].
@@ -56,10 +108,20 @@ impl Socket {
     /// Writes every queued frame, and tungstenite's own first. Cancel-safe: what is not written
     /// yet stays queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
+        if self.rest_first {
+            self.write_queued().await?;
+            self.rest_first = false;
+        }
         if self.tungstenite_may_write {
             self.stream.flush().await?;
             self.tungstenite_may_write = false;
         }
+        self.write_queued().await?;
+        Ok(())
+    }
+
+    /// Writes the queued bytes; cancel-safe.
+    async fn write_queued(&mut self) -> Result<(), Error> {
         while self.written < self.queued.len() {
             let n = self.stream.get_mut().write(&self.queued[self.written..]).await?;
             if n == 0 {
@@ -97,7 +159,7 @@ impl Socket {
     /// connection is closing): tungstenite may answer a ping as it reads, and its pong would land
     /// inside that frame.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        if self.written > 0 {
+        if self.written > 0 || self.rest_first {
             return Poll::Ready(None);
         }
         let polled = self.stream.poll_next_unpin(cx);
@@ -113,21 +175,69 @@ impl Socket {
     }
 }
 
-/// Appends the wire bytes of a final, unmasked text frame carrying `text` (RFC 6455 §5.2).
-fn push_text_frame(out: &mut Vec<u8>, text: &str) {
-    const FIN_TEXT: u8 = 0x80 | 0x1;
-    let len = text.len();
-    out.reserve(len + 10);
-    out.push(FIN_TEXT);
-    if len < 126 {
-        out.push(len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(126);
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+/// The tap's writer: event frames go straight to the TCP stream, from the appender's thread,
+/// and never wait (see the module docs).
+#[derive(Debug)]
+struct Outlet {
+    tcp: Arc<TcpStream>,
+    /// The unwritten rest of a frame the stream took only part of.
+    rest: Mutex<Vec<u8>>,
+}
+
+impl TapWriter for Arc<Outlet> {
+    fn write_now(&self, entry: &LogEntry) -> Took {
+        let text = entry.frame.as_str().as_bytes();
+        let mut header = [0; MAX_HEADER];
+        let header = text_frame_header(text.len(), &mut header);
+        let took = match self.tcp.try_write_vectored(&[IoSlice::new(header), IoSlice::new(text)]) {
+            Ok(n) if n == header.len() + text.len() => Took::All,
+            Ok(n) if n > 0 => {
+                let mut rest = self.rest.lock();
+                if n < header.len() {
+                    rest.extend_from_slice(&header[n..]);
+                    rest.extend_from_slice(text);
+                } else {
+                    rest.extend_from_slice(&text[n - header.len()..]);
+                }
+                Took::Part
+            }
+            // A full socket, or an error the connection's own write will meet and report.
+            _ => Took::Nothing,
+        };
+        if took != Took::Nothing {
+            crate::metrics::Delivery::new()
+                .written(std::iter::once(entry.appended_at), std::time::Instant::now());
+        }
+        took
     }
+}
+
+/// The longest frame header: 2 bytes and a 64-bit length.
+const MAX_HEADER: usize = 10;
+
+/// The header of a final, unmasked text frame of `len` bytes (RFC 6455 §5.2), in `buf`.
+fn text_frame_header(len: usize, buf: &mut [u8; MAX_HEADER]) -> &[u8] {
+    const FIN_TEXT: u8 = 0x80 | 0x1;
+    buf[0] = FIN_TEXT;
+    if len < 126 {
+        buf[1] = len as u8;
+        &buf[..2]
+    } else if let Ok(len) = u16::try_from(len) {
+        buf[1] = 126;
+        buf[2..4].copy_from_slice(&len.to_be_bytes());
+        &buf[..4]
+    } else {
+        buf[1] = 127;
+        buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        &buf[..10]
+    }
+}
+
+/// Appends the wire bytes of a final, unmasked text frame carrying `text`.
+fn push_text_frame(out: &mut Vec<u8>, text: &str) {
+    let mut header = [0; MAX_HEADER];
+    out.reserve(text.len() + MAX_HEADER);
+    out.extend_from_slice(text_frame_header(text.len(), &mut header));
     out.extend_from_slice(text.as_bytes());
 }
 
