@@ -640,6 +640,66 @@ mod tests {
         seq
     }
 
+    /// Takes what its script says, in turn, and records the seqs it was offered.
+    struct Scripted {
+        takes: Mutex<VecDeque<Took>>,
+        offered: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl TapWriter for Scripted {
+        fn write_now(&self, entry: &LogEntry) -> Took {
+            self.offered.lock().push(entry.seq);
+            self.takes.lock().pop_front().unwrap_or(Took::All)
+        }
+    }
+
+    fn scripted(takes: &[Took]) -> (Arc<Tap>, Arc<Mutex<Vec<u64>>>) {
+        let offered = Arc::new(Mutex::new(Vec::new()));
+        let writer =
+            Scripted { takes: Mutex::new(takes.iter().copied().collect()), offered: offered.clone() };
+        (Tap::new(writer), offered)
+    }
+
+    #[tokio::test]
+    async fn a_tap_attaches_only_at_the_head_and_takes_appends_until_one_does_not_go_whole() {
+        let l = log(10);
+        push(&l, EventKind::Progress, "r");
+        let (tap, offered) = scripted(&[Took::All, Took::Part, Took::All]);
+        assert!(!l.attach_tap(&tap, 0), "a reader behind the head reads first");
+        assert!(l.attach_tap(&tap, 1));
+        push(&l, EventKind::Progress, "r"); // 2: whole
+        push(&l, EventKind::Progress, "r"); // 3: in part, so the tap is detached
+        push(&l, EventKind::Progress, "r"); // 4: read from the log
+        assert_eq!(*offered.lock(), vec![2, 3], "nothing is offered once detached");
+        tokio::time::timeout(Duration::from_secs(5), tap.released()).await.expect("the reader is woken");
+        assert_eq!(
+            l.detach_tap(&tap),
+            3,
+            "a frame taken in part is past the cursor: its rest is the reader's"
+        );
+        assert_eq!(l.read_after(3, 1 << 20).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_leaves_the_event_to_the_reader_and_a_closed_log_releases_its_taps() {
+        let l = log(10);
+        let (tap, _) = scripted(&[Took::Nothing]);
+        assert!(l.attach_tap(&tap, 0));
+        push(&l, EventKind::Progress, "r");
+        tokio::time::timeout(Duration::from_secs(5), tap.released()).await.expect("released");
+        assert_eq!(l.detach_tap(&tap), 0, "the event was not taken");
+
+        let (tap, offered) = scripted(&[]);
+        assert!(l.attach_tap(&tap, 1));
+        assert_eq!(l.detach_tap(&tap), 1);
+        push(&l, EventKind::Progress, "r");
+        assert!(offered.lock().is_empty(), "a detached tap is not written to");
+        assert!(l.attach_tap(&tap, 2));
+        l.close();
+        tokio::time::timeout(Duration::from_secs(5), tap.released()).await.expect("released at close");
+        assert!(!l.attach_tap(&tap, 2), "a closed log takes no taps");
+    }
+
     #[tokio::test]
     async fn an_append_between_the_read_and_the_wait_still_wakes_the_reader() {
         let l = log(10);

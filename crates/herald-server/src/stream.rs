@@ -212,7 +212,7 @@ impl Session {
             if let Some(tap) = tap
                 && self.log.attach_tap(tap, self.cursor)
             {
-                let tapped = Tapped { log: &self.log, tap };
+                let tapped = Tapped { log: &self.log, tap: Some(tap) };
                 let out = tokio::select! {
                     biased;
                     () = tap.released() => None,
@@ -272,21 +272,23 @@ impl Session {
 /// connection that stopped reading.
 struct Tapped<'a> {
     log: &'a UserLog,
-    tap: &'a Arc<Tap>,
+    /// `None` once detached.
+    tap: Option<&'a Arc<Tap>>,
 }
 
 impl Tapped<'_> {
     /// Detaches the tap: the seq of the last event it took.
-    fn detach(self) -> u64 {
-        let cursor = self.log.detach_tap(self.tap);
-        std::mem::forget(self);
-        cursor
+    fn detach(mut self) -> u64 {
+        let tap = self.tap.take().expect("attached until detached");
+        self.log.detach_tap(tap)
     }
 }
 
 impl Drop for Tapped<'_> {
     fn drop(&mut self) {
-        self.log.detach_tap(self.tap);
+        if let Some(tap) = self.tap {
+            self.log.detach_tap(tap);
+        }
     }
 }
 

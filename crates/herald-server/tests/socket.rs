@@ -190,3 +190,56 @@ async fn pings_between_events_are_answered_and_every_frame_arrives_whole() {
     assert_eq!(names, expected);
     assert_eq!(pongs, (0..ROUNDS).map(|r| vec![r; 125]).collect::<Vec<_>>());
 }
+
+/// A client that stops reading while event frames are written by the log (its socket caught
+/// up, so each append goes straight to the stream) fills the socket mid-frame: the connection
+/// takes over the frame's rest, and the pongs it owes go out after it. Reading again, the client
+/// gets every event whole and in order, and every pong.
+#[tokio::test]
+async fn a_socket_filled_mid_frame_by_live_events_sends_the_rest_before_its_pongs() {
+    use futures_util::{SinkExt, StreamExt};
+    use herald_server::config::Settings;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    // 24 MiB: more than the kernel buffers of both ends hold on loopback.
+    const REQUESTS: u8 = 24;
+    const PER_REQUEST: usize = 20;
+    let server = TestServer::with(Settings {
+        max_pending_bytes: Some(256 << 20),
+        max_body_bytes: Some(4 << 20),
+        ..Settings::default()
+    })
+    .await;
+    let mut request = herald_client::ws_url(&server.url).into_client_request().unwrap();
+    let bearer = format!("Bearer {}", server.token("u"));
+    request.headers_mut().insert("authorization", bearer.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // Welcome and synced: the connection is at the head, so its socket is tapped.
+    for _ in 0..2 {
+        tokio::time::timeout(T, ws.next()).await.unwrap().unwrap().unwrap();
+    }
+    let pad = "p".repeat(50_000);
+    for round in 0..REQUESTS {
+        ws.send(Message::Ping(vec![round; 16].into())).await.unwrap();
+        let events: Vec<_> = (0..PER_REQUEST)
+            .map(|i| serde_json::json!({"user_id": "u", "event": "custom", "data": {"name": format!("{round}-{i}"), "pad": pad}}))
+            .collect();
+        let (status, body) = server.publisher.post(&serde_json::json!({ "events": events })).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let (mut pongs, mut seqs) = (Vec::new(), Vec::new());
+    while seqs.len() < REQUESTS as usize * PER_REQUEST || pongs.len() < REQUESTS as usize {
+        match tokio::time::timeout(T, ws.next()).await.expect("frames keep coming").unwrap().unwrap() {
+            Message::Pong(payload) => pongs.push(payload.to_vec()),
+            Message::Text(text) => match serde_json::from_str::<ServerFrame>(text.as_str()).unwrap() {
+                ServerFrame::Event(e) => {
+                    assert_eq!(e.data["pad"], pad.as_str(), "seq {}: the frame is whole", e.seq);
+                    seqs.push(e.seq);
+                }
+                other => panic!("unexpected frame {other:?}"),
+            },
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+    assert_eq!(seqs, (1..=(REQUESTS as u64 * PER_REQUEST as u64)).collect::<Vec<_>>(), "in order, no gaps");
+    assert_eq!(pongs, (0..REQUESTS).map(|r| vec![r; 16]).collect::<Vec<_>>());
+}
