@@ -104,22 +104,21 @@ pub struct Opening {
     pub snapshot: bool,
 }
 
-/// How much of an event's frame a [`TapWriter`] took.
+/// How much of the frames offered a [`TapWriter`] took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Took {
-    /// All of it: the tap stays attached.
-    All,
-    /// Part of it: the writer keeps the rest for its reader to send first; the tap is detached.
-    Part,
-    /// None of it (the socket is full, or failed): the tap is detached, the reader reads the
-    /// event from the log.
-    Nothing,
+pub struct Taken {
+    /// Frames written whole, from the first.
+    pub whole: usize,
+    /// True when the frame after those was written in part: the writer keeps its rest for its
+    /// reader to send before anything else.
+    pub in_part: bool,
 }
 
 /// What a [`Tap`] writes with: called under the log's lock, so it must not wait.
 pub trait TapWriter: Send + Sync {
-    /// Writes `entry`'s frame now, as much of it as can go without waiting.
-    fn write_now(&self, entry: &LogEntry) -> Took;
+    /// Writes the frames of `entries` now, in order, as much as can go without waiting (a full
+    /// socket, or one that failed, takes nothing).
+    fn write_now(&self, entries: &[&LogEntry]) -> Taken;
 }
 
 /// A caught-up reader's way to take events as they are appended (see the module docs).
@@ -149,16 +148,18 @@ impl Tap {
         self.released.notified().await
     }
 
-    /// Writes `entry`; false when the tap must be detached (its reader is woken).
-    fn offer(&self, entry: &LogEntry) -> bool {
-        let took = self.writer.write_now(entry);
-        if took != Took::Nothing {
-            self.cursor.store(entry.seq, Ordering::Relaxed);
+    /// Writes `entries`; false when the tap must be detached (its reader is woken).
+    fn offer(&self, entries: &[&LogEntry]) -> bool {
+        let taken = self.writer.write_now(entries);
+        let through = taken.whole + usize::from(taken.in_part);
+        if let Some(last) = through.checked_sub(1).map(|i| entries[i]) {
+            self.cursor.store(last.seq, Ordering::Relaxed);
         }
-        if took != Took::All {
+        let all = taken.whole == entries.len();
+        if !all {
             self.released.notify_one();
         }
-        took == Took::All
+        all
     }
 }
 
@@ -360,15 +361,40 @@ impl UserLog {
     /// The seq is checked under the log's lock, so writers racing to deliver the same event (a
     /// live message and a catch-up read) append it exactly once, in order.
     pub fn append(&self, event: NewEntry) -> Result<Vec<Arc<LogEntry>>, NotNext> {
-        let NewEntry { seq, id, run_id, kind, frame, age } = event;
+        self.append_all(vec![event])
+    }
+
+    /// Appends consecutive events, the first `head + 1`, under one lock: a tap gets them in one
+    /// write. Nothing is appended when the first is not the next one (or the rest do not follow
+    /// it).
+    pub fn append_all(&self, events: Vec<NewEntry>) -> Result<Vec<Arc<LogEntry>>, NotNext> {
         let now = Instant::now();
         let mut inner = self.inner.lock();
-        if seq <= inner.head {
+        let Some(first) = events.first() else { return Ok(Vec::new()) };
+        if first.seq <= inner.head {
             return Err(NotNext::AlreadyHave);
         }
-        if seq > inner.head + 1 {
+        if first.seq > inner.head + 1 || events.iter().zip(&events[1..]).any(|(a, b)| b.seq != a.seq + 1) {
             return Err(NotNext::Gap);
         }
+        let appended = events.len();
+        for event in events {
+            self.push_locked(&mut inner, event, now);
+        }
+        if !inner.taps.is_empty() {
+            let Inner { entries, taps, .. } = &mut *inner;
+            let new: Vec<&LogEntry> = entries.range(entries.len() - appended..).map(|e| &**e).collect();
+            taps.retain(|tap| tap.offer(&new));
+        }
+        let trimmed = self.trim_locked(&mut inner, now);
+        drop(inner);
+        self.appended.notify_waiters();
+        Ok(trimmed)
+    }
+
+    /// Adds `event` (already checked to be the next) at the head.
+    fn push_locked(&self, inner: &mut Inner, event: NewEntry, now: Instant) {
+        let NewEntry { seq, id, run_id, kind, frame, age } = event;
         if kind.is_terminal()
             && let Some(run) = &run_id
         {
@@ -387,16 +413,8 @@ impl UserLog {
             end_offset: inner.end_offset,
             appended_at: now.checked_sub(age).unwrap_or(now),
         };
-        let entry = Arc::new(entry);
-        if !inner.taps.is_empty() {
-            inner.taps.retain(|tap| tap.offer(&entry));
-        }
-        inner.entries.push_back(entry);
+        inner.entries.push_back(Arc::new(entry));
         inner.head = seq;
-        let trimmed = self.trim_locked(&mut inner, now);
-        drop(inner);
-        self.appended.notify_waiters();
-        Ok(trimmed)
     }
 
     /// Attaches `tap` for a reader whose cursor is `cursor`, if that is the head (see [`Tap`]);
@@ -640,16 +658,33 @@ mod tests {
         seq
     }
 
-    /// Takes what its script says, in turn, and records the seqs it was offered.
+    /// How much of one offered frame a scripted writer takes.
+    #[derive(Clone, Copy)]
+    enum Took {
+        All,
+        Part,
+        Nothing,
+    }
+
+    /// Takes what its script says, in turn (one step per offered frame, up to the first frame
+    /// not taken whole), and records the seqs it was offered.
     struct Scripted {
         takes: Mutex<VecDeque<Took>>,
         offered: Arc<Mutex<Vec<u64>>>,
     }
 
     impl TapWriter for Scripted {
-        fn write_now(&self, entry: &LogEntry) -> Took {
-            self.offered.lock().push(entry.seq);
-            self.takes.lock().pop_front().unwrap_or(Took::All)
+        fn write_now(&self, entries: &[&LogEntry]) -> Taken {
+            let mut taken = Taken { whole: 0, in_part: false };
+            for entry in entries {
+                self.offered.lock().push(entry.seq);
+                match self.takes.lock().pop_front().unwrap_or(Took::All) {
+                    Took::All => taken.whole += 1,
+                    Took::Part => return Taken { in_part: true, ..taken },
+                    Took::Nothing => return taken,
+                }
+            }
+            taken
         }
     }
 
@@ -678,6 +713,37 @@ mod tests {
             "a frame taken in part is past the cursor: its rest is the reader's"
         );
         assert_eq!(l.read_after(3, 1 << 20).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
+
+    fn entry_at(seq: u64) -> NewEntry {
+        let frame = format!("frame-{seq:04}");
+        NewEntry {
+            seq,
+            id: format!("id{seq}"),
+            run_id: None,
+            kind: EventKind::Custom,
+            frame: frame.into(),
+            age: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_to_a_tap_in_one_write_and_a_cut_inside_it_moves_the_cursor_to_the_cut_frame() {
+        let l = log(10);
+        let (tap, offered) = scripted(&[Took::All, Took::Part]);
+        assert!(l.attach_tap(&tap, 0));
+        assert_eq!(l.append_all(vec![entry_at(2), entry_at(3)]).unwrap_err(), NotNext::Gap);
+        assert_eq!(
+            l.append_all(vec![entry_at(1), entry_at(3)]).unwrap_err(),
+            NotNext::Gap,
+            "the rest must follow"
+        );
+        assert_eq!(l.head(), 0, "a refused batch appends nothing");
+        l.append_all(vec![entry_at(1), entry_at(2), entry_at(3)]).unwrap();
+        assert_eq!(*offered.lock(), vec![1, 2], "one offer of the batch, up to the frame cut");
+        tokio::time::timeout(Duration::from_secs(5), tap.released()).await.expect("released");
+        assert_eq!(l.detach_tap(&tap), 2);
+        assert_eq!(l.head(), 3);
     }
 
     #[tokio::test]

@@ -212,29 +212,30 @@ impl Engine for MemoryEngine {
         for ((part, planned), book) in parts.iter().zip(&planned).zip(books.iter_mut()) {
             let first_seq = book.log.head() + 1;
             let mut seq = first_seq - 1;
+            let mut entries = Vec::with_capacity(part.events.len());
             for k in part.fresh(planned) {
                 let (id, event) = (&part.ids[k], part.events[k].1);
                 seq += 1;
-                let trimmed = book
-                    .log
-                    .append(NewEntry {
-                        seq,
-                        id: id.clone(),
-                        run_id: event.run_id.clone(),
-                        kind: event.kind,
-                        frame: encoder.frame(seq, id, event),
-                        age: Duration::ZERO,
-                    })
-                    .expect("the book's lock makes this the next seq");
-                // Only publisher-given ids are kept; hashing every trimmed event's id to remove
-                // nothing showed in profiles.
-                if !book.ids.is_empty() {
-                    for old in trimmed {
-                        book.ids.remove(&old.id);
-                    }
-                }
                 if part.keyed(k) {
                     book.ids.insert(id.clone(), seq);
+                }
+                entries.push(NewEntry {
+                    seq,
+                    id: id.clone(),
+                    run_id: event.run_id.clone(),
+                    kind: event.kind,
+                    frame: encoder.frame(seq, id, event),
+                    age: Duration::ZERO,
+                });
+            }
+            // One append per user: its connections get the part's frames in one write each.
+            let trimmed = book.log.append_all(entries).expect("the book's lock makes these the next seqs");
+            // Only publisher-given ids are kept; hashing every trimmed event's id to remove
+            // nothing showed in profiles. (An event of this part may be trimmed already: its id
+            // goes too, as it would have one event at a time.)
+            if !book.ids.is_empty() {
+                for old in trimmed {
+                    book.ids.remove(&old.id);
                 }
             }
             for (run, state) in part.runs.iter().zip(&planned.after) {
