@@ -116,9 +116,9 @@ pub struct Taken {
 
 /// What a [`Tap`] writes with: called under the log's lock, so it must not wait.
 pub trait TapWriter: Send + Sync {
-    /// Writes the frames of `entries` now, in order, as much as can go without waiting (a full
-    /// socket, or one that failed, takes nothing).
-    fn write_now(&self, entries: &[&LogEntry]) -> Taken;
+    /// Writes the frames of `entries` (appended at `now`) now, in order, as much as can go
+    /// without waiting (a full socket, or one that failed, takes nothing).
+    fn write_now(&self, entries: &[&LogEntry], now: Instant) -> Taken;
 }
 
 /// A caught-up reader's way to take events as they are appended (see the module docs).
@@ -127,21 +127,34 @@ pub trait TapWriter: Send + Sync {
 /// goes to its writer, and the reader's task sleeps until [`Tap::released`] (or until anything
 /// else it waits for happens: it then detaches with [`UserLog::detach_tap`] before writing
 /// anything itself, so the two never write at once).
-pub struct Tap {
-    writer: Box<dyn TapWriter>,
+///
+/// The writer is kept inline (`Arc<Tap<W>>` coerces to `Arc<Tap>`): an append to a user with
+/// thousands of others finds each tap cold in the cache, and every pointer on the way to the
+/// socket is one more miss.
+pub struct Tap<W: ?Sized = dyn TapWriter> {
     /// The seq of the last event the writer took, whole or in part. Changed under the log's
     /// lock only.
     cursor: AtomicU64,
     /// Woken when the log detaches the tap: a write did not go whole, or the log closed.
     released: Notify,
+    writer: W,
+}
+
+impl<W: TapWriter> Tap<W> {
+    /// A tap that writes with `writer`.
+    pub fn new(writer: W) -> Arc<Self> {
+        Arc::new(Self { cursor: AtomicU64::new(0), released: Notify::new(), writer })
+    }
+}
+
+impl<W: ?Sized> Tap<W> {
+    /// The tap's writer.
+    pub fn writer(&self) -> &W {
+        &self.writer
+    }
 }
 
 impl Tap {
-    /// A tap that writes with `writer`.
-    pub fn new(writer: impl TapWriter + 'static) -> Arc<Self> {
-        Arc::new(Self { writer: Box::new(writer), cursor: AtomicU64::new(0), released: Notify::new() })
-    }
-
     /// Completes once the log detached the tap on its own (or spuriously, once, after the
     /// reader detached it itself): detach and read on from the cursor.
     pub async fn released(&self) {
@@ -149,8 +162,8 @@ impl Tap {
     }
 
     /// Writes `entries`; false when the tap must be detached (its reader is woken).
-    fn offer(&self, entries: &[&LogEntry]) -> bool {
-        let taken = self.writer.write_now(entries);
+    fn offer(&self, entries: &[&LogEntry], now: Instant) -> bool {
+        let taken = self.writer.write_now(entries, now);
         let through = taken.whole + usize::from(taken.in_part);
         if let Some(last) = through.checked_sub(1).map(|i| entries[i]) {
             self.cursor.store(last.seq, Ordering::Relaxed);
@@ -163,7 +176,7 @@ impl Tap {
     }
 }
 
-impl std::fmt::Debug for Tap {
+impl<W: ?Sized> std::fmt::Debug for Tap<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tap").field("cursor", &self.cursor.load(Ordering::Relaxed)).finish_non_exhaustive()
     }
@@ -384,7 +397,7 @@ impl UserLog {
         if !inner.taps.is_empty() {
             let Inner { entries, taps, .. } = &mut *inner;
             let new: Vec<&LogEntry> = entries.range(entries.len() - appended..).map(|e| &**e).collect();
-            taps.retain(|tap| tap.offer(&new));
+            taps.retain(|tap| tap.offer(&new, now));
         }
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
@@ -674,7 +687,7 @@ mod tests {
     }
 
     impl TapWriter for Scripted {
-        fn write_now(&self, entries: &[&LogEntry]) -> Taken {
+        fn write_now(&self, entries: &[&LogEntry], _: Instant) -> Taken {
             let mut taken = Taken { whole: 0, in_part: false };
             for entry in entries {
                 self.offered.lock().push(entry.seq);

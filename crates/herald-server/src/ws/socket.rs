@@ -35,8 +35,8 @@ use socket2::SockRef;
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::{Error, Message};
@@ -57,8 +57,9 @@ pub struct Socket {
     /// Set by a read or an unfinished send: tungstenite may hold bytes to send (see the module
     /// docs).
     tungstenite_may_write: bool,
-    /// The tap's writer, when the stream is a TCP connection of its own (not an HTTP/2 stream).
-    outlet: Option<Arc<Outlet>>,
+    /// The tap and its writer, when the stream is a TCP connection of its own (not an HTTP/2
+    /// stream).
+    tap: Option<Arc<Tap<Outlet>>>,
     /// `queued` starts with the rest of a frame the tap wrote in part: it goes out first.
     rest_first: bool,
 }
@@ -72,7 +73,7 @@ impl Socket {
             queued: Vec::new(),
             written: 0,
             tungstenite_may_write: false,
-            outlet: raw.map(|RawTcp(tcp)| Arc::new(Outlet { tcp, rest: Mutex::new(Vec::new()) })),
+            tap: raw.map(|RawTcp(tcp)| Tap::new(Outlet { tcp, rest: Mutex::new(Vec::new()) })),
             rest_first: false,
         }
     }
@@ -80,7 +81,7 @@ impl Socket {
     /// A tap that writes event frames to this socket's stream, if it has one of its own. Attach
     /// it only while [`Socket::is_idle`], and call [`Socket::resume`] once it is detached.
     pub fn tap(&self) -> Option<Arc<Tap>> {
-        self.outlet.clone().map(Tap::new)
+        self.tap.clone().map(|tap| tap as Arc<Tap>)
     }
 
     /// True when nothing is queued here and tungstenite has nothing to send: the tap may write.
@@ -90,8 +91,8 @@ impl Socket {
 
     /// Takes over what the detached tap could not write, to go out before anything else.
     pub fn resume(&mut self) {
-        let Some(outlet) = &self.outlet else { return };
-        let mut rest = outlet.rest.lock();
+        let Some(tap) = &self.tap else { return };
+        let mut rest = tap.writer().rest.lock();
         if rest.is_empty() {
             return;
         }
@@ -189,8 +190,8 @@ struct Outlet {
 /// Frames per `sendmsg`: a batch longer than this goes in several (two slices per frame).
 const FRAMES_PER_SEND: usize = 32;
 
-impl TapWriter for Arc<Outlet> {
-    fn write_now(&self, entries: &[&LogEntry]) -> Taken {
+impl TapWriter for Outlet {
+    fn write_now(&self, entries: &[&LogEntry], now: Instant) -> Taken {
         let mut taken = Taken { whole: 0, in_part: false };
         for chunk in entries.chunks(FRAMES_PER_SEND) {
             let part = self.send(chunk);
@@ -202,8 +203,7 @@ impl TapWriter for Arc<Outlet> {
         }
         let through = taken.whole + usize::from(taken.in_part);
         if through > 0 {
-            crate::metrics::Delivery::new()
-                .written(entries[..through].iter().map(|e| e.appended_at), std::time::Instant::now());
+            crate::metrics::Delivery::new().written(entries[..through].iter().map(|e| e.appended_at), now);
         }
         taken
     }
@@ -225,8 +225,10 @@ impl Outlet {
         }
         let wire = &wire[..2 * entries.len()];
         // sendmsg(2) through socket2, not writev(2): a write through the file layer cost 7 % of
-        // the server's CPU more at 1,000 connections. `try_io` keeps tokio's readiness right.
-        let sent = self.tcp.try_io(Interest::WRITABLE, || SockRef::from(&*self.tcp).send_vectored(wire));
+        // the server's CPU more at 1,000 connections. Not through tokio's `try_io` either (its
+        // readiness state is one more cold cache line per write): a write refused here leaves
+        // tokio's readiness stale at worst, and the connection's own write finds out and waits.
+        let sent = SockRef::from(&*self.tcp).send_vectored(wire);
         // A full socket, or an error the connection's own write will meet and report: nothing.
         let mut left = sent.unwrap_or(0);
         let mut taken = Taken { whole: 0, in_part: false };
