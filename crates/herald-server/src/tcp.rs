@@ -15,6 +15,9 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// Most bytes one read takes (see `poll_read`).
+const MAX_READ: usize = 64 * 1024;
+
 /// The stream hyper serves: reads and writes go to the shared [`TcpStream`].
 #[derive(Debug)]
 pub struct SharedTcp(Arc<TcpStream>);
@@ -36,9 +39,11 @@ impl AsyncRead for SharedTcp {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.0.poll_read_ready(cx))?;
-            // Safe code cannot read into uninitialized memory: zero it first (a few KiB per read,
-            // and reads are rare on a connection that mostly writes).
-            match self.0.try_read(buf.initialize_unfilled()) {
+            // Safe code cannot read into uninitialized memory: zero it first, at most
+            // `MAX_READ` of it (hyper's buffer grows for large bodies; zeroing it all at every
+            // read would cost more than the read).
+            let len = buf.remaining().min(MAX_READ);
+            match self.0.try_read(buf.initialize_unfilled_to(len)) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
