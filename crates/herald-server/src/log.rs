@@ -118,7 +118,7 @@ pub struct Taken {
 pub trait TapWriter: Send + Sync {
     /// Writes the frames of `entries` (appended at `now`) now, in order, as much as can go
     /// without waiting (a full socket, or one that failed, takes nothing).
-    fn write_now(&self, entries: &[&LogEntry], now: Instant) -> Taken;
+    fn write_now(&self, entries: &[Arc<LogEntry>], now: Instant) -> Taken;
 }
 
 /// A caught-up reader's way to take events as they are appended (see the module docs).
@@ -161,18 +161,21 @@ impl Tap {
         self.released.notified().await
     }
 
-    /// Writes `entries`; false when the tap must be detached (its reader is woken).
-    fn offer(&self, entries: &[&LogEntry], now: Instant) -> bool {
-        let taken = self.writer.write_now(entries, now);
-        let through = taken.whole + usize::from(taken.in_part);
-        if let Some(last) = through.checked_sub(1).map(|i| entries[i]) {
-            self.cursor.store(last.seq, Ordering::Relaxed);
+    /// Writes the events of `parts` (consecutive, in order: the new entries, as the log's ring
+    /// buffer holds them); false when the tap must be detached (its reader is woken).
+    fn offer(&self, parts: [&[Arc<LogEntry>]; 2], now: Instant) -> bool {
+        for entries in parts.into_iter().filter(|p| !p.is_empty()) {
+            let taken = self.writer.write_now(entries, now);
+            let through = taken.whole + usize::from(taken.in_part);
+            if let Some(last) = through.checked_sub(1).map(|i| &entries[i]) {
+                self.cursor.store(last.seq, Ordering::Relaxed);
+            }
+            if taken.whole < entries.len() {
+                self.released.notify_one();
+                return false;
+            }
         }
-        let all = taken.whole == entries.len();
-        if !all {
-            self.released.notify_one();
-        }
-        all
+        true
     }
 }
 
@@ -396,8 +399,12 @@ impl UserLog {
         }
         if !inner.taps.is_empty() {
             let Inner { entries, taps, .. } = &mut *inner;
-            let new: Vec<&LogEntry> = entries.range(entries.len() - appended..).map(|e| &**e).collect();
-            taps.retain(|tap| tap.offer(&new, now));
+            // The new entries are the ring buffer's last: the end of its second slice, and of
+            // its first when they wrap around.
+            let (front, back) = entries.as_slices();
+            let in_back = appended.min(back.len());
+            let new = [&front[front.len() - (appended - in_back)..], &back[back.len() - in_back..]];
+            taps.retain(|tap| tap.offer(new, now));
         }
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
@@ -687,7 +694,7 @@ mod tests {
     }
 
     impl TapWriter for Scripted {
-        fn write_now(&self, entries: &[&LogEntry], _: Instant) -> Taken {
+        fn write_now(&self, entries: &[Arc<LogEntry>], _: Instant) -> Taken {
             let mut taken = Taken { whole: 0, in_part: false };
             for entry in entries {
                 self.offered.lock().push(entry.seq);
@@ -757,6 +764,19 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), tap.released()).await.expect("released");
         assert_eq!(l.detach_tap(&tap), 2);
         assert_eq!(l.head(), 3);
+    }
+
+    #[test]
+    fn a_tap_gets_every_batch_in_order_also_where_the_retained_ring_wraps_around() {
+        let l = log(3);
+        let (tap, offered) = scripted(&[]);
+        assert!(l.attach_tap(&tap, 0));
+        // Batches of three through a ring of a few slots: some straddle its end.
+        for first in (1..=60).step_by(3) {
+            l.append_all(vec![entry_at(first), entry_at(first + 1), entry_at(first + 2)]).unwrap();
+        }
+        assert_eq!(*offered.lock(), (1..=60).collect::<Vec<_>>());
+        assert_eq!(l.detach_tap(&tap), 60);
     }
 
     #[tokio::test]

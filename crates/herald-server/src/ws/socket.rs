@@ -191,7 +191,7 @@ struct Outlet {
 const FRAMES_PER_SEND: usize = 32;
 
 impl TapWriter for Outlet {
-    fn write_now(&self, entries: &[&LogEntry], now: Instant) -> Taken {
+    fn write_now(&self, entries: &[Arc<LogEntry>], now: Instant) -> Taken {
         let mut taken = Taken { whole: 0, in_part: false };
         for chunk in entries.chunks(FRAMES_PER_SEND) {
             let part = self.send(chunk);
@@ -212,7 +212,7 @@ impl TapWriter for Outlet {
 impl Outlet {
     /// Sends up to [`FRAMES_PER_SEND`] frames with one `sendmsg`; keeps the rest of a frame the
     /// socket took in part.
-    fn send(&self, entries: &[&LogEntry]) -> Taken {
+    fn send(&self, entries: &[Arc<LogEntry>]) -> Taken {
         let mut headers = [[0u8; MAX_HEADER]; FRAMES_PER_SEND];
         let mut lens = [0usize; FRAMES_PER_SEND];
         for ((entry, header), len) in entries.iter().zip(&mut headers).zip(&mut lens) {
