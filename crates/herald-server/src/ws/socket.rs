@@ -108,7 +108,8 @@ impl Socket {
         push_text_frame(&mut self.queued, text);
     }
 
-    /// Writes every queued frame, and tungstenite's own first. Cancel-safe: what is not written
+    /// Writes every queued frame, and tungstenite's own first — after the rest of a frame the
+    /// tap wrote in part, which was on the wire before either. Cancel-safe: what is not written
     /// yet stays queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
         if self.rest_first {
@@ -159,8 +160,9 @@ impl Socket {
     /// The client's next message: `None` once the stream ended.
     ///
     /// Also `None` while a direct write is half done (its caller gave up waiting, so the
-    /// connection is closing): tungstenite may answer a ping as it reads, and its pong would land
-    /// inside that frame.
+    /// connection is closing) or the rest of a tap's frame waits: tungstenite may answer a ping
+    /// as it reads, and its pong would land inside that frame. (The connection flushes before it
+    /// reads again, so only a closing connection meets this.)
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         if self.written > 0 || self.rest_first {
             return Poll::Ready(None);
