@@ -349,17 +349,22 @@ fn apply(log: &UserLog, epoch: &str, events: &[WireEvent], retention: &Retention
         return Applied::Stale;
     }
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let entry = |e: &WireEvent| NewEntry {
+        seq: e.seq,
+        id: e.id.clone(),
+        run_id: e.run_id.clone(),
+        kind: e.kind,
+        frame: e.frame.clone(),
+        age: Duration::from_millis(now_ms.saturating_sub(e.appended_ms)).min(retention.ttl),
+    };
+    // Usually all new: appended together, so the user's caught-up sockets get them in one write.
+    match log.append_all(events.iter().map(entry).collect()) {
+        Ok(_) => return Applied::Done,
+        Err(NotNext::Gap) => return Applied::Gap,
+        Err(NotNext::AlreadyHave) => {}
+    }
     for e in events {
-        let age = Duration::from_millis(now_ms.saturating_sub(e.appended_ms)).min(retention.ttl);
-        let entry = NewEntry {
-            seq: e.seq,
-            id: e.id.clone(),
-            run_id: e.run_id.clone(),
-            kind: e.kind,
-            frame: e.frame.clone(),
-            age,
-        };
-        match log.append(entry) {
+        match log.append(entry(e)) {
             Ok(_) => {}
             Err(NotNext::AlreadyHave) => {
                 // Delivered twice (live and by a catch-up read): the same event. Another event
