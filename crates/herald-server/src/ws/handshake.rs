@@ -171,6 +171,31 @@ mod tests {
         assert!(response.headers().get("sec-websocket-protocol").is_none());
     }
 
+    /// Over HTTP/1.1 the WebSocket has the TCP connection to itself, so its socket may write
+    /// frames straight to it; over HTTP/2 it is one stream of many, and raw bytes would break
+    /// the connection's framing: no stream is taken.
+    #[tokio::test]
+    async fn takes_the_tcp_stream_over_http1_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (_shared, raw) = crate::tcp::SharedTcp::new(listener.accept().await.unwrap().0);
+
+        let mut http1 = parts(upgrade_with("", None));
+        http1.extensions.insert(raw.clone());
+        assert!(Handshake::from_parts(&mut http1).expect("an HTTP/1.1 upgrade").raw.is_some());
+
+        let mut http2 = parts(
+            Request::connect("/ws")
+                .version(Version::HTTP_2)
+                .header("sec-websocket-version", "13")
+                .body(())
+                .unwrap(),
+        );
+        http2.extensions.insert(hyper::ext::Protocol::from_static("websocket"));
+        http2.extensions.insert(raw);
+        assert!(Handshake::from_parts(&mut http2).expect("an RFC 8441 CONNECT").raw.is_none());
+    }
+
     #[test]
     fn refuses_requests_that_are_not_upgrades() {
         let mut post = upgrade_with("", None);
