@@ -217,6 +217,9 @@ struct Inner {
     ended: HashMap<String, u64>,
     /// Readers at the head that take each append as it happens.
     taps: Vec<Arc<Tap>>,
+    /// When the oldest retained entry was appended: the TTL check of every append reads it
+    /// here, not from that entry, cold in the cache in a log that is not full.
+    oldest_at: Option<Instant>,
 }
 
 impl Inner {
@@ -433,6 +436,7 @@ impl UserLog {
             end_offset: inner.end_offset,
             appended_at: now.checked_sub(age).unwrap_or(now),
         };
+        inner.oldest_at.get_or_insert(entry.appended_at);
         inner.entries.push_back(Arc::new(entry));
         inner.head = seq;
     }
@@ -502,6 +506,7 @@ impl UserLog {
         let lost = self.fold_retained(&mut inner);
         inner.retained_bytes = 0;
         inner.ended.clear();
+        inner.oldest_at = None;
         let evicted = inner.entries.drain(..).collect();
         drop(inner);
         crate::metrics::snapshot_losses(lost.0, lost.1);
@@ -510,13 +515,14 @@ impl UserLog {
 
     fn trim_locked(&self, inner: &mut Inner, now: Instant) -> Vec<Arc<LogEntry>> {
         let mut trimmed = Vec::new();
-        while let Some(front) = inner.entries.front() {
+        while let Some(oldest_at) = inner.oldest_at {
             let too_many = inner.entries.len() > self.retention.max_events;
-            let too_old = now.saturating_duration_since(front.appended_at) > self.retention.ttl;
+            let too_old = now.saturating_duration_since(oldest_at) > self.retention.ttl;
             if !(too_many || too_old) {
                 break;
             }
-            let front = inner.entries.pop_front().expect("front exists");
+            let front = inner.entries.pop_front().expect("oldest_at is set while entries are retained");
+            inner.oldest_at = inner.entries.front().map(|e| e.appended_at);
             inner.retained_bytes -= front.frame.as_str().len();
             let lost = inner.fold(&front, self.clock(front.appended_at));
             crate::metrics::snapshot_losses(lost.0, lost.1);
