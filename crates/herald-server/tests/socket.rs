@@ -243,3 +243,61 @@ async fn a_socket_filled_mid_frame_by_live_events_sends_the_rest_before_its_pong
     assert_eq!(seqs, (1..=(REQUESTS as u64 * PER_REQUEST as u64)).collect::<Vec<_>>(), "in order, no gaps");
     assert_eq!(pongs, (0..REQUESTS).map(|r| vec![r; 16]).collect::<Vec<_>>());
 }
+
+/// RFC 8441: a WebSocket opened by an extended CONNECT over an HTTP/2 connection (prior
+/// knowledge, no TLS) gets the same stream as over HTTP/1.1. It shares its TCP connection with
+/// other HTTP/2 streams, so its frames go through HTTP/2 framing, never raw to the connection:
+/// a request on another stream of the same connection still gets its answer afterwards.
+#[tokio::test]
+async fn a_websocket_over_http2_gets_its_events_and_leaves_the_connection_usable() {
+    use futures_util::StreamExt;
+    use http_body_util::Empty;
+    use hyper::client::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let server = TestServer::start().await;
+    let authority = server.url.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+
+    let connect = |path: &str| {
+        let mut request = hyper::Request::connect(format!("http://{authority}{path}"))
+            .version(hyper::Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .header("authorization", format!("Bearer {}", server.token("u")))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+        request
+    };
+    let mut response = sender.send_request(connect("/ws")).await.unwrap();
+    assert_eq!(response.status(), 200, "an extended CONNECT is accepted with a 2xx");
+    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+    let mut ws =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let mut next = async || -> ServerFrame {
+        let message = tokio::time::timeout(T, ws.next()).await.expect("a frame").unwrap().unwrap();
+        serde_json::from_str(message.to_text().unwrap()).unwrap()
+    };
+    assert!(matches!(next().await, ServerFrame::Welcome { .. }));
+    assert!(matches!(next().await, ServerFrame::Synced { .. }));
+    for i in 0..3 {
+        let (status, body) = server
+            .publisher
+            .post(&serde_json::json!({"user_id": "u", "event": "custom", "data": {"name": format!("e{i}")}}))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        match next().await {
+            ServerFrame::Event(e) => assert_eq!(e.data["name"], format!("e{i}")),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    let health = hyper::Request::get(format!("http://{authority}/health/live"))
+        .version(hyper::Version::HTTP_2)
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answer = tokio::time::timeout(T, sender.send_request(health)).await.expect("an answer").unwrap();
+    assert_eq!(answer.status(), 200, "the connection's framing is intact");
+}

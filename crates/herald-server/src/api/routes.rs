@@ -33,6 +33,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(agui::publish))
         .routes(routes!(agui::stream, agui::stream_post, agui::preflight))
         .routes(routes!(crate::ws::upgrade))
+        // RFC 8441: over HTTP/2 a WebSocket opens with an extended CONNECT, not a GET.
+        .route("/ws", axum::routing::on(axum::routing::MethodFilter::CONNECT, crate::ws::upgrade))
         .routes(routes!(crate::ws::publish::upgrade))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
