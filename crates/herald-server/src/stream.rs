@@ -209,27 +209,29 @@ impl Session {
                     self.live = true;
                 }
             }
-            if let Some(tap) = tap
-                && self.log.attach_tap(tap, self.cursor)
-            {
-                let tapped = Tapped { log: &self.log, tap: Some(tap) };
-                let out = tokio::select! {
-                    biased;
-                    () = tap.released() => None,
-                    stop = poll_fn(|cx| self.signals.poll_stop(cx)) => Some(Next::Stop(stop)),
-                    out = &mut other => Some(Next::Other(out)),
-                };
-                self.cursor = tapped.detach();
-                match out {
-                    Some(next) => return next,
-                    None => continue,
+            // At the head: wait for an append, or, with a tap attached, until the log lets it go
+            // (the tap writes the appends meanwhile).
+            let tapped = tap
+                .filter(|tap| self.log.attach_tap(tap, self.cursor))
+                .map(|tap| Tapped { log: &self.log, tap: Some(tap) });
+            let woken = async {
+                match tapped.as_ref().and_then(|t| t.tap) {
+                    Some(tap) => tap.released().await,
+                    None => appended.await,
                 }
-            }
-            tokio::select! {
+            };
+            let out = tokio::select! {
                 biased;
-                () = appended => {}
-                stop = poll_fn(|cx| self.signals.poll_stop(cx)) => return Next::Stop(stop),
-                out = &mut other => return Next::Other(out),
+                () = woken => None,
+                stop = poll_fn(|cx| self.signals.poll_stop(cx)) => Some(Next::Stop(stop)),
+                out = &mut other => Some(Next::Other(out)),
+            };
+            // Detached before anything returns: the transport writes only once the tap cannot.
+            if let Some(tapped) = tapped {
+                self.cursor = tapped.detach();
+            }
+            if let Some(next) = out {
+                return next;
             }
         }
     }
