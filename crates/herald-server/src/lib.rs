@@ -6,7 +6,8 @@
 //!
 //! Where things live: [`config`] (settings), [`auth`] (who is calling), [`limits`] (per-IP,
 //! per-connection and per-key rates), [`registry`] (per-user managers), [`engine`] (where logs
-//! live: memory or Redis), [`log`] (the per-user log and cursors), [`ws`] (the socket endpoint and
+//! live: memory or Redis), [`log`] (the per-user log and cursors), [`frame`] (an event's frame
+//! as it goes on the wire), [`ws`] (the socket endpoint and
 //! connection loop), [`stream`] (one stream session shared by the WebSocket and the AG-UI SSE
 //! stream), [`upstream`] (client frames to the backend), [`runs`] (stalled-run detection), [`api`]
 //! (HTTP routes, the AG-UI bridge and the OpenAPI document), [`console`] (the embedded web
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub(crate) mod console;
 pub mod engine;
+pub mod frame;
 pub(crate) mod gate;
 pub(crate) mod limits;
 pub mod log;

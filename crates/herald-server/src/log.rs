@@ -21,7 +21,7 @@
 //! This module owns no I/O and no run rules: engines decide what is appended, connections decide
 //! when to read, and a tap's writer is theirs too.
 
-use axum::extract::ws::Utf8Bytes;
+use crate::frame::Frame;
 use herald_protocol::compact::{Compactor, Limits, SnapshotFrame};
 use herald_protocol::{EventKind, Recovery};
 use parking_lot::Mutex;
@@ -45,8 +45,8 @@ pub struct LogEntry {
     pub run_id: Option<String>,
     /// The event kind.
     pub kind: EventKind,
-    /// The frame text, shared by every connection.
-    pub frame: Utf8Bytes,
+    /// The frame, header and text, shared by every connection.
+    pub frame: Frame,
     /// Total frame bytes appended to this log up to and including this entry.
     pub end_offset: u64,
     /// When the entry was appended, for the TTL.
@@ -83,7 +83,7 @@ pub struct NewEntry {
     /// The event kind.
     pub kind: EventKind,
     /// The encoded frame.
-    pub frame: Utf8Bytes,
+    pub frame: Frame,
     /// How long ago it was appended to the shared log (zero when appended here), so the TTL
     /// counts from its real append time.
     pub age: Duration,
@@ -116,9 +116,9 @@ pub struct Taken {
 
 /// What a [`Tap`] writes with: called under the log's lock, so it must not wait.
 pub trait TapWriter: Send + Sync {
-    /// Writes the frames of `entries` (appended at `now`) now, in order, as much as can go
-    /// without waiting (a full socket, or one that failed, takes nothing).
-    fn write_now(&self, entries: &[Arc<LogEntry>], now: Instant) -> Taken;
+    /// Writes the frames of `entries` now, in order, as much as can go without waiting (a full
+    /// socket, or one that failed, takes nothing).
+    fn write_now(&self, entries: &[Arc<LogEntry>]) -> Taken;
 }
 
 /// A caught-up reader's way to take events as they are appended (see the module docs).
@@ -162,11 +162,13 @@ impl Tap {
     }
 
     /// Writes the events of `parts` (consecutive, in order: the new entries, as the log's ring
-    /// buffer holds them); false when the tap must be detached (its reader is woken).
-    fn offer(&self, parts: [&[Arc<LogEntry>]; 2], now: Instant) -> bool {
+    /// buffer holds them) and adds the frames written, whole or begun, to `written`; false when
+    /// the tap must be detached (its reader is woken).
+    fn offer(&self, parts: [&[Arc<LogEntry>]; 2], written: &mut usize) -> bool {
         for entries in parts.into_iter().filter(|p| !p.is_empty()) {
-            let taken = self.writer.write_now(entries, now);
+            let taken = self.writer.write_now(entries);
             let through = taken.whole + usize::from(taken.in_part);
+            *written += through;
             if let Some(last) = through.checked_sub(1).map(|i| &entries[i]) {
                 self.cursor.store(last.seq, Ordering::Relaxed);
             }
@@ -407,7 +409,11 @@ impl UserLog {
             let (front, back) = entries.as_slices();
             let in_back = appended.min(back.len());
             let new = [&front[front.len() - (appended - in_back)..], &back[back.len() - in_back..]];
-            taps.retain(|tap| tap.offer(new, now));
+            let mut written = 0;
+            taps.retain(|tap| tap.offer(new, &mut written));
+            // Recorded once per append, not per socket: with many users that is once per frame,
+            // and each recording is a thread-local lock. Written at the append, so no latency.
+            crate::metrics::Delivery::new().written(std::iter::repeat_n(now, written), now);
         }
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
@@ -425,8 +431,8 @@ impl UserLog {
             inner.runs.end(run);
             inner.ended.insert(run.clone(), seq);
         }
-        inner.end_offset += frame.as_str().len() as u64;
-        inner.retained_bytes += frame.as_str().len();
+        inner.end_offset += frame.len() as u64;
+        inner.retained_bytes += frame.len();
         let entry = LogEntry {
             seq,
             id,
@@ -523,7 +529,7 @@ impl UserLog {
             }
             let front = inner.entries.pop_front().expect("oldest_at is set while entries are retained");
             inner.oldest_at = inner.entries.front().map(|e| e.appended_at);
-            inner.retained_bytes -= front.frame.as_str().len();
+            inner.retained_bytes -= front.frame.len();
             let lost = inner.fold(&front, self.clock(front.appended_at));
             crate::metrics::snapshot_losses(lost.0, lost.1);
             trimmed.push(front);
@@ -586,10 +592,10 @@ impl UserLog {
         };
         let mut bytes = 0;
         for entry in inner.entries.range(start..) {
-            if !out.is_empty() && bytes + entry.frame.as_str().len() > max_bytes {
+            if !out.is_empty() && bytes + entry.frame.len() > max_bytes {
                 break;
             }
-            bytes += entry.frame.as_str().len();
+            bytes += entry.frame.len();
             out.push(entry.clone());
         }
         Ok(())
@@ -616,7 +622,7 @@ impl UserLog {
         match position_after(&inner, after)? {
             None => Ok(0),
             Some(i) => {
-                let written = inner.entries[i].end_offset - inner.entries[i].frame.as_str().len() as u64;
+                let written = inner.entries[i].end_offset - inner.entries[i].frame.len() as u64;
                 Ok(inner.end_offset - written)
             }
         }
@@ -700,7 +706,7 @@ mod tests {
     }
 
     impl TapWriter for Scripted {
-        fn write_now(&self, entries: &[Arc<LogEntry>], _: Instant) -> Taken {
+        fn write_now(&self, entries: &[Arc<LogEntry>]) -> Taken {
             let mut taken = Taken { whole: 0, in_part: false };
             for entry in entries {
                 self.offered.lock().push(entry.seq);

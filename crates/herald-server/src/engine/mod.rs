@@ -10,9 +10,9 @@ pub mod nodes;
 pub mod plan;
 pub mod redis;
 
+use crate::frame::Frame;
 use crate::log::{LogEntry, UserLog};
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use herald_protocol::{EventInput, Receipt, RunRuleError, UserId};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -223,13 +223,13 @@ impl FrameEncoder {
     /// An event's frame with its seq, serialized from borrowed fields (no copy of `data`); the
     /// output is exactly the `ServerFrame::Event` encoding clients parse, which a test below holds
     /// it to.
-    pub fn frame(&mut self, seq: u64, id: &str, event: &EventInput) -> Utf8Bytes {
+    pub fn frame(&mut self, seq: u64, id: &str, event: &EventInput) -> Frame {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         out.extend_from_slice(FRAME_HEAD.as_bytes());
         out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         self.tail(&mut out, id, event);
-        let frame = String::from_utf8(out.clone()).expect("serde_json writes UTF-8").into();
+        let frame = Frame::new(std::str::from_utf8(&out).expect("serde_json writes UTF-8"));
         self.scratch = out;
         frame
     }
@@ -303,6 +303,10 @@ mod tests {
         assert_eq!(frame.as_str(), format!("{FRAME_HEAD}7{}", String::from_utf8(tail).unwrap()));
         // The scratch buffer is reused: a second frame is whole, not appended to the first.
         let second = encoder.frame(8, "id-2", &event);
-        assert!(second.as_str().starts_with(r#"{"type":"event","seq":8,"id":"id-2","#), "{second}");
+        assert!(
+            second.as_str().starts_with(r#"{"type":"event","seq":8,"id":"id-2","#),
+            "{}",
+            second.as_str()
+        );
     }
 }

@@ -245,7 +245,7 @@ impl Connection {
         self.socket.queue_text(&welcome.to_json());
         for chunk in opening.backlog.chunks(256) {
             for entry in chunk {
-                self.socket.queue_text(entry.frame.as_str());
+                self.socket.queue_frame(&entry.frame);
             }
             self.socket.flush().await.map_err(|_| End::Gone)?;
         }
@@ -354,7 +354,7 @@ impl Connection {
     async fn write(&mut self, batch: Vec<Arc<LogEntry>>) -> Result<(), End> {
         {
             for entry in &batch {
-                self.socket.queue_text(entry.frame.as_str());
+                self.socket.queue_frame(&entry.frame);
             }
             let write = self.socket.flush();
             tokio::pin!(write);

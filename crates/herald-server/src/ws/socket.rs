@@ -25,6 +25,7 @@
 //! - the rest of a frame the tap could write only in part is taken over by [`Socket::resume`]
 //!   and goes out before anything else, tungstenite's pong included.
 
+use crate::frame::{Frame, push_text_frame};
 use crate::log::{LogEntry, Taken, Tap, TapWriter};
 use crate::tcp::RawTcp;
 use futures_util::{SinkExt, StreamExt};
@@ -35,7 +36,6 @@ use socket2::SockRef;
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -106,6 +106,11 @@ impl Socket {
     /// Queues one text frame; nothing is written until [`Socket::flush`].
     pub fn queue_text(&mut self, text: &str) {
         push_text_frame(&mut self.queued, text);
+    }
+
+    /// Queues an event's frame, header and all as it was built at its append.
+    pub fn queue_frame(&mut self, frame: &Frame) {
+        self.queued.extend_from_slice(frame.wire());
     }
 
     /// Writes every queued frame, and tungstenite's own first — after the rest of a frame the
@@ -189,11 +194,11 @@ struct Outlet {
     rest: Mutex<Vec<u8>>,
 }
 
-/// Frames per `sendmsg`: a batch longer than this goes in several (two slices per frame).
+/// Frames per `sendmsg`: a batch longer than this goes in several.
 const FRAMES_PER_SEND: usize = 32;
 
 impl TapWriter for Outlet {
-    fn write_now(&self, entries: &[Arc<LogEntry>], now: Instant) -> Taken {
+    fn write_now(&self, entries: &[Arc<LogEntry>]) -> Taken {
         let mut taken = Taken { whole: 0, in_part: false };
         for chunk in entries.chunks(FRAMES_PER_SEND) {
             let part = self.send(chunk);
@@ -203,113 +208,44 @@ impl TapWriter for Outlet {
                 break;
             }
         }
-        let through = taken.whole + usize::from(taken.in_part);
-        if through > 0 {
-            crate::metrics::Delivery::new().written(entries[..through].iter().map(|e| e.appended_at), now);
-        }
         taken
     }
 }
 
 impl Outlet {
-    /// Sends up to [`FRAMES_PER_SEND`] frames with one `sendmsg`; keeps the rest of a frame the
-    /// socket took in part.
+    /// Sends up to [`FRAMES_PER_SEND`] frames with one `send` (one frame: the usual case with
+    /// many users) or one `sendmsg`; keeps the rest of a frame the socket took in part.
     fn send(&self, entries: &[Arc<LogEntry>]) -> Taken {
-        let mut headers = [[0u8; MAX_HEADER]; FRAMES_PER_SEND];
-        let mut lens = [0usize; FRAMES_PER_SEND];
-        for ((entry, header), len) in entries.iter().zip(&mut headers).zip(&mut lens) {
-            *len = text_frame_header(entry.frame.as_str().len(), header).len();
-        }
-        let mut wire = [IoSlice::new(&[]); 2 * FRAMES_PER_SEND];
-        for (i, entry) in entries.iter().enumerate() {
-            wire[2 * i] = IoSlice::new(&headers[i][..lens[i]]);
-            wire[2 * i + 1] = IoSlice::new(entry.frame.as_str().as_bytes());
-        }
-        let wire = &wire[..2 * entries.len()];
-        // sendmsg(2) through socket2, not writev(2): a write through the file layer cost 7 % of
-        // the server's CPU more at 1,000 connections. Not through tokio's `try_io` either (its
-        // readiness state is one more cold cache line per write): a write refused here leaves
-        // tokio's readiness stale at worst, and the connection's own write finds out and waits.
-        let sent = SockRef::from(&*self.tcp).send_vectored(wire);
+        // Through `socket2`, not a write through the file layer (`writev` cost 7 % of the
+        // server's CPU more at 1,000 connections), nor tokio's `try_io` (its readiness state is
+        // one more cold cache line per write): a write refused here leaves tokio's readiness
+        // stale at worst, and the connection's own write finds out and waits.
+        let socket = SockRef::from(&*self.tcp);
+        let sent = if let [entry] = entries {
+            socket.send(entry.frame.wire())
+        } else {
+            let mut wire = [IoSlice::new(&[]); FRAMES_PER_SEND];
+            for (slot, entry) in wire.iter_mut().zip(entries) {
+                *slot = IoSlice::new(entry.frame.wire());
+            }
+            socket.send_vectored(&wire[..entries.len()])
+        };
         // A full socket, or an error the connection's own write will meet and report: nothing.
         let mut left = sent.unwrap_or(0);
         let mut taken = Taken { whole: 0, in_part: false };
-        for (i, entry) in entries.iter().enumerate() {
-            let (header, text) = (&headers[i][..lens[i]], entry.frame.as_str().as_bytes());
-            if left >= header.len() + text.len() {
-                left -= header.len() + text.len();
+        for entry in entries {
+            let wire = entry.frame.wire();
+            if left >= wire.len() {
+                left -= wire.len();
                 taken.whole += 1;
                 continue;
             }
             if left > 0 {
-                let mut rest = self.rest.lock();
-                if left < header.len() {
-                    rest.extend_from_slice(&header[left..]);
-                    rest.extend_from_slice(text);
-                } else {
-                    rest.extend_from_slice(&text[left - header.len()..]);
-                }
+                self.rest.lock().extend_from_slice(&wire[left..]);
                 taken.in_part = true;
             }
             break;
         }
         taken
-    }
-}
-
-/// The longest frame header: 2 bytes and a 64-bit length.
-const MAX_HEADER: usize = 10;
-
-/// The header of a final, unmasked text frame of `len` bytes (RFC 6455 §5.2), in `buf`.
-fn text_frame_header(len: usize, buf: &mut [u8; MAX_HEADER]) -> &[u8] {
-    const FIN_TEXT: u8 = 0x80 | 0x1;
-    buf[0] = FIN_TEXT;
-    if len < 126 {
-        buf[1] = len as u8;
-        &buf[..2]
-    } else if let Ok(len) = u16::try_from(len) {
-        buf[1] = 126;
-        buf[2..4].copy_from_slice(&len.to_be_bytes());
-        &buf[..4]
-    } else {
-        buf[1] = 127;
-        buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        &buf[..10]
-    }
-}
-
-/// Appends the wire bytes of a final, unmasked text frame carrying `text`.
-fn push_text_frame(out: &mut Vec<u8>, text: &str) {
-    let mut header = [0; MAX_HEADER];
-    out.reserve(text.len() + MAX_HEADER);
-    out.extend_from_slice(text_frame_header(text.len(), &mut header));
-    out.extend_from_slice(text.as_bytes());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tungstenite::protocol::frame::FrameHeader;
-
-    /// Each length class of the header parses back, with tungstenite's own parser, to a final
-    /// unmasked text frame of that length followed by the text.
-    #[test]
-    fn text_frames_parse_back_with_tungstenite() {
-        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
-            let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
-            let mut wire = Vec::new();
-            push_text_frame(&mut wire, &text);
-            let mut cursor = std::io::Cursor::new(&wire[..]);
-            let (header, payload_len) = FrameHeader::parse(&mut cursor).unwrap().expect("a whole header");
-            assert!(header.is_final && header.mask.is_none(), "{len}: {header:?}");
-            assert_eq!(
-                header.opcode,
-                tungstenite::protocol::frame::coding::OpCode::Data(
-                    tungstenite::protocol::frame::coding::Data::Text
-                )
-            );
-            assert_eq!(payload_len, text.len() as u64, "{len}");
-            assert_eq!(&wire[cursor.position() as usize..], text.as_bytes(), "{len}");
-        }
     }
 }

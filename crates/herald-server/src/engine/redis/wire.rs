@@ -18,7 +18,7 @@
 //! Decoding never panics: a malformed reply or message is a [`WireError`].
 
 use crate::engine::FRAME_HEAD;
-use axum::extract::ws::Utf8Bytes;
+use crate::frame::Frame;
 use bytes::Bytes;
 use herald_protocol::EventKind;
 use redis::Value;
@@ -118,15 +118,10 @@ impl Fields {
         let frame_bytes = self.bytes("frame")?;
         let frame = if frame_bytes.starts_with(FRAME_HEAD.as_bytes()) {
             // A whole frame: a record written before records held the tail only.
-            Utf8Bytes::try_from(frame_bytes.clone()).map_err(|_| bad("frame", &frame_bytes))?
+            Frame::new(std::str::from_utf8(&frame_bytes).map_err(|_| bad("frame", &frame_bytes))?)
         } else {
             let tail = std::str::from_utf8(&frame_bytes).map_err(|_| bad("frame", &frame_bytes))?;
-            let seq = seq.to_string();
-            let mut frame = String::with_capacity(FRAME_HEAD.len() + seq.len() + tail.len());
-            frame.push_str(FRAME_HEAD);
-            frame.push_str(&seq);
-            frame.push_str(tail);
-            Utf8Bytes::from(frame)
+            Frame::from_parts(&[FRAME_HEAD, itoa::Buffer::new().format(seq), tail])
         };
         Ok(WireEvent { seq, appended_ms, id, run_id, kind, frame })
     }
@@ -146,7 +141,7 @@ pub struct WireEvent {
     /// Its kind.
     pub kind: EventKind,
     /// The complete `{"type":"event",…}` frame.
-    pub frame: Utf8Bytes,
+    pub frame: Frame,
 }
 
 /// One message on a user's channel: every event of one user's batch.
@@ -188,7 +183,7 @@ pub struct RunEntry {
     /// The event's seq; for a compacted frame, the seq it carries (its last event's).
     pub seq: u64,
     /// The frame.
-    pub frame: Utf8Bytes,
+    pub frame: Frame,
     /// A frame a node wrote back when it compacted the list, not an event the script moved out
     /// of the stream (its seq, a space, its record).
     pub compacted: bool,
@@ -202,8 +197,7 @@ pub fn decode_run_entry(entry: &[u8]) -> Result<RunEntry, WireError> {
             seq: u64,
         }
         let seq = serde_json::from_slice::<Seq>(entry).map_err(|_| bad("run frame", entry))?.seq;
-        let frame =
-            Utf8Bytes::try_from(Bytes::copy_from_slice(entry)).map_err(|_| bad("run frame", entry))?;
+        let frame = Frame::new(std::str::from_utf8(entry).map_err(|_| bad("run frame", entry))?);
         return Ok(RunEntry { seq, frame, compacted: true });
     }
     let space = entry.iter().take(21).position(|&b| b == b' ').ok_or(WireError::Truncated("run entry"))?;
@@ -529,7 +523,7 @@ mod tests {
         put(&mut old, b"old");
         put(&mut old, b"");
         put(&mut old, event.kind.as_str().as_bytes());
-        put(&mut old, event.frame.as_bytes());
+        put(&mut old, event.frame.text());
         assert_eq!(decode_entry("3-0", old.into()).unwrap(), event);
     }
 
