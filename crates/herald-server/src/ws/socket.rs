@@ -26,18 +26,14 @@
 //!   and goes out before anything else, tungstenite's pong included.
 
 use crate::frame::{Frame, push_text_frame};
-use crate::log::{LogEntry, Taken, Tap, TapWriter};
-use crate::tcp::RawTcp;
+use crate::log::Tap;
+use crate::tcp::{Outlet, RawTcp};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
-use socket2::SockRef;
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::{Error, Message};
 
@@ -73,7 +69,7 @@ impl Socket {
             queued: Vec::new(),
             written: 0,
             tungstenite_may_write: false,
-            tap: raw.map(|RawTcp(tcp)| Tap::new(Outlet { tcp, rest: Mutex::new(Vec::new()) })),
+            tap: raw.map(|RawTcp(tap)| tap),
             rest_first: false,
         }
     }
@@ -92,12 +88,11 @@ impl Socket {
     /// Takes over what the detached tap could not write, to go out before anything else.
     pub fn resume(&mut self) {
         let Some(tap) = &self.tap else { return };
-        let mut rest = tap.writer().rest.lock();
-        if rest.is_empty() {
+        let mut bytes = tap.writer().take_rest();
+        if bytes.is_empty() {
             return;
         }
         debug_assert!(self.queued.is_empty(), "the tap writes only while the socket is idle");
-        let mut bytes = std::mem::take(&mut *rest);
         bytes.append(&mut self.queued);
         self.queued = bytes;
         self.rest_first = true;
@@ -182,70 +177,5 @@ impl Socket {
     /// [`Socket::poll_next`] as a future.
     pub async fn next(&mut self) -> Option<Result<Message, Error>> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-}
-
-/// The tap's writer: event frames go straight to the TCP stream, from the appender's thread,
-/// and never wait (see the module docs).
-#[derive(Debug)]
-struct Outlet {
-    tcp: Arc<TcpStream>,
-    /// The unwritten rest of a frame the stream took only part of.
-    rest: Mutex<Vec<u8>>,
-}
-
-/// Frames per `sendmsg`: a batch longer than this goes in several.
-const FRAMES_PER_SEND: usize = 32;
-
-impl TapWriter for Outlet {
-    fn write_now(&self, entries: &[Arc<LogEntry>]) -> Taken {
-        let mut taken = Taken { whole: 0, in_part: false };
-        for chunk in entries.chunks(FRAMES_PER_SEND) {
-            let part = self.send(chunk);
-            taken.whole += part.whole;
-            taken.in_part = part.in_part;
-            if part.whole < chunk.len() {
-                break;
-            }
-        }
-        taken
-    }
-}
-
-impl Outlet {
-    /// Sends up to [`FRAMES_PER_SEND`] frames with one `send` (one frame: the usual case with
-    /// many users) or one `sendmsg`; keeps the rest of a frame the socket took in part.
-    fn send(&self, entries: &[Arc<LogEntry>]) -> Taken {
-        // Through `socket2`, not a write through the file layer (`writev` cost 7 % of the
-        // server's CPU more at 1,000 connections), nor tokio's `try_io` (its readiness state is
-        // one more cold cache line per write): a write refused here leaves tokio's readiness
-        // stale at worst, and the connection's own write finds out and waits.
-        let socket = SockRef::from(&*self.tcp);
-        let sent = if let [entry] = entries {
-            socket.send(entry.frame.wire())
-        } else {
-            let mut wire = [IoSlice::new(&[]); FRAMES_PER_SEND];
-            for (slot, entry) in wire.iter_mut().zip(entries) {
-                *slot = IoSlice::new(entry.frame.wire());
-            }
-            socket.send_vectored(&wire[..entries.len()])
-        };
-        // A full socket, or an error the connection's own write will meet and report: nothing.
-        let mut left = sent.unwrap_or(0);
-        let mut taken = Taken { whole: 0, in_part: false };
-        for entry in entries {
-            let wire = entry.frame.wire();
-            if left >= wire.len() {
-                left -= wire.len();
-                taken.whole += 1;
-                continue;
-            }
-            if left > 0 {
-                self.rest.lock().extend_from_slice(&wire[left..]);
-                taken.in_part = true;
-            }
-            break;
-        }
-        taken
     }
 }
