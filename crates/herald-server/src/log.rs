@@ -1,7 +1,8 @@
 //! The node-local view of one user's log: retained event frames, the head seq, and cursors.
 //!
 //! A connection is a cursor into this log, not a copy of it. Every event is encoded to its frame
-//! text once, on append; every connection of the user writes the same shared bytes. How far a
+//! once, on append ([`Frame`]: the WebSocket header and the text); every connection of the user
+//! writes the same shared bytes. How far a
 //! connection is behind is a subtraction of two byte offsets, so a slow reader costs no memory
 //! beyond the retained log, which is bounded by `history_size` and `history_ttl_s`.
 //!
