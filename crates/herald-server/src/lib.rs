@@ -7,14 +7,14 @@
 //! Where things live: [`config`] (settings), [`auth`] (who is calling), [`limits`] (per-IP,
 //! per-connection and per-key rates), [`registry`] (per-user managers), [`engine`] (where logs
 //! live: memory or Redis), [`log`] (the per-user log and cursors), [`frame`] (an event's frame
-//! as it goes on the wire), [`ws`] (the socket endpoint and
-//! connection loop), [`stream`] (one stream session shared by the WebSocket and the AG-UI SSE
-//! stream), [`upstream`] (client frames to the backend), [`runs`] (stalled-run detection), [`api`]
-//! (HTTP routes, the AG-UI bridge and the OpenAPI document), [`console`] (the embedded web
-//! console), [`admin`] (the embedded admin page), [`node`] (this node among the others: its report,
-//! its users' presence, disconnect orders), [`rates`] (recent rates for operators), [`serve`] (the
-//! accept loop), [`tcp`] (a connection's stream shared by hyper and its WebSocket), [`metrics`],
-//! [`gate`] (a future polled only once it asked to be woken).
+//! as it goes on the wire), [`ws`] (the socket endpoint and connection loop), [`stream`] (one
+//! stream session shared by the WebSocket and the AG-UI SSE stream), [`upstream`] (client frames
+//! to the backend), [`runs`] (stalled-run detection), [`api`] (HTTP routes, the AG-UI bridge and
+//! the OpenAPI document), [`console`] (the embedded web console), [`admin`] (the embedded admin
+//! page), [`node`] (this node among the others: its report, its users' presence, disconnect
+//! orders), [`rates`] (recent rates for operators), [`serve`] (the accept loop), [`tcp`] (a
+//! connection's stream shared by hyper and its WebSocket, and the tap that writes to it),
+//! [`metrics`], [`gate`] (a future polled only once it asked to be woken).
 
 pub(crate) mod admin;
 pub mod api;

@@ -2,9 +2,9 @@
 //!
 //! A connection is a cursor into this log, not a copy of it. Every event is encoded to its frame
 //! once, on append ([`Frame`]: the WebSocket header and the text); every connection of the user
-//! writes the same shared bytes. How far a
-//! connection is behind is a subtraction of two byte offsets, so a slow reader costs no memory
-//! beyond the retained log, which is bounded by `history_size` and `history_ttl_s`.
+//! writes the same shared bytes. How far a connection is behind is a subtraction of two byte
+//! offsets, so a slow reader costs no memory beyond the retained log, which is bounded by
+//! `history_size` and `history_ttl_s`.
 //!
 //! Beside the retained events, the log keeps the compacted state of active runs
 //! ([`herald_protocol::compact`]), which outlives retention: a connection with no usable cursor
@@ -163,22 +163,23 @@ impl Tap {
     }
 
     /// Writes the events of `parts` (consecutive, in order: the new entries, as the log's ring
-    /// buffer holds them) and adds the frames written, whole or begun, to `written`; false when
-    /// the tap must be detached (its reader is woken).
-    fn offer(&self, parts: [&[Arc<LogEntry>]; 2], written: &mut usize) -> bool {
+    /// buffer holds them). Returns how many of their frames it wrote, whole or begun, and false
+    /// when the tap must be detached (its reader is woken).
+    fn offer(&self, parts: [&[Arc<LogEntry>]; 2]) -> (usize, bool) {
+        let mut written = 0;
         for entries in parts.into_iter().filter(|p| !p.is_empty()) {
             let taken = self.writer.write_now(entries);
             let through = taken.whole + usize::from(taken.in_part);
-            *written += through;
+            written += through;
             if let Some(last) = through.checked_sub(1).map(|i| &entries[i]) {
                 self.cursor.store(last.seq, Ordering::Relaxed);
             }
             if taken.whole < entries.len() {
                 self.released.notify_one();
-                return false;
+                return (written, false);
             }
         }
-        true
+        (written, true)
     }
 }
 
@@ -410,11 +411,26 @@ impl UserLog {
             let (front, back) = entries.as_slices();
             let in_back = appended.min(back.len());
             let new = [&front[front.len() - (appended - in_back)..], &back[back.len() - in_back..]];
-            let mut written = 0;
-            taps.retain(|tap| tap.offer(new, &mut written));
-            // Recorded once per append, not per socket: with many users that is once per frame,
-            // and each recording is a thread-local lock. Written at the append, so no latency.
-            crate::metrics::Delivery::new().written(std::iter::repeat_n(now, written), now);
+            // Taps that wrote every new frame, and how many the others wrote (each a prefix).
+            let (mut whole, mut partial) = (0, Vec::new());
+            taps.retain(|tap| {
+                let (written, keep) = tap.offer(new);
+                match written {
+                    0 => {}
+                    n if n == appended => whole += 1,
+                    n => partial.push(n),
+                }
+                keep
+            });
+            // Recorded once per append, not per socket (with many users that is once per frame,
+            // and each recording takes a thread-local lock). An entry from another node carries
+            // its append time there, so the latency is not always zero.
+            if whole + partial.len() > 0 {
+                let appended_at = || new.into_iter().flatten().map(|e| e.appended_at);
+                let by_whole = appended_at().flat_map(|at| std::iter::repeat_n(at, whole));
+                let by_partial = partial.iter().flat_map(|&n| appended_at().take(n));
+                crate::metrics::Delivery::new().written(by_whole.chain(by_partial), now);
+            }
         }
         let trimmed = self.trim_locked(&mut inner, now);
         drop(inner);
@@ -746,6 +762,31 @@ mod tests {
             "a frame taken in part is past the cursor: its rest is the reader's"
         );
         assert_eq!(l.read_after(3, 1 << 20).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
+
+    /// Taps' deliveries are recorded once per append, each with its event's own append time:
+    /// an event a node appended 1.5 s ago (as the Redis engine's fanout hands over) is a 1.5 s
+    /// delivery for both taps that wrote it, one whole and one in part.
+    #[test]
+    fn a_taps_delivery_counts_from_when_its_event_was_appended() {
+        let handle = crate::metrics::install();
+        // Samples between 1 s and 2.5 s: no other test of this process delivers that late.
+        let late = || {
+            let text = handle.render();
+            let bucket = |le: &str| -> f64 {
+                let line = format!("herald_delivery_latency_seconds_bucket{{le=\"{le}\"}} ");
+                text.lines().find_map(|l| l.strip_prefix(&line)).map_or(0.0, |v| v.trim().parse().unwrap())
+            };
+            bucket("2.5") - bucket("1")
+        };
+        let before = late();
+        let l = log(10);
+        let (whole, _) = scripted(&[Took::All]);
+        let (in_part, _) = scripted(&[Took::Part]);
+        assert!(l.attach_tap(&whole, 0) && l.attach_tap(&in_part, 0));
+        l.append_all(vec![NewEntry { age: Duration::from_millis(1500), ..entry_at(1) }]).unwrap();
+        crate::metrics::record_deliveries();
+        assert_eq!(late() - before, 2.0, "one late delivery per tap");
     }
 
     fn entry_at(seq: u64) -> NewEntry {

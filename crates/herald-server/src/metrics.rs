@@ -199,13 +199,16 @@ impl Delivery {
     /// Frames written at `written`, each with the time its event was appended.
     pub fn written(
         &self,
-        appended: impl ExactSizeIterator<Item = std::time::Instant>,
+        appended: impl IntoIterator<Item = std::time::Instant>,
         written: std::time::Instant,
     ) {
         UNRECORDED.with(|mine| {
             let mut mine = mine.0.lock();
-            mine.frames += appended.len() as u64;
-            mine.latencies.extend(appended.map(|at| written.saturating_duration_since(at).as_secs_f64()));
+            let before = mine.latencies.len();
+            mine.latencies
+                .extend(appended.into_iter().map(|at| written.saturating_duration_since(at).as_secs_f64()));
+            // One latency per frame.
+            mine.frames += (mine.latencies.len() - before) as u64;
             let since = *mine.since.get_or_insert(written);
             if mine.latencies.len() >= RECORD_EVERY_FRAMES
                 || written.saturating_duration_since(since) >= RECORD_EVERY
@@ -390,7 +393,7 @@ mod tests {
         install();
         let mine = std::thread::spawn(|| {
             let now = std::time::Instant::now();
-            Delivery::new().written([now, now].into_iter(), now);
+            Delivery::new().written([now, now], now);
             UNRECORDED.with(|mine| mine.0.clone())
         })
         .join()
@@ -415,7 +418,7 @@ mod tests {
         };
         let before = count(&handle.render());
         let now = std::time::Instant::now();
-        Delivery::new().written([now; 3].into_iter(), now);
+        Delivery::new().written([now; 3], now);
         record_deliveries();
         // Other tests of this process may deliver too: at least these three are in.
         assert!(count(&handle.render()) >= before + 3.0);
