@@ -13,6 +13,7 @@ use super::{agui, events, health, history, info, runs, tickets, users};
 use crate::AppState;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::routing::{MethodFilter, on};
 use std::sync::{Arc, OnceLock};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -32,10 +33,12 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(info::show))
         .routes(routes!(agui::publish))
         .routes(routes!(agui::stream, agui::stream_post, agui::preflight))
+        // RFC 8441: over HTTP/2 a WebSocket opens with an extended CONNECT, not a GET; both
+        // sockets answer it.
         .routes(routes!(crate::ws::upgrade))
-        // RFC 8441: over HTTP/2 a WebSocket opens with an extended CONNECT, not a GET.
-        .route("/ws", axum::routing::on(axum::routing::MethodFilter::CONNECT, crate::ws::upgrade))
+        .route("/ws", on(MethodFilter::CONNECT, crate::ws::upgrade))
         .routes(routes!(crate::ws::publish::upgrade))
+        .route("/v1/publish", on(MethodFilter::CONNECT, crate::ws::publish::upgrade))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
