@@ -276,7 +276,7 @@ impl EventInput {
     /// Validates one deserialized event object.
     pub fn from_wire(wire: WireEvent) -> Result<Self, FieldError> {
         let user_id = wire.user_id.ok_or_else(|| FieldError::new("user_id is required"))?;
-        let user_id = UserId::parse(&user_id).map_err(|e| FieldError::new(e.to_string()))?;
+        let user_id = UserId::parse_owned(user_id).map_err(|e| FieldError::new(e.to_string()))?;
         let name = wire.event.ok_or_else(|| FieldError::new("event is required"))?;
         let kind = match EventKind::from_name(&name) {
             Some(EventKind::RunStalled) => {
