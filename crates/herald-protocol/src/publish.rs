@@ -122,7 +122,7 @@ pub struct WireEvent {
     pub user_id: Option<String>,
     /// The event name; `run_stalled` is emitted by Herald only.
     #[cfg_attr(feature = "openapi", schema(value_type = EventKind, required = true))]
-    pub event: Option<String>,
+    pub event: Option<EventName>,
     /// The run; required for every event but `custom`.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub run_id: Option<String>,
@@ -138,6 +138,29 @@ pub struct WireEvent {
     /// (`duplicate: true`) and is not delivered twice. Generated when absent.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub id: Option<String>,
+}
+
+/// An event's name as read: its kind, or the unknown name (for the error that quotes it). Read
+/// from the body's text without a string of its own, once per published event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventName(pub Result<EventKind, String>);
+
+impl<'de> Deserialize<'de> for EventName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = EventName;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<EventName, E> {
+                Ok(EventName(EventKind::from_name(name).ok_or_else(|| name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 /// A batch for `POST /v1/events`: appended all-or-nothing, in order.
@@ -277,13 +300,13 @@ impl EventInput {
     pub fn from_wire(wire: WireEvent) -> Result<Self, FieldError> {
         let user_id = wire.user_id.ok_or_else(|| FieldError::new("user_id is required"))?;
         let user_id = UserId::parse_owned(user_id).map_err(|e| FieldError::new(e.to_string()))?;
-        let name = wire.event.ok_or_else(|| FieldError::new("event is required"))?;
-        let kind = match EventKind::from_name(&name) {
-            Some(EventKind::RunStalled) => {
+        let EventName(name) = wire.event.ok_or_else(|| FieldError::new("event is required"))?;
+        let kind = match name {
+            Ok(EventKind::RunStalled) => {
                 return Err(FieldError::new("event run_stalled is emitted by Herald only"));
             }
-            Some(kind) => kind,
-            None => {
+            Ok(kind) => kind,
+            Err(name) => {
                 return Err(FieldError::new(format!(
                     "event {name:?} is unknown; known events: {}",
                     EventKind::known_names()
@@ -450,6 +473,20 @@ mod tests {
         assert_eq!(e, BatchError::TooMany { len: 4, max: 3 });
         assert!(parse(r#"{"events":[]}"#).is_err());
         assert!(parse(r#"{"user_id":"u","event":"run_stalled","run_id":"r"}"#).is_err());
+    }
+
+    /// The event name is read without a string of its own: escapes still read as the name they
+    /// spell, an unknown name is quoted in the error, a name that is not a string says so.
+    #[test]
+    fn event_names_are_read_in_place() {
+        let one = parse(r#"{"user_id":"u","event":"agent\u005ftext","run_id":"r"}"#).unwrap();
+        assert_eq!(one.events()[0].kind, EventKind::AgentText);
+        let e = parse(r#"{"user_id":"u","event":"agent_\u00e9","run_id":"r"}"#).unwrap_err();
+        assert!(e.to_string().starts_with(r#"event "agent_é" is unknown"#), "{e}");
+        let e = parse(r#"{"user_id":"u","event":7,"run_id":"r"}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid type: integer `7`, expected a string"), "{e}");
+        let e = parse(r#"{"events":[{"user_id":"u","event":null,"run_id":"r"}]}"#).unwrap_err();
+        assert_eq!(e.to_string(), "events[0]: event is required");
     }
 
     #[test]
