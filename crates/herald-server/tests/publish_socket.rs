@@ -412,36 +412,18 @@ async fn a_publisher_that_never_answers_pings_is_closed_with_4000() {
 /// is checked before the upgrade, and the connection's other streams still work after it.
 #[tokio::test]
 async fn the_publisher_socket_opens_over_http2_with_an_extended_connect() {
+    use common::http2::Http2;
     use futures_util::{SinkExt, StreamExt};
-    use http_body_util::Empty;
-    use hyper::client::conn::http2;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use tokio_tungstenite::tungstenite::protocol::Role;
     let _turn = IN_FLIGHT_GAUGE.read().await;
     let server = TestServer::start().await;
-    let authority = server.url.trim_start_matches("http://").to_owned();
-    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
-    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(connection);
-    let connect = |key: &str| {
-        let mut request = hyper::Request::connect(format!("http://{authority}/v1/publish"))
-            .version(hyper::Version::HTTP_2)
-            .header("sec-websocket-version", "13")
-            .header("authorization", format!("Bearer {key}"))
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap();
-        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-        request
-    };
+    let mut h2 = Http2::connect(&server).await;
 
-    let refused = sender.send_request(connect("not-the-key")).await.unwrap();
+    let refused = h2.extended_connect("/v1/publish", "not-the-key").await;
     assert_eq!(refused.status(), 401, "the key is checked before the upgrade");
 
-    let mut response = sender.send_request(connect(API_KEY)).await.unwrap();
+    let mut response = h2.extended_connect("/v1/publish", API_KEY).await;
     assert_eq!(response.status(), 200, "an extended CONNECT is accepted with a 2xx");
-    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
-    let mut ws =
-        tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let mut ws = Http2::websocket(&mut response).await;
     ws.send(Message::text(frame("h2", &[custom("u", 1), custom("u", 2)]))).await.unwrap();
     let message = tokio::time::timeout(T, ws.next()).await.expect("an answer").unwrap().unwrap();
     let answer: PublishAnswer = serde_json::from_str(message.to_text().unwrap()).unwrap();
@@ -449,11 +431,5 @@ async fn the_publisher_socket_opens_over_http2_with_an_extended_connect() {
     let seqs: Vec<u64> = receipts(answer).unwrap().iter().map(|r| r.seq).collect();
     assert_eq!(seqs, vec![1, 2]);
     assert_eq!(head_seq(&server, "u").await, 2);
-
-    let health = hyper::Request::get(format!("http://{authority}/health/live"))
-        .version(hyper::Version::HTTP_2)
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let answer = tokio::time::timeout(T, sender.send_request(health)).await.expect("an answer").unwrap();
-    assert_eq!(answer.status(), 200, "the connection's framing is intact");
+    h2.assert_usable().await;
 }

@@ -250,32 +250,13 @@ async fn a_socket_filled_mid_frame_by_live_events_sends_the_rest_before_its_pong
 /// a request on another stream of the same connection still gets its answer afterwards.
 #[tokio::test]
 async fn a_websocket_over_http2_gets_its_events_and_leaves_the_connection_usable() {
+    use common::http2::Http2;
     use futures_util::StreamExt;
-    use http_body_util::Empty;
-    use hyper::client::conn::http2;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use tokio_tungstenite::tungstenite::protocol::Role;
     let server = TestServer::start().await;
-    let authority = server.url.trim_start_matches("http://").to_owned();
-    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
-    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(connection);
-
-    let connect = |path: &str| {
-        let mut request = hyper::Request::connect(format!("http://{authority}{path}"))
-            .version(hyper::Version::HTTP_2)
-            .header("sec-websocket-version", "13")
-            .header("authorization", format!("Bearer {}", server.token("u")))
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap();
-        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-        request
-    };
-    let mut response = sender.send_request(connect("/ws")).await.unwrap();
+    let mut h2 = Http2::connect(&server).await;
+    let mut response = h2.extended_connect("/ws", &server.token("u")).await;
     assert_eq!(response.status(), 200, "an extended CONNECT is accepted with a 2xx");
-    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
-    let mut ws =
-        tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let mut ws = Http2::websocket(&mut response).await;
     let mut next = async || -> ServerFrame {
         let message = tokio::time::timeout(T, ws.next()).await.expect("a frame").unwrap().unwrap();
         serde_json::from_str(message.to_text().unwrap()).unwrap()
@@ -294,10 +275,5 @@ async fn a_websocket_over_http2_gets_its_events_and_leaves_the_connection_usable
             other => panic!("expected an event, got {other:?}"),
         }
     }
-    let health = hyper::Request::get(format!("http://{authority}/health/live"))
-        .version(hyper::Version::HTTP_2)
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let answer = tokio::time::timeout(T, sender.send_request(health)).await.expect("an answer").unwrap();
-    assert_eq!(answer.status(), 200, "the connection's framing is intact");
+    h2.assert_usable().await;
 }

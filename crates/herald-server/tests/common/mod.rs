@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod http2;
 pub mod servers;
 
 use herald_client::{Connection, Opened, Publisher};
