@@ -241,7 +241,7 @@ async fn the_publish_rate_limit_refuses_frames_with_a_retry_hint() {
 #[tokio::test]
 async fn an_unreachable_engine_answers_not_ready_and_keeps_the_socket() {
     let _turn = IN_FLIGHT_GAUGE.read().await;
-    let redis = common::servers::PrivateRedis::start(common::servers::free_port(), &[]);
+    let redis = common::servers::PrivateRedis::start(&[]);
     let port = redis.port;
     let server = TestServer::redis_at(Settings {
         engine: Some("redis".into()),

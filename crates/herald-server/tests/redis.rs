@@ -179,7 +179,7 @@ async fn wait_ready(node: &TestServer, want: u16) {
 
 #[tokio::test]
 async fn redis_restart_without_persistence_gives_503_while_down_then_reset() {
-    let redis = PrivateRedis::start(free_port(), &[]);
+    let redis = PrivateRedis::start(&[]);
     let port = redis.port;
     // SAFETY of the env var: this test binary runs one test per process under nextest.
     let url = format!("redis://127.0.0.1:{port}/0");
@@ -204,7 +204,7 @@ async fn redis_restart_without_persistence_gives_503_while_down_then_reset() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "not_ready");
 
-    let _redis = PrivateRedis::start(port, &[]);
+    let _redis = PrivateRedis::start_on(port, &[]);
     wait_ready(&node, 200).await;
     // The log is gone: the next event starts a new epoch, the open socket is told to reconnect,
     // and resuming with the old cursor answers reset.

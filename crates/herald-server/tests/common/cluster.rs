@@ -65,8 +65,8 @@ impl Cluster {
             cluster.ports.push(port);
             cluster.children.push(Some(child));
         }
-        for &port in &cluster.ports {
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        for i in 0..total {
+            cluster.wait_listening(i)?;
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -92,6 +92,24 @@ impl Cluster {
             });
         }
         Ok(cluster)
+    }
+
+    /// Waits until node `i` accepts connections. A node that exits first (its port or bus port
+    /// was taken after `free_port` found it free) is an `Err`, for `start` to try new ports.
+    fn wait_listening(&mut self, i: usize) -> Result<(), String> {
+        let port = self.ports[i];
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let child = self.children[i].as_mut().expect("a node not killed yet");
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("redis-server on port {port} exited ({status}): port taken?"));
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(format!("redis-server on port {port} not listening after 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// Settings of a Herald node on this cluster, its keys under `prefix`.

@@ -3,7 +3,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -21,12 +21,33 @@ pub struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    /// Starts it with `extra` arguments (e.g. `--replicaof 127.0.0.1 PORT`) and waits until it
-    /// accepts connections.
-    pub fn start(port: u16, extra: &[&str]) -> PrivateRedis {
+    /// Starts one on a free port with `extra` arguments (e.g. `--replicaof 127.0.0.1 PORT`) and
+    /// waits until it accepts connections. A port found free can be taken before the server binds
+    /// it (by another test's client, from the ephemeral range): then it is tried again on a new
+    /// port, up to three times.
+    pub fn start(extra: &[&str]) -> PrivateRedis {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(free_port(), extra) {
+                Ok(redis) => return redis,
+                Err(why) if attempt < 3 => {
+                    eprintln!("private redis-server start {attempt} failed, trying a new port: {why}");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    /// Starts one on `port` (a restart where the last one was), panicking if it cannot.
+    pub fn start_on(port: u16, extra: &[&str]) -> PrivateRedis {
+        Self::try_start(port, extra).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_start(port: u16, extra: &[&str]) -> Result<PrivateRedis, String> {
         let dir = std::env::temp_dir().join(format!("herald-redis-{port}-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
@@ -34,23 +55,25 @@ impl PrivateRedis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return PrivateRedis { port, child, dir };
+        // From here on, dropping `redis` kills the server and removes its directory.
+        let mut redis = PrivateRedis { port, child, dir };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                return Err(format!("private redis-server on port {port} exited ({status}): port taken?"));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(format!("private redis-server on port {port} not listening after 10 s"));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
-        panic!("private redis-server did not start on {port}");
+        Ok(redis)
     }
 
     /// A master and one replica of it, once the replica has synced and the master counts it.
     pub async fn with_replica() -> (PrivateRedis, PrivateRedis) {
-        let master = PrivateRedis::start(free_port(), &[]);
-        let replica =
-            PrivateRedis::start(free_port(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let master = PrivateRedis::start(&[]);
+        let replica = PrivateRedis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !(replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
             && master.cli(&["INFO", "replication"]).contains("connected_slaves:1"))
