@@ -297,6 +297,29 @@ impl Compactor {
         self.runs.remove(run_id);
     }
 
+    /// Keeps of every run only what draws it as started — its `agent_started` (then marked
+    /// `truncated`), its latest `progress` and a pending stall — and drops its folded output.
+    /// What a node's global memory cap takes from a user once the user's retained events are
+    /// gone and the node is still over it: the run is drawn as truncated, never silently short.
+    /// Returns the bytes freed and how many runs lost output.
+    pub fn shed(&mut self) -> (usize, u64) {
+        let mut freed = 0;
+        let mut shed = 0;
+        for run in self.runs.values_mut() {
+            if run.items.len() < 2 {
+                continue;
+            }
+            let (bytes, was_truncated) = (run.bytes, run.truncated);
+            while run.items.len() > 1 {
+                run.remove(run.items.len() - 1);
+            }
+            freed += bytes - run.bytes;
+            shed += 1;
+            self.truncated_runs += u64::from(!was_truncated);
+        }
+        (freed, shed)
+    }
+
     /// Drops runs with no event since `cutoff_ms` (the engine forgot them too).
     pub fn expire(&mut self, cutoff_ms: u64) {
         self.runs.retain(|_, r| r.last_ms >= cutoff_ms);
@@ -757,6 +780,31 @@ mod tests {
         let text = parse(&snap[1].frame)["data"]["delta"].as_str().unwrap().to_owned();
         assert!(text.ends_with("30003001"), "the newest text is kept");
         assert!(text.len() > 2000, "most of the budget is text: {}", text.len());
+    }
+
+    #[test]
+    fn shed_keeps_each_run_drawn_as_started_and_truncated() {
+        let mut c = Compactor::new(Limits::default());
+        let progress = Ev { seq: 5, run: "a".into(), kind: EventKind::Progress, data: json!({"p": 1}) };
+        apply_all(&mut c, &[started(1, "a"), text(2, "a", "hello "), text(3, "a", "world"), started(4, "b")]);
+        apply_all(&mut c, &[progress]);
+        let before = c.bytes();
+        let (freed, shed) = c.shed();
+        assert_eq!(shed, 1, "only run a had output to lose");
+        assert_eq!(c.bytes(), before - freed);
+        let snap = c.snapshot(None);
+        let seqs: Vec<u64> = snap.iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, vec![1, 4, 5], "both starts and a's latest progress stay");
+        assert_eq!(parse(&snap[0].frame)["truncated"], true, "a says it lost output");
+        assert!(parse(&snap[1].frame).get("truncated").is_none(), "b lost nothing");
+        assert_eq!(c.truncated_runs(), 1);
+        // The run goes on: new output is folded after the start as usual.
+        apply_all(&mut c, &[text(6, "a", "again")]);
+        let last = parse(&c.snapshot(Some("a")).last().unwrap().frame);
+        assert_eq!(last["data"]["delta"], "again");
+        let (_, shed) = c.shed();
+        assert_eq!((shed, c.truncated_runs()), (1, 1), "a run truncated once is counted once");
+        assert_eq!(c.shed(), (0, 0), "nothing left to shed");
     }
 
     #[test]

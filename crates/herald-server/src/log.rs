@@ -349,6 +349,14 @@ impl UserLog {
         (inner.entries.len(), inner.retained_bytes)
     }
 
+    /// Everything the log holds that grows with what is published: retained frame bytes plus
+    /// the compacted active runs (up to 64 × 512 KiB per user on their own), which a memory cap
+    /// must count too.
+    pub fn held_bytes(&self) -> usize {
+        let inner = self.inner.lock();
+        inner.retained_bytes + inner.runs.bytes()
+    }
+
     /// Completes at the first append (or [`UserLog::close`]) after this call, even when it is
     /// polled only later: take it before reading, await it when the read found nothing new.
     pub fn appended(&self) -> Notified<'_> {
@@ -534,6 +542,19 @@ impl UserLog {
         drop(inner);
         crate::metrics::snapshot_losses(lost.0, lost.1);
         evicted
+    }
+
+    /// Sheds the output of the compacted runs (the engine's global memory cap, once dropping
+    /// retained entries was not enough): a tab opened mid-run then draws each active run from
+    /// its start, marked `truncated`, and the rest live. Returns the bytes freed.
+    pub fn shed_runs(&self) -> usize {
+        let mut inner = self.inner.lock();
+        let lost = self.fold_retained(&mut inner);
+        let (freed, shed) = inner.runs.shed();
+        drop(inner);
+        crate::metrics::snapshot_losses(lost.0, lost.1);
+        crate::metrics::snapshots_shed(shed);
+        freed
     }
 
     fn trim_locked(&self, inner: &mut Inner, now: Instant) -> Vec<Arc<LogEntry>> {

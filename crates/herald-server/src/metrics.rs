@@ -173,6 +173,14 @@ pub fn snapshot_losses(truncated: u64, dropped: u64) {
     }
 }
 
+/// Active runs whose snapshot lost its output to the memory engine's global cap
+/// (`max_retained_bytes`): drawn from their start, marked `truncated`.
+pub fn snapshots_shed(runs: u64) {
+    if runs > 0 {
+        counter!("herald_run_snapshots_lossy_total", "limit" => "memory_cap").increment(runs);
+    }
+}
+
 /// A run was reported stalled.
 pub fn run_stalled() {
     counter!("herald_runs_stalled_total").increment(1);

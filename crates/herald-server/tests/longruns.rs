@@ -10,6 +10,7 @@ use herald_client::{AuthMode, Connection};
 use herald_protocol::frame::EventFrame;
 use herald_protocol::{Recovery, ServerFrame};
 use herald_server::Settings;
+use herald_server::engine::Engine;
 use serde_json::{Value, json};
 
 /// `history_size` 1000, as in the issue: a 1,500-delta answer overflows it.
@@ -280,6 +281,64 @@ pub async fn history_snapshot(publish_on: &TestServer, ask: &TestServer) {
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["error"]["code"], "invalid_request", "{bad}");
     }
+}
+
+/// Publishes `n` deltas of 2 KiB to `run` of `user`, one batch.
+async fn stream_kib(server: &TestServer, user: &str, run: &str, n: usize) {
+    let delta = "z".repeat(2048);
+    let events: Vec<Value> = (0..n)
+        .map(|_| json!({"user_id": user, "run_id": run, "event": "agent_text", "data": {"delta": delta}}))
+        .collect();
+    let (status, body) = server.publisher.post(&json!({ "events": events })).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn over_the_memory_cap_the_older_users_run_is_drawn_truncated_then_live() {
+    // Room for one ~200 KB answer, not two: once both users' retained events are dropped, the
+    // sweep still finds the compacted runs over the cap and sheds the older user's.
+    let cap = Settings { max_retained_bytes: Some(300_000), ..settings() };
+    let server = TestServer::with(cap).await;
+    let (mut old_tab, _) = server.open("old").await;
+    let (_new_tab, _) = server.open("new").await;
+    for user in ["old", "new"] {
+        publish(&server, user, "r", "agent_started", json!({})).await;
+        stream_kib(&server, user, "r", 100).await;
+    }
+    assert!(server.memory().accounted_bytes() > 400_000);
+    server.memory().sweep();
+    assert!(server.memory().accounted_bytes() <= 300_000, "{}", server.memory().accounted_bytes());
+
+    // A tab opened now draws the older user's run from its start, marked truncated…
+    let (mut tab, opened) = server.open("old").await;
+    let names: Vec<&str> = opened.backlog.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["agent_started"]);
+    let snapshot = server
+        .http()
+        .get(format!("{}/v1/users/old/events?snapshot=true", server.url))
+        .bearer_auth(common::API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(snapshot["events"][0]["truncated"], true, "{snapshot}");
+    // …then the rest live, exactly once, as does the tab that was open all along.
+    stream_text(&server, "old", "r", 0, 3).await;
+    publish(&server, "old", "r", "agent_completed", json!({})).await;
+    let live = live_until_end(&mut tab, opened.seq, "r").await;
+    assert_eq!(text_of(&live, "r"), expected("r", 3));
+    let all = live_until_end(&mut old_tab, 0, "r").await;
+    assert_eq!(all.len(), 1 + 100 + 3 + 1, "a caught-up tab loses nothing");
+    // The more recent user's answer is whole.
+    let (_c, new) = server.open("new").await;
+    assert_eq!(new.backlog.len(), 2);
+    assert_eq!(text_of(&new.backlog, "r").len(), 100 * 2048);
+    // Operators see why.
+    let metrics = server.http().get(format!("{}/metrics", server.url)).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains(r#"herald_run_snapshots_lossy_total{limit="memory_cap"} 1"#), "{text}");
 }
 
 #[tokio::test]

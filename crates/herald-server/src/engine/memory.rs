@@ -71,18 +71,22 @@ impl MemoryEngine {
         self
     }
 
-    /// What the global cap counts: retained frame bytes plus [`USER_OVERHEAD_BYTES`] per user.
+    /// What the global cap counts: retained frame bytes, compacted active runs, and
+    /// [`USER_OVERHEAD_BYTES`] per user.
     pub fn accounted_bytes(&self) -> usize {
         let books: Vec<_> = self.users.lock().values().cloned().collect();
-        books.iter().map(|b| b.lock().log.retained().1 + USER_OVERHEAD_BYTES).sum()
+        books.iter().map(|b| b.lock().log.held_bytes() + USER_OVERHEAD_BYTES).sum()
     }
 
     /// Enforces the global cap, least recently active users first: a user with nothing in use
     /// (no connection, no active run) is forgotten whole, like an idle one (a later resume meets a
     /// new epoch: `reset`); others keep seq, epoch and run states and lose their retained events
-    /// (readers behind and resuming cursors get `reset`). `costs` is what each user's book held
-    /// at the sweep, `(last append, bytes, user)`; called with the users' map locked, it re-checks
-    /// each book it touches. Returns the users whose logs were dropped.
+    /// (readers behind and resuming cursors get `reset`). If that is not enough, a second pass
+    /// sheds the compacted output of active runs, least recently active users first (a tab
+    /// opened mid-run then draws those runs from their start, marked `truncated`). `costs` is
+    /// what each user's book held at the sweep, `(last append, bytes, user)`; called with the
+    /// users' map locked, it re-checks each book it touches. Returns the users whose logs were
+    /// dropped.
     fn enforce_cap(
         &self,
         users: &mut HashMap<UserId, Arc<Mutex<UserBook>>>,
@@ -94,6 +98,7 @@ impl MemoryEngine {
         }
         costs.sort_unstable_by_key(|(at, _, _)| *at);
         let mut dropped = 0;
+        let mut kept = Vec::new();
         for (_, cost, user) in costs {
             if total <= self.max_retained_bytes {
                 break;
@@ -106,16 +111,31 @@ impl MemoryEngine {
                 users.remove(&user);
                 total = total.saturating_sub(cost);
             } else {
-                let (events, bytes) = guard.log.retained();
-                if events == 0 {
+                if guard.log.retained().0 == 0 {
+                    kept.push(user);
                     continue;
                 }
+                // Evicting folds the entries not folded yet: the runs can grow by what it frees.
+                let held = guard.log.held_bytes();
                 for old in guard.log.evict_entries() {
                     guard.ids.remove(&old.id);
                 }
-                total = total.saturating_sub(bytes);
+                total = (total + guard.log.held_bytes()).saturating_sub(held);
+                kept.push(user);
             }
             dropped += 1;
+        }
+        let mut shed = 0;
+        for user in kept {
+            if total <= self.max_retained_bytes {
+                break;
+            }
+            let Some(guard) = users.get(&user).and_then(|book| book.try_lock()) else { continue };
+            let freed = guard.log.shed_runs();
+            if freed > 0 {
+                total = total.saturating_sub(freed);
+                shed += 1;
+            }
         }
         crate::metrics::logs_evicted(dropped);
         tracing::warn!(
@@ -124,6 +144,14 @@ impl MemoryEngine {
             "retained logs over max_retained_bytes: dropped the {dropped} least recently active; \
              their clients get reset"
         );
+        if shed > 0 {
+            tracing::warn!(
+                shed,
+                max_retained_bytes = self.max_retained_bytes,
+                "still over max_retained_bytes without retained events: shed the active runs of \
+                 the {shed} least recently active users; a tab opened mid-run draws them truncated"
+            );
+        }
         dropped
     }
 
@@ -406,7 +434,7 @@ impl Engine for MemoryEngine {
             if is_idle(&guard) {
                 idle.push(user.clone());
             } else if self.max_retained_bytes > 0 {
-                let cost = guard.log.retained().1 + USER_OVERHEAD_BYTES;
+                let cost = guard.log.held_bytes() + USER_OVERHEAD_BYTES;
                 costs.push((guard.last_append, cost, user.clone()));
             }
         }
@@ -508,8 +536,10 @@ mod tests {
         let probe = MemoryEngine::new(retention);
         probe.append(vec![custom("p")]).await.unwrap();
         let per_user = probe.accounted_bytes();
-        // Room for 5 users with one event each.
-        let engine = MemoryEngine::new(retention).with_max_retained_bytes(5 * per_user);
+        // Room for 5 users with one event each (give or take the few bytes by which their user
+        // ids and event names differ from the probe's).
+        let cap = 5 * per_user + 100;
+        let engine = MemoryEngine::new(retention).with_max_retained_bytes(cap);
         // u0 has an open log (a connection) and an event in an active run; then u1..u19 publish.
         engine.append(vec![event("u0", EventKind::AgentStarted)]).await.unwrap();
         let u0 = UserId::parse("u0").unwrap();
@@ -518,7 +548,7 @@ mod tests {
             engine.append(vec![custom(&format!("u{i}"))]).await.unwrap();
         }
         engine.sweep();
-        assert!(engine.accounted_bytes() <= 5 * per_user, "{} > {}", engine.accounted_bytes(), 5 * per_user);
+        assert!(engine.accounted_bytes() <= cap, "{} > {cap}", engine.accounted_bytes());
         // The most recent users keep their events.
         for i in 16..20 {
             let user = UserId::parse(&format!("u{i}")).unwrap();
@@ -534,5 +564,43 @@ mod tests {
         assert_eq!(held.open(Some((0, held.epoch()))).recovery, herald_protocol::Recovery::Reset);
         let next = engine.append(vec![event("u0", EventKind::AgentCompleted)]).await.unwrap();
         assert_eq!((next[0].seq, next[0].epoch.as_str()), (2, held.epoch()));
+    }
+
+    #[tokio::test]
+    async fn the_global_cap_counts_active_runs_and_sheds_them_when_events_are_not_enough() {
+        // A short log: a long answer lives mostly in its compacted run, outside the retained events.
+        let retention = Retention { max_events: 10, ttl: Duration::from_secs(600) };
+        let text = |user: &str, i: usize| {
+            let mut data = serde_json::Map::new();
+            data.insert("delta".into(), serde_json::Value::String(format!("{i:0>100}")));
+            EventInput { data: data.into(), ..event(user, EventKind::AgentText) }
+        };
+        let engine = MemoryEngine::new(retention).with_max_retained_bytes(60_000);
+        let mut held = Vec::new();
+        for user in ["a", "b", "c"] {
+            engine.append(vec![event(user, EventKind::AgentStarted)]).await.unwrap();
+            held.push(engine.open_log(&UserId::parse(user).unwrap()).await.unwrap());
+            for i in 0..300 {
+                engine.append(vec![text(user, i)]).await.unwrap();
+            }
+        }
+        // Each run holds ~30 KB of text folded out of its 10-event log: ~90 KB in all.
+        let before = engine.accounted_bytes();
+        assert!(before > 80_000, "the runs are counted: {before}");
+        engine.sweep();
+        let after = engine.accounted_bytes();
+        assert!(after <= 60_000, "{after} > the cap");
+        // The least recently active (a) lost its run's output; its start says truncated. The most
+        // recent (c) still draws its whole answer.
+        let a = held[0].snapshot(None).1;
+        assert_eq!(a.len(), 1);
+        assert!(a[0].frame.contains("\"truncated\":true"), "{}", a[0].frame);
+        let c = held[2].snapshot(None).1;
+        assert!(!c[0].frame.contains("truncated"), "{}", c[0].frame);
+        assert_eq!(c.len(), 2, "start and one merged text");
+        assert!(c[1].frame.len() > 30_000);
+        // The runs go on: later output is drawn after the start.
+        engine.append(vec![text("a", 300)]).await.unwrap();
+        assert_eq!(held[0].snapshot(None).1.len(), 2);
     }
 }
