@@ -42,7 +42,7 @@ use parking_lot::Mutex;
 #[cfg(any(test, feature = "test-util"))]
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -132,11 +132,11 @@ pub struct UserManager {
     user: UserId,
     engine: Arc<dyn Engine>,
     max_connections: usize,
-    connections: AtomicUsize,
     last_active: Mutex<Instant>,
     /// The operator's last disconnect reason; connections watch it and close with 4003.
     kick: watch::Sender<Arc<str>>,
-    /// Open connections on this node: slot number and when it opened (presence's "since").
+    /// Open connections on this node: slot number and when it opened (presence's "since"). Its
+    /// length is the count the per-user limit checks, under the same lock that adds to it.
     opened: Mutex<Vec<(u64, SystemTime)>>,
     /// Where presence changes go (the node's presence writer), if anywhere.
     changes: Option<Arc<PresenceChanges>>,
@@ -184,20 +184,22 @@ impl UserManager {
     pub fn connect(self: &Arc<Self>) -> Result<ConnectionSlot, TooManyConnections> {
         static NEXT_SLOT: AtomicU64 = AtomicU64::new(0);
         self.touch();
-        let previous = self.connections.fetch_add(1, Ordering::AcqRel);
-        if previous >= self.max_connections {
-            self.connections.fetch_sub(1, Ordering::AcqRel);
-            return Err(TooManyConnections(self.max_connections));
-        }
-        let number = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
-        self.opened.lock().push((number, SystemTime::now()));
+        let number = {
+            let mut opened = self.opened.lock();
+            if opened.len() >= self.max_connections {
+                return Err(TooManyConnections(self.max_connections));
+            }
+            let number = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+            opened.push((number, SystemTime::now()));
+            number
+        };
         self.presence_changed();
         Ok(ConnectionSlot { manager: self.clone(), number, kicked: self.kick.subscribe() })
     }
 
     /// Open connections of this user on this node.
     pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
+        self.opened.lock().len()
     }
 
     /// Open connections on this node and when the oldest opened; `None` without any.
@@ -244,7 +246,6 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.manager.touch();
         self.manager.opened.lock().retain(|(n, _)| *n != self.number);
-        self.manager.connections.fetch_sub(1, Ordering::AcqRel);
         self.manager.presence_changed();
     }
 }
@@ -302,7 +303,6 @@ impl Registry {
                 user: ctx.user.clone(),
                 engine: self.engine.clone(),
                 max_connections: self.max_connections,
-                connections: AtomicUsize::new(0),
                 last_active: Mutex::new(Instant::now()),
                 kick: watch::Sender::new(Arc::from("")),
                 opened: Mutex::new(Vec::new()),
