@@ -153,9 +153,11 @@ pub struct Settings {
     #[arg(long, env = "HERALD_MAX_PENDING_BYTES", value_name = "BYTES", help_heading = "Delivery")]
     pub max_pending_bytes: Option<usize>,
 
-    /// Memory engine: bytes kept over all users (retained frames, active runs' snapshots, and
-    /// about 1.4 KiB per user); over it, the least recently active users' logs are dropped (their
-    /// clients get `reset`), then their runs' snapshots (drawn `truncated`). 0: no cap. Default
+    /// Bytes of users' logs a node keeps. Memory engine: retained frames, active runs'
+    /// snapshots and about 1.4 KiB per user; over it, the least recently active users' logs are
+    /// dropped (their clients get `reset`), then their runs' snapshots (drawn `truncated`). Redis
+    /// engine: the node's copies of its connected users' logs; over it, the least recently active
+    /// copies drop their events (Redis keeps them; resumes read them back). 0: no cap. Default
     /// 268435456 (256 MiB).
     #[arg(long, env = "HERALD_MAX_RETAINED_BYTES", value_name = "BYTES", help_heading = "Delivery")]
     pub max_retained_bytes: Option<usize>,
@@ -431,7 +433,7 @@ pub struct Config {
     pub history_ttl: Duration,
     /// Bytes a connection may fall behind.
     pub max_pending_bytes: usize,
-    /// Memory engine: cap on the bytes all users' logs and run snapshots hold (0: none).
+    /// Cap on the bytes users' logs hold on this node (0: none); see `Settings`.
     pub max_retained_bytes: usize,
     /// Silence after which a run is stalled.
     pub run_stall: Duration,

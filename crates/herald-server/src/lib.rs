@@ -122,6 +122,7 @@ pub async fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, ServerErro
                 prefix: prefix.clone(),
                 cluster: *cluster,
                 wait_replicas: *wait_replicas,
+                max_local_bytes: config.max_retained_bytes,
             };
             let engine = RedisEngine::connect_with(&options, retention).await.map_err(|e| {
                 ServerError::Engine(format!(

@@ -544,6 +544,57 @@ impl UserLog {
         evicted
     }
 
+    /// Seq of the oldest retained event (the head + 1 when none is).
+    pub fn first_retained(&self) -> u64 {
+        let inner = self.inner.lock();
+        inner.entries.front().map_or(inner.head + 1, |e| e.seq)
+    }
+
+    /// When the newest retained event was appended (`None` when none is retained): how
+    /// recently the log was active, for a memory cap that drops the least recent first.
+    pub fn last_appended(&self) -> Option<Instant> {
+        self.inner.lock().entries.back().map(|e| e.appended_at)
+    }
+
+    /// Puts back events older than the first retained one, read again from a shared store after
+    /// this node's copy dropped them ([`UserLog::evict_entries`]): of `older` (in seq order), the
+    /// run that ends right before the first retained event, as much of it as retention allows.
+    /// Readers resuming from those seqs then replay instead of resetting. They were folded into
+    /// the compacted runs before they were dropped, so they are not folded again. Returns how
+    /// many were put back.
+    pub fn backfill(&self, older: Vec<NewEntry>) -> usize {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        let first = inner.entries.front().map_or(inner.head + 1, |e| e.seq);
+        let room = self.retention.max_events.saturating_sub(inner.entries.len());
+        let mut end = inner.entries.front().map_or(inner.end_offset, |e| e.end_offset - e.frame.len() as u64);
+        let mut next = first;
+        let mut added = 0;
+        for event in older.into_iter().rev() {
+            if added == room || event.seq + 1 != next || event.age >= self.retention.ttl {
+                break;
+            }
+            let NewEntry { seq, id, run_id, kind, frame, age } = event;
+            let len = frame.len();
+            let entry = LogEntry {
+                seq,
+                id,
+                run_id,
+                kind,
+                frame,
+                end_offset: end,
+                appended_at: now.checked_sub(age).unwrap_or(now),
+            };
+            inner.oldest_at = Some(entry.appended_at);
+            inner.entries.push_front(Arc::new(entry));
+            inner.retained_bytes += len;
+            end = end.saturating_sub(len as u64);
+            next = seq;
+            added += 1;
+        }
+        added
+    }
+
     /// Sheds the output of the compacted runs (the engine's global memory cap, once dropping
     /// retained entries was not enough): a tab opened mid-run then draws each active run from
     /// its start, marked `truncated`, and the rest live. Returns the bytes freed.
@@ -1051,6 +1102,45 @@ mod tests {
         assert_eq!(l.pending_bytes(1), Ok(30));
         assert_eq!(l.pending_bytes(0), Ok(40));
         assert_eq!(l.retained(), (4, 40));
+    }
+
+    #[test]
+    fn evicted_events_put_back_replay_as_if_never_dropped() {
+        let l = log(6);
+        for _ in 0..4 {
+            push(&l, EventKind::Progress, "r");
+        }
+        let evicted = l.evict_entries();
+        push(&l, EventKind::Progress, "r");
+        assert_eq!(l.first_retained(), 5);
+        let again = |e: &Arc<LogEntry>| NewEntry {
+            seq: e.seq,
+            id: e.id.clone(),
+            run_id: e.run_id.clone(),
+            kind: e.kind,
+            frame: e.frame.clone(),
+            age: Duration::ZERO,
+        };
+        // Only the run of events ending right before the first retained one is taken.
+        let gapped: Vec<NewEntry> = evicted.iter().filter(|e| e.seq != 3).map(again).collect();
+        assert_eq!(l.backfill(gapped), 1, "only seq 4 joins seq 5");
+        assert_eq!(l.first_retained(), 4);
+        assert_eq!(l.backfill(evicted[..3].iter().map(again).collect()), 3);
+        assert_eq!(l.first_retained(), 1);
+        assert_eq!(l.retained(), (5, 50));
+        // Offsets are as if the events had never left: a cursor's pending bytes are right.
+        assert_eq!(l.pending_bytes(0), Ok(50));
+        assert_eq!(l.pending_bytes(3), Ok(20));
+        let replay = l.open(Some((2, "e1")));
+        assert_eq!(replay.recovery, Recovery::Replayed);
+        assert_eq!(replay.backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        // Past retention nothing more fits: the log keeps at most 6 events.
+        push(&l, EventKind::Progress, "r");
+        let full = l.evict_entries();
+        assert_eq!(full.len(), 6);
+        push(&l, EventKind::Progress, "r");
+        assert_eq!(l.backfill(full.iter().map(again).collect()), 5, "room for 6, 1 retained");
+        assert_eq!(l.first_retained(), 2);
     }
 
     #[test]

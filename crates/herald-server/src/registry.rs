@@ -180,6 +180,12 @@ impl UserManager {
         self.engine.refresh(&self.user, log).await
     }
 
+    /// Puts back into this node's view of the log the events after `after` that it dropped
+    /// under its memory cap (multi-node engines), for a client resuming from `after`.
+    pub async fn recall_log(&self, log: &Arc<UserLog>, after: u64) -> Result<(), EngineError> {
+        self.engine.recall(&self.user, log, after).await
+    }
+
     /// Claims a connection slot, refused past the per-user limit. Released on drop.
     pub fn connect(self: &Arc<Self>) -> Result<ConnectionSlot, TooManyConnections> {
         static NEXT_SLOT: AtomicU64 = AtomicU64::new(0);

@@ -116,10 +116,17 @@ impl Session {
         let log = manager.open_log().await?;
         if let Some(c) = cursor
             && c.epoch.as_deref().is_none_or(|e| e == log.epoch())
-            && c.after > log.head()
-            && let Err(e) = manager.refresh_log(&log).await
         {
-            warn!("could not catch up with the shared log: {e}");
+            if c.after > log.head()
+                && let Err(e) = manager.refresh_log(&log).await
+            {
+                warn!("could not catch up with the shared log: {e}");
+            }
+            if c.after + 1 < log.first_retained()
+                && let Err(e) = manager.recall_log(&log, c.after).await
+            {
+                warn!("could not read back the events this node dropped: {e}");
+            }
         }
         let kicked = slot.kicked();
         let drain = shutdown.child_token();

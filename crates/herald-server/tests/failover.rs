@@ -215,8 +215,13 @@ async fn a_master_behind_one_address_replaced_by_its_replica_resumes_publishing_
 
 /// Connects an engine with `--redis-wait-replicas wanted` and asks which masters fall short.
 async fn short_masters(url: &str, cluster: bool, wanted: u32) -> Vec<(String, u32)> {
-    let options =
-        RedisOptions { url: url.into(), prefix: unique_prefix("replicas"), cluster, wait_replicas: wanted };
+    let options = RedisOptions {
+        url: url.into(),
+        prefix: unique_prefix("replicas"),
+        cluster,
+        wait_replicas: wanted,
+        max_local_bytes: 0,
+    };
     let retention = Retention { max_events: 10, ttl: Duration::from_secs(60) };
     let engine = RedisEngine::connect_with(&options, retention).await.expect("redis reachable");
     let short = engine.masters_short_of_replicas().await.expect("replicas counted");

@@ -450,3 +450,30 @@ async fn a_node_cut_off_from_redis_while_another_publishes_catches_up_without_a_
     let (_c, resumed) = a.resume("u", 20, &opened.epoch).await;
     assert_eq!(resumed.recovery, Recovery::Replayed, "the log kept its epoch: nothing was reset");
 }
+
+#[tokio::test]
+async fn a_node_over_its_memory_cap_drops_its_copy_and_a_resume_reads_it_back() {
+    // A node keeps a copy of the logs of the users connected to it; 100 events of u are ~30 KB.
+    let capped = Settings { max_retained_bytes: Some(20_000), ..Settings::default() };
+    let node = TestServer::redis(&unique_prefix("localcap"), capped).await;
+    let (mut live, opened) = node.open("u").await;
+    let events: Vec<_> = (0..100)
+        .map(|i| json!({"user_id": "u", "event": "custom", "data": {"name": "n", "i": i, "pad": "x".repeat(100)}}))
+        .collect();
+    let (status, body) = node.publisher.post(&json!({ "events": events })).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(live.events(100, T).await.unwrap().last().unwrap().seq, 100);
+
+    node.engine().sweep();
+    let metrics =
+        node.http().get(format!("{}/metrics", node.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "herald_logs_evicted_total 1"), "the copy was dropped: {metrics}");
+
+    // Redis still has the events: a tab resuming on this node replays them, not a reset.
+    let (_tab, resumed) = node.resume("u", 10, &opened.epoch).await;
+    assert_eq!(resumed.recovery, Recovery::Replayed);
+    assert_eq!(seqs(&resumed.backlog), (11..=100).collect::<Vec<u64>>());
+    // And the caught-up socket noticed nothing: the next event arrives live, once.
+    node.publisher.publish("u", "custom", None, json!({"name": "n"})).await.unwrap();
+    assert_eq!(seqs(&live.events(1, T).await.unwrap()), vec![101]);
+}

@@ -121,6 +121,13 @@ pub trait Engine: std::fmt::Debug + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Puts back into this node's view of `user`'s log the events after `after` that it dropped
+    /// while the shared log still has them (a node's memory cap), for a client resuming from
+    /// `after`. No-op for one node, whose log is the only one.
+    async fn recall(&self, _user: &UserId, _log: &Arc<UserLog>, _after: u64) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// Retained events after `after` in `epoch` (any epoch when `None`), at most `limit`.
     async fn history(
         &self,

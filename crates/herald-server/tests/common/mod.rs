@@ -22,6 +22,8 @@ pub struct TestServer {
     pub url: String,
     /// The engine, when it is the memory engine (for its memory accounting).
     memory: Option<Arc<MemoryEngine>>,
+    /// The engine, whichever it is (to run its sweep now rather than wait for the node's).
+    engine: Arc<dyn Engine>,
     pub publisher: Publisher,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -88,11 +90,16 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn({
-            let shutdown = shutdown.clone();
+            let (shutdown, engine) = (shutdown.clone(), engine.clone());
             async move { herald_server::run_with_engine(config, engine, listener, shutdown).await.unwrap() }
         });
         let publisher = Publisher::new(&url, API_KEY);
-        TestServer { url, memory, publisher, shutdown, handle: Some(handle) }
+        TestServer { url, memory, engine, publisher, shutdown, handle: Some(handle) }
+    }
+
+    /// The node's engine.
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
     }
 
     /// The memory engine of a server started with [`TestServer::with`].

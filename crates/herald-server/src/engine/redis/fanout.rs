@@ -8,7 +8,7 @@
 //! by every local connection without being decoded or encoded again.
 
 use super::wire::{self, LogRead, Published, WireEvent};
-use super::{RedisEngine, engine_error};
+use super::{RedisEngine, engine_error, now_ms};
 use crate::engine::EngineError;
 use crate::log::{NewEntry, NotNext, Retention, UserLog};
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use redis::{PushKind, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tracing::{debug, info, warn};
 
 /// This node's view of one user it serves.
@@ -263,6 +263,70 @@ impl RedisEngine {
         Ok(())
     }
 
+    /// Reads back from the stream the events after `after` that `log` dropped under the node's
+    /// memory cap ([`RedisEngine::enforce_local_cap`]), so a client resuming from `after`
+    /// replays them instead of resetting. Nothing to do when `log` holds them, or when the
+    /// stream no longer does either (retention: the client resets, as it would anyway).
+    pub(super) async fn recall_local(
+        &self,
+        user: &UserId,
+        log: &Arc<UserLog>,
+        after: u64,
+    ) -> Result<(), EngineError> {
+        let first = log.first_retained();
+        if after + 1 >= first || log.retained().0 >= self.retention.max_events {
+            return Ok(());
+        }
+        let read = self.read_log(user, after, (first - 1 - after) as usize, false).await?;
+        if read.epoch.as_deref() != Some(log.epoch()) {
+            return Ok(());
+        }
+        let now_ms = now_ms();
+        let older =
+            read.events.iter().filter(|e| e.seq < first).map(|e| new_entry(e, now_ms, &self.retention));
+        let recalled = log.backfill(older.collect());
+        debug!(%user, recalled, "read back events this node had dropped under max_retained_bytes");
+        Ok(())
+    }
+
+    /// Keeps this node's copies of its users' logs within `max_retained_bytes`: when they hold
+    /// more, the least recently active drop their retained events (Redis keeps them; a resume
+    /// on this node reads them back, [`RedisEngine::recall_local`]). Their compacted runs stay:
+    /// a tab opened mid-run still draws the whole run.
+    pub(super) fn enforce_local_cap(&self) {
+        if self.max_local_bytes == 0 {
+            return;
+        }
+        let logs: Vec<Arc<UserLog>> =
+            self.locals.lock().values().filter_map(|l| l.state.lock().log.clone()).collect();
+        let mut costs: Vec<(Option<std::time::Instant>, usize, Arc<UserLog>)> =
+            logs.into_iter().map(|log| (log.last_appended(), log.held_bytes(), log)).collect();
+        let mut total: usize = costs.iter().map(|(_, bytes, _)| bytes).sum();
+        if total <= self.max_local_bytes {
+            return;
+        }
+        costs.sort_unstable_by_key(|(at, _, _)| *at);
+        let mut dropped = 0;
+        for (_, held, log) in costs {
+            if total <= self.max_local_bytes {
+                break;
+            }
+            if log.retained().0 == 0 {
+                continue;
+            }
+            log.evict_entries();
+            total = (total + log.held_bytes()).saturating_sub(held);
+            dropped += 1;
+        }
+        crate::metrics::logs_evicted(dropped);
+        warn!(
+            dropped,
+            max_retained_bytes = self.max_local_bytes,
+            "this node's copies of its users' logs over max_retained_bytes: dropped the events of \
+             the {dropped} least recently active (Redis keeps them; resumes read them back)"
+        );
+    }
+
     /// Subscribes to `user`'s channel, then loads its history into a new local log.
     async fn load(&self, user: &UserId, local: &Arc<Local>) -> Result<(), EngineError> {
         {
@@ -348,15 +412,8 @@ fn apply(log: &UserLog, epoch: &str, events: &[WireEvent], retention: &Retention
     if epoch != log.epoch() {
         return Applied::Stale;
     }
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-    let entry = |e: &WireEvent| NewEntry {
-        seq: e.seq,
-        id: e.id.clone(),
-        run_id: e.run_id.clone(),
-        kind: e.kind,
-        frame: e.frame.clone(),
-        age: Duration::from_millis(now_ms.saturating_sub(e.appended_ms)).min(retention.ttl),
-    };
+    let now_ms = now_ms();
+    let entry = |e: &WireEvent| new_entry(e, now_ms, retention);
     // Usually all new: appended together, so the user's caught-up sockets get them in one write.
     match log.append_all(events.iter().map(entry).collect()) {
         Ok(_) => return Applied::Done,
@@ -378,4 +435,16 @@ fn apply(log: &UserLog, epoch: &str, events: &[WireEvent], retention: &Retention
         }
     }
     Applied::Done
+}
+
+/// A log entry of an event read from Redis, its age counted from its append there.
+fn new_entry(e: &WireEvent, now_ms: u64, retention: &Retention) -> NewEntry {
+    NewEntry {
+        seq: e.seq,
+        id: e.id.clone(),
+        run_id: e.run_id.clone(),
+        kind: e.kind,
+        frame: e.frame.clone(),
+        age: Duration::from_millis(now_ms.saturating_sub(e.appended_ms)).min(retention.ttl),
+    }
 }

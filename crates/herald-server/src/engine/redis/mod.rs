@@ -51,6 +51,9 @@ pub struct RedisOptions {
     pub cluster: bool,
     /// Replicas that must confirm an append (`WAIT`) before its receipt is sent; 0: none.
     pub wait_replicas: u32,
+    /// Cap on the retained bytes of this node's copies of its users' logs (0: none): over it, the
+    /// least recently active copies drop their events, read back from Redis when needed.
+    pub max_local_bytes: usize,
 }
 
 /// Engine over a shared Redis. See the module docs.
@@ -60,6 +63,7 @@ pub struct RedisEngine {
     commands: Commands,
     subscriber: Subscriber,
     wait_replicas: u32,
+    max_local_bytes: usize,
     script: redis::Script,
     read_script: redis::Script,
     epoch_script: redis::Script,
@@ -98,8 +102,13 @@ impl RedisEngine {
         retention: Retention,
         cluster: bool,
     ) -> Result<Arc<Self>, EngineError> {
-        let options =
-            RedisOptions { url: url.to_owned(), prefix: prefix.to_owned(), cluster, wait_replicas: 0 };
+        let options = RedisOptions {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            cluster,
+            wait_replicas: 0,
+            max_local_bytes: 0,
+        };
         Self::connect_with(&options, retention).await
     }
 
@@ -122,6 +131,7 @@ impl RedisEngine {
             commands,
             subscriber,
             wait_replicas: options.wait_replicas,
+            max_local_bytes: options.max_local_bytes,
             script: redis::Script::new(include_str!("append.lua")),
             read_script: redis::Script::new(include_str!("read.lua")),
             epoch_script: redis::Script::new(EPOCH_SCRIPT),
@@ -294,6 +304,10 @@ impl Engine for RedisEngine {
         self.refresh_local(user, log).await
     }
 
+    async fn recall(&self, user: &UserId, log: &Arc<UserLog>, after: u64) -> Result<(), EngineError> {
+        self.recall_local(user, log, after).await
+    }
+
     async fn history(
         &self,
         user: &UserId,
@@ -352,6 +366,7 @@ impl Engine for RedisEngine {
 
     fn sweep(&self) {
         self.forget_idle();
+        self.enforce_local_cap();
         self.prune_index_marks();
         self.renew_stale_cluster_connections();
     }
