@@ -90,6 +90,22 @@ pub struct NewEntry {
     pub age: Duration,
 }
 
+impl NewEntry {
+    /// The retained entry, `end_offset` bytes into the log, appended `age` before `now`.
+    fn into_entry(self, end_offset: u64, now: Instant) -> LogEntry {
+        let NewEntry { seq, id, run_id, kind, frame, age } = self;
+        LogEntry {
+            seq,
+            id,
+            run_id,
+            kind,
+            frame,
+            end_offset,
+            appended_at: now.checked_sub(age).unwrap_or(now),
+        }
+    }
+}
+
 /// What a new connection starts with: how its cursor was honoured and the frames before `synced`.
 #[derive(Debug)]
 pub struct Opening {
@@ -448,25 +464,17 @@ impl UserLog {
 
     /// Adds `event` (already checked to be the next) at the head.
     fn push_locked(&self, inner: &mut Inner, event: NewEntry, now: Instant) {
-        let NewEntry { seq, id, run_id, kind, frame, age } = event;
-        if kind.is_terminal()
-            && let Some(run) = &run_id
+        if event.kind.is_terminal()
+            && let Some(run) = &event.run_id
         {
             // The run's state is freed now; its events still retained will not be folded.
             inner.runs.end(run);
-            inner.ended.insert(run.clone(), seq);
+            inner.ended.insert(run.clone(), event.seq);
         }
-        inner.end_offset += frame.len() as u64;
-        inner.retained_bytes += frame.len();
-        let entry = LogEntry {
-            seq,
-            id,
-            run_id,
-            kind,
-            frame,
-            end_offset: inner.end_offset,
-            appended_at: now.checked_sub(age).unwrap_or(now),
-        };
+        let seq = event.seq;
+        inner.end_offset += event.frame.len() as u64;
+        inner.retained_bytes += event.frame.len();
+        let entry = event.into_entry(inner.end_offset, now);
         inner.oldest_at.get_or_insert(entry.appended_at);
         inner.entries.push_back(Arc::new(entry));
         inner.head = seq;
@@ -574,17 +582,8 @@ impl UserLog {
             if added == room || event.seq + 1 != next || event.age >= self.retention.ttl {
                 break;
             }
-            let NewEntry { seq, id, run_id, kind, frame, age } = event;
-            let len = frame.len();
-            let entry = LogEntry {
-                seq,
-                id,
-                run_id,
-                kind,
-                frame,
-                end_offset: end,
-                appended_at: now.checked_sub(age).unwrap_or(now),
-            };
+            let (seq, len) = (event.seq, event.frame.len());
+            let entry = event.into_entry(end, now);
             inner.oldest_at = Some(entry.appended_at);
             inner.entries.push_front(Arc::new(entry));
             inner.retained_bytes += len;
