@@ -243,6 +243,11 @@ struct Inner {
 }
 
 impl Inner {
+    /// Seq of the oldest retained entry (the head + 1 when none is).
+    fn first_retained(&self) -> u64 {
+        self.entries.front().map_or(self.head + 1, |e| e.seq)
+    }
+
     /// Folds `entry` into the compacted runs (if it is after what they hold), at its own time;
     /// skips it when a later terminal event of its run is retained. Returns what compaction lost
     /// (runs truncated, runs dropped).
@@ -555,7 +560,7 @@ impl UserLog {
     /// Seq of the oldest retained event (the head + 1 when none is).
     pub fn first_retained(&self) -> u64 {
         let inner = self.inner.lock();
-        inner.entries.front().map_or(inner.head + 1, |e| e.seq)
+        inner.first_retained()
     }
 
     /// When the newest retained event was appended (`None` when none is retained): how
@@ -573,7 +578,7 @@ impl UserLog {
     pub fn backfill(&self, older: Vec<NewEntry>) -> usize {
         let now = Instant::now();
         let mut inner = self.inner.lock();
-        let first = inner.entries.front().map_or(inner.head + 1, |e| e.seq);
+        let first = inner.first_retained();
         let room = self.retention.max_events.saturating_sub(inner.entries.len());
         let mut end = inner.entries.front().map_or(inner.end_offset, |e| e.end_offset - e.frame.len() as u64);
         let mut next = first;
@@ -638,8 +643,7 @@ impl UserLog {
         let recovery = match cursor {
             None => Recovery::None,
             Some((after, epoch)) if epoch == self.epoch && after <= head => {
-                let first_retained = inner.entries.front().map_or(head + 1, |e| e.seq);
-                if after + 1 >= first_retained { Recovery::Replayed } else { Recovery::Reset }
+                if after + 1 >= inner.first_retained() { Recovery::Replayed } else { Recovery::Reset }
             }
             Some(_) => Recovery::Reset,
         };
