@@ -83,11 +83,10 @@ pub fn cluster_replicas(nodes: &str) -> Vec<MasterReplicas> {
 
 /// The masters with fewer than `wanted` replicas, asking Redis the one question its shape needs.
 pub(super) async fn short_of(commands: &Commands, wanted: u32) -> RedisResult<Vec<MasterReplicas>> {
-    let mut con = commands.clone();
     let masters = if matches!(commands, Commands::Cluster(_)) {
-        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await?;
-        cluster_replicas(&nodes)
+        cluster_masters(commands).await?
     } else {
+        let mut con = commands.clone();
         let info: String = redis::cmd("INFO").arg("replication").query_async(&mut con).await?;
         vec![MasterReplicas {
             master: "the Redis server".to_owned(),
@@ -100,11 +99,16 @@ pub(super) async fn short_of(commands: &Commands, wanted: u32) -> RedisResult<Ve
 /// The addresses of the cluster's masters that serve slots and are not failing, sorted: what a
 /// failover changes (see `RedisEngine::masters_changed`).
 pub(super) async fn masters(commands: &Commands) -> RedisResult<Vec<String>> {
-    let mut con = commands.clone();
-    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await?;
-    let mut masters: Vec<String> = cluster_replicas(&nodes).into_iter().map(|m| m.master).collect();
+    let mut masters: Vec<String> = cluster_masters(commands).await?.into_iter().map(|m| m.master).collect();
     masters.sort_unstable();
     Ok(masters)
+}
+
+/// Asks the cluster `CLUSTER NODES` and reads its masters serving slots ([`cluster_replicas`]).
+async fn cluster_masters(commands: &Commands) -> RedisResult<Vec<MasterReplicas>> {
+    let mut con = commands.clone();
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await?;
+    Ok(cluster_replicas(&nodes))
 }
 
 #[cfg(test)]
