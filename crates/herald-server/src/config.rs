@@ -157,7 +157,7 @@ pub struct Settings {
     /// snapshots and about 1.4 KiB per user; over it, the least recently active users' logs are
     /// dropped (their clients get `reset`), then their runs' snapshots (drawn `truncated`). Redis
     /// engine: the node's copies of its connected users' logs; over it, the least recently active
-    /// copies drop their events (Redis keeps them; resumes read them back). 0: no cap. Default
+    /// copies drop their events and runs (Redis keeps them; they are read back). 0: no cap. Default
     /// 268435456 (256 MiB).
     #[arg(long, env = "HERALD_MAX_RETAINED_BYTES", value_name = "BYTES", help_heading = "Delivery")]
     pub max_retained_bytes: Option<usize>,
