@@ -240,6 +240,9 @@ struct Inner {
     /// When the oldest retained entry was appended: the TTL check of every append reads it
     /// here, not from that entry, cold in the cache in a log that is not full.
     oldest_at: Option<Instant>,
+    /// The runs' output was shed under a memory cap ([`UserLog::shed_runs`]) and not seeded
+    /// again since: an engine with a shared store seeds them whole before a reader draws them.
+    runs_shed: bool,
 }
 
 impl Inner {
@@ -301,13 +304,29 @@ impl UserLog {
     /// active run, oldest first: compacted or as published). Events up to `through` that reach
     /// this log afterwards are already counted and are not folded again. Frames that are not
     /// event frames of a run are skipped and counted in the result.
+    ///
+    /// Seeding a log whose runs already folded events past `through` (seeded again after
+    /// [`UserLog::shed_runs`], while events kept arriving) folds those again from the retained
+    /// entries; if some of them are no longer retained, the current runs are kept.
     pub fn seed_runs<'a>(&self, frames: impl IntoIterator<Item = &'a str>, through: u64) -> usize {
         let now = self.clock(Instant::now());
         let mut inner = self.inner.lock();
         let mut runs = Compactor::new(Limits::default());
         let skipped = frames.into_iter().filter(|f| runs.seed(f, now).is_err()).count();
-        runs.set_through(through.max(inner.runs.through()));
-        inner.runs = runs;
+        runs.set_through(through);
+        let folded = inner.runs.through();
+        if folded > through && inner.first_retained() > through + 1 {
+            return skipped;
+        }
+        let old = std::mem::replace(&mut inner.runs, runs);
+        let refold: Vec<Arc<LogEntry>> =
+            inner.entries.iter().filter(|e| e.seq > through && e.seq <= folded).cloned().collect();
+        for entry in &refold {
+            inner.fold(entry, self.clock(entry.appended_at));
+        }
+        inner.runs.set_through(through.max(folded));
+        inner.runs_shed = false;
+        drop(old);
         skipped
     }
 
@@ -601,15 +620,22 @@ impl UserLog {
 
     /// Sheds the output of the compacted runs (the engine's global memory cap, once dropping
     /// retained entries was not enough): a tab opened mid-run then draws each active run from
-    /// its start, marked `truncated`, and the rest live. Returns the bytes freed.
-    pub fn shed_runs(&self) -> usize {
+    /// its start, marked `truncated`, and the rest live — unless the engine seeds them whole
+    /// again from a shared store first ([`UserLog::runs_shed`]). Returns the bytes freed and
+    /// how many runs lost output.
+    pub fn shed_runs(&self) -> (usize, u64) {
         let mut inner = self.inner.lock();
         let lost = self.fold_retained(&mut inner);
         let (freed, shed) = inner.runs.shed();
+        inner.runs_shed |= shed > 0;
         drop(inner);
         crate::metrics::snapshot_losses(lost.0, lost.1);
-        crate::metrics::snapshots_shed(shed);
-        freed
+        (freed, shed)
+    }
+
+    /// True when the runs' output was shed ([`UserLog::shed_runs`]) and not seeded since.
+    pub fn runs_shed(&self) -> bool {
+        self.inner.lock().runs_shed
     }
 
     fn trim_locked(&self, inner: &mut Inner, now: Instant) -> Vec<Arc<LogEntry>> {
@@ -1081,6 +1107,32 @@ mod tests {
         assert_eq!(head, 11);
         assert_eq!(snap.len(), 2);
         assert!(snap[1].frame.contains(r#""delta":"xy""#), "{}", snap[1].frame);
+    }
+
+    #[test]
+    fn runs_shed_then_seeded_again_are_whole_with_what_was_folded_after_the_seed() {
+        let l = UserLog::new("e1".into(), 10, Retention { max_events: 100, ttl: Duration::from_secs(60) });
+        let started = r#"{"type":"event","seq":9,"id":"a","user_id":"u","thread_id":null,"run_id":"r","event":"agent_started","data":{},"ts":"t"}"#;
+        let text = r#"{"type":"event","seq":10,"id":"b","user_id":"u","thread_id":null,"run_id":"r","event":"agent_text","data":{"delta":"x"},"ts":"t"}"#;
+        l.seed_runs([started, text], 10);
+        push_text(&l, "r", "y");
+        push_text(&l, "r", "z");
+        assert_eq!(l.snapshot(Some("r")).1.len(), 2, "folded through 12");
+        let (freed, shed) = l.shed_runs();
+        assert!(freed > 0 && shed == 1 && l.runs_shed());
+        assert_eq!(l.snapshot(Some("r")).1.len(), 1, "only the start is left");
+        // The store's state as read at seq 10: the events after it are folded again from the log.
+        l.seed_runs([started, text], 10);
+        assert!(!l.runs_shed());
+        let snap = l.snapshot(Some("r")).1;
+        assert_eq!(snap.len(), 2);
+        assert!(snap[1].frame.contains(r#""delta":"xyz""#), "{}", snap[1].frame);
+        assert!(!snap[0].frame.contains("truncated"), "{}", snap[0].frame);
+        // Without the events after the store's seq, the current runs are kept as they are.
+        l.shed_runs();
+        l.evict_entries();
+        l.seed_runs([started, text], 10);
+        assert!(l.runs_shed(), "11 and 12 are gone from the log: nothing to rebuild from");
     }
 
     #[test]

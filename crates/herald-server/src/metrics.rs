@@ -173,6 +173,13 @@ pub fn snapshot_losses(truncated: u64, dropped: u64) {
     }
 }
 
+/// What this node's users' logs hold (retained frames and compacted runs; with the memory
+/// engine also its per-user overhead) as the last sweep left them: what `max_retained_bytes`
+/// caps.
+pub fn logs_held_bytes(bytes: usize) {
+    gauge!("herald_logs_held_bytes").set(bytes as f64);
+}
+
 /// Active runs whose snapshot lost its output to the memory engine's global cap
 /// (`max_retained_bytes`): drawn from their start, marked `truncated`.
 pub fn snapshots_shed(runs: u64) {

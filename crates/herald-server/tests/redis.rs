@@ -477,3 +477,44 @@ async fn a_node_over_its_memory_cap_drops_its_copy_and_a_resume_reads_it_back() 
     node.publisher.publish("u", "custom", None, json!({"name": "n"})).await.unwrap();
     assert_eq!(seqs(&live.events(1, T).await.unwrap()), vec![101]);
 }
+
+#[tokio::test]
+async fn a_node_over_its_memory_cap_sheds_its_copy_of_a_run_and_a_new_tab_still_draws_it_whole() {
+    // One long answer (~100 KB) on a node capped at 20 KB: dropping the copy's events is not
+    // enough, so its compacted run goes too; Redis still holds the run whole.
+    let capped = Settings { max_retained_bytes: Some(20_000), ..Settings::default() };
+    let node = TestServer::redis(&unique_prefix("localshed"), capped).await;
+    let (mut live, _) = node.open("u").await;
+    node.publisher.publish("u", "agent_started", Some("r"), json!({})).await.unwrap();
+    let delta = "w".repeat(1000);
+    let events: Vec<_> = (0..100)
+        .map(|_| json!({"user_id": "u", "run_id": "r", "event": "agent_text", "data": {"delta": delta}}))
+        .collect();
+    let (status, body) = node.publisher.post(&json!({ "events": events })).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(live.events(101, T).await.unwrap().last().unwrap().seq, 101);
+    // A snapshot folds the run, so the copy holds it twice (events and run) before the sweep.
+    let (_tab, first) = node.open("u").await;
+    assert_eq!(first.backlog.len(), 2);
+
+    node.engine().sweep();
+    let metrics =
+        node.http().get(format!("{}/metrics", node.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "herald_logs_evicted_total 1"), "{metrics}");
+    let held: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_logs_held_bytes "))
+        .unwrap_or_else(|| panic!("no held-bytes gauge in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!(held <= 20_000.0, "the run's ~100 KB were shed too: {held}");
+
+    let (_tab, opened) = node.open("u").await;
+    assert_eq!(names(&opened.backlog), ["agent_started", "agent_text"]);
+    let text = opened.backlog[1].data["delta"].as_str().unwrap();
+    assert_eq!(text.len(), 100 * 1000, "the whole run, seeded again from Redis");
+    let url = format!("{}/v1/users/u/events?snapshot=true", node.url);
+    let page: serde_json::Value =
+        node.http().get(url).bearer_auth(common::API_KEY).send().await.unwrap().json().await.unwrap();
+    assert!(page["events"][0].get("truncated").is_none(), "{}", page["events"][0]);
+}

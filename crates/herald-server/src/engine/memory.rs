@@ -85,8 +85,7 @@ impl MemoryEngine {
     /// sheds the compacted output of active runs, least recently active users first (a tab
     /// opened mid-run then draws those runs from their start, marked `truncated`). `costs` is
     /// what each user's book held at the sweep, `(last append, bytes, user)`; called with the
-    /// users' map locked, it re-checks each book it touches. Returns the users whose logs were
-    /// dropped.
+    /// users' map locked, it re-checks each book it touches. Returns what the books hold after.
     fn enforce_cap(
         &self,
         users: &mut HashMap<UserId, Arc<Mutex<UserBook>>>,
@@ -94,7 +93,7 @@ impl MemoryEngine {
     ) -> usize {
         let mut total: usize = costs.iter().map(|(_, cost, _)| cost).sum();
         if self.max_retained_bytes == 0 || total <= self.max_retained_bytes {
-            return 0;
+            return total;
         }
         costs.sort_unstable_by_key(|(at, _, _)| *at);
         let mut dropped = 0;
@@ -131,7 +130,8 @@ impl MemoryEngine {
                 break;
             }
             let Some(guard) = users.get(&user).and_then(|book| book.try_lock()) else { continue };
-            let freed = guard.log.shed_runs();
+            let (freed, runs) = guard.log.shed_runs();
+            crate::metrics::snapshots_shed(runs);
             if freed > 0 {
                 total = total.saturating_sub(freed);
                 shed += 1;
@@ -152,7 +152,7 @@ impl MemoryEngine {
                  the {shed} least recently active users; a tab opened mid-run draws them truncated"
             );
         }
-        dropped
+        total
     }
 
     /// Users with state on this engine (for tests and metrics of bounded memory).
@@ -411,7 +411,7 @@ impl Engine for MemoryEngine {
         let books: Vec<(UserId, Arc<Mutex<UserBook>>)> =
             self.users.lock().iter().map(|(u, b)| (u.clone(), b.clone())).collect();
         let mut idle = Vec::new();
-        let mut costs = Vec::with_capacity(if self.max_retained_bytes > 0 { books.len() } else { 0 });
+        let mut costs = Vec::with_capacity(books.len());
         for (user, book) in &books {
             let Some(mut guard) = book.try_lock() else {
                 continue; // an append holds it: in use
@@ -433,7 +433,7 @@ impl Engine for MemoryEngine {
             }
             if is_idle(&guard) {
                 idle.push(user.clone());
-            } else if self.max_retained_bytes > 0 {
+            } else {
                 let cost = guard.log.held_bytes() + USER_OVERHEAD_BYTES;
                 costs.push((guard.last_append, cost, user.clone()));
             }
@@ -448,7 +448,7 @@ impl Engine for MemoryEngine {
                 users.remove(&user);
             }
         }
-        self.enforce_cap(&mut users, costs);
+        crate::metrics::logs_held_bytes(self.enforce_cap(&mut users, costs));
     }
 }
 

@@ -252,7 +252,13 @@ impl RedisEngine {
             }
             return Err(e);
         }
-        local.state.lock().log.clone().ok_or_else(|| EngineError::new("log was reset while opening; retry"))
+        let log = local.state.lock().log.clone();
+        let log = log.ok_or_else(|| EngineError::new("log was reset while opening; retry"))?;
+        if log.runs_shed() {
+            // Shed under the node's memory cap: whoever opens the log may draw the runs.
+            self.seed_runs(user, &log).await?;
+        }
+        Ok(log)
     }
 
     /// Reads what `log` is missing from the stream (a client saw newer events on another node).
@@ -291,23 +297,21 @@ impl RedisEngine {
 
     /// Keeps this node's copies of its users' logs within `max_retained_bytes`: when they hold
     /// more, the least recently active drop their retained events (Redis keeps them; a resume
-    /// on this node reads them back, [`RedisEngine::recall_local`]). Their compacted runs stay:
-    /// a tab opened mid-run still draws the whole run.
+    /// on this node reads them back, [`RedisEngine::recall_local`]); if that is not enough,
+    /// their compacted runs' output too (seeded whole from Redis again when the log is next
+    /// opened, [`RedisEngine::open_local`]). Nothing a client sees changes.
     pub(super) fn enforce_local_cap(&self) {
-        if self.max_local_bytes == 0 {
-            return;
-        }
         let logs: Vec<Arc<UserLog>> =
             self.locals.lock().values().filter_map(|l| l.state.lock().log.clone()).collect();
         let mut costs: Vec<(Option<std::time::Instant>, usize, Arc<UserLog>)> =
             logs.into_iter().map(|log| (log.last_appended(), log.held_bytes(), log)).collect();
         let mut total: usize = costs.iter().map(|(_, bytes, _)| bytes).sum();
-        if total <= self.max_local_bytes {
-            return;
+        if self.max_local_bytes == 0 || total <= self.max_local_bytes {
+            return crate::metrics::logs_held_bytes(total);
         }
         costs.sort_unstable_by_key(|(at, _, _)| *at);
         let mut dropped = 0;
-        for (_, held, log) in costs {
+        for (_, held, log) in &costs {
             if total <= self.max_local_bytes {
                 break;
             }
@@ -315,15 +319,27 @@ impl RedisEngine {
                 continue;
             }
             log.evict_entries();
-            total = (total + log.held_bytes()).saturating_sub(held);
+            total = (total + log.held_bytes()).saturating_sub(*held);
             dropped += 1;
         }
+        let mut shed = 0;
+        for (_, _, log) in &costs {
+            if total <= self.max_local_bytes {
+                break;
+            }
+            let (freed, runs) = log.shed_runs();
+            total = total.saturating_sub(freed);
+            shed += runs;
+        }
         crate::metrics::logs_evicted(dropped);
+        crate::metrics::logs_held_bytes(total);
         warn!(
             dropped,
+            shed,
             max_retained_bytes = self.max_local_bytes,
             "this node's copies of its users' logs over max_retained_bytes: dropped the events of \
-             the {dropped} least recently active (Redis keeps them; resumes read them back)"
+             the {dropped} least recently active and the output of {shed} active runs (Redis keeps \
+             them; they are read back when needed)"
         );
     }
 
