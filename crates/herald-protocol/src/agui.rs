@@ -908,6 +908,9 @@ mod tests {
             event: event.into(),
             data,
             ts: "2025-01-02T03:04:05.678Z".into(),
+            snapshot: false,
+            first_seq: None,
+            truncated: false,
         }
     }
 
@@ -1106,6 +1109,9 @@ mod tests {
                     event: e.kind.as_str().into(),
                     data: Value::Object(e.data.fields().clone()),
                     ts: "2025-01-02T03:04:05.678Z".into(),
+                    snapshot: false,
+                    first_seq: None,
+                    truncated: false,
                 };
                 out.map(&frame)
             })

@@ -94,6 +94,18 @@ pub struct EventFrame {
     /// RFC 3339 UTC timestamp with milliseconds, set by Herald on append.
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub ts: String,
+    /// A frame of the active-run snapshot (sent before `synced` when the cursor was not
+    /// replayed): it stands for events of one run, so a resume cursor is never taken from it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
+    /// On a snapshot frame that merges several events (text deltas): the seq of the first; `seq`
+    /// is the last's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
+    /// On a run's `agent_started` snapshot frame: the run lost earlier output (its budget, or a
+    /// node's memory cap), so a UI can say that what it shows is not the whole answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 impl ServerFrame {

@@ -81,6 +81,8 @@ pub async fn joined_mid_answer(publish_on: &TestServer, open_on: &TestServer) {
     assert_eq!(names, ["agent_started", "agent_text"], "one frame per merged message");
     assert_eq!(text_of(&opened.backlog, "r"), expected("r", 1500), "the text so far, exactly");
     assert_eq!(opened.backlog[1].seq, 1501, "a merged frame carries the seq of its last delta");
+    assert_eq!(opened.backlog[1].first_seq, Some(2), "and the seq of its first");
+    assert!(opened.backlog.iter().all(|e| e.snapshot && !e.truncated), "snapshot frames, whole");
 
     stream_text(publish_on, "u", "r", 1500, 1700).await;
     publish(publish_on, "u", "r", "agent_completed", json!({})).await;
@@ -321,6 +323,7 @@ async fn over_the_memory_cap_the_older_users_run_is_drawn_truncated_then_live() 
     let (mut tab, opened) = server.open("old").await;
     let names: Vec<&str> = opened.backlog.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names, ["agent_started"]);
+    assert!(opened.backlog[0].snapshot && opened.backlog[0].truncated, "{:?}", opened.backlog[0]);
     let snapshot = snapshot_page(&server, "old").await;
     assert_eq!(snapshot["events"][0]["truncated"], true, "{snapshot}");
     // …then the rest live, exactly once, as does the tab that was open all along.

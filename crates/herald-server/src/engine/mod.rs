@@ -303,6 +303,9 @@ mod tests {
             event: "tool_executing".into(),
             data: Value::Object(event.data.fields().clone()),
             ts: "2023-11-14T22:13:20.123Z".into(),
+            snapshot: false,
+            first_seq: None,
+            truncated: false,
         });
         assert_eq!(frame.as_str(), expected.to_json());
         let mut tail = Vec::new();

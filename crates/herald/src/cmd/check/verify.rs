@@ -280,6 +280,9 @@ mod tests {
             event: "agent_thinking".into(),
             data: json!({}),
             ts: String::new(),
+            snapshot: false,
+            first_seq: None,
+            truncated: false,
         }
     }
 
