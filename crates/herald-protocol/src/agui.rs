@@ -487,6 +487,33 @@ pub enum InboundError {
         /// The limit.
         max: usize,
     },
+    /// The `Idempotency-Key` header is not 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII
+    /// characters.
+    #[error(
+        "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters (e.g. a UUID), \
+         one per request and the same when the request is retried"
+    )]
+    BadKey,
+}
+
+/// Longest `Idempotency-Key` accepted: with `:` and the event's position it stays within an
+/// event id's limit ([`crate::publish::MAX_KEY_LEN`]).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 100;
+
+/// A request's `Idempotency-Key`: AG-UI events carry no ids, so this is what makes a retried
+/// request safe (see [`Mapped::keyed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Checks the header's bytes: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII characters.
+    pub fn parse(raw: &[u8]) -> Result<Self, InboundError> {
+        let visible = raw.iter().all(|b| b.is_ascii_graphic());
+        if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
+            return Err(InboundError::BadKey);
+        }
+        Ok(Self(String::from_utf8_lossy(raw).into_owned()))
+    }
 }
 
 /// Herald events made from an inbound body, with the AG-UI index each came from (so a run rule
@@ -497,6 +524,19 @@ pub struct Mapped {
     pub events: Vec<EventInput>,
     /// For each event, the index of the AG-UI event it came from.
     pub sources: Vec<usize>,
+}
+
+impl Mapped {
+    /// Gives each event the id `{key}:{n}` (`n` its position among the Herald events), so a
+    /// request retried with the same key maps to the same ids: Herald's idempotency then answers
+    /// the first request's receipts instead of appending twice (or refusing a second
+    /// `RUN_STARTED`).
+    pub fn keyed(mut self, key: &IdempotencyKey) -> Self {
+        for (n, event) in self.events.iter_mut().enumerate() {
+            event.id = Some(format!("{}:{n}", key.0));
+        }
+        self
+    }
 }
 
 /// A tool call being assembled from START/ARGS (or CHUNKs) until its END.

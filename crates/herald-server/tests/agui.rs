@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{API_KEY, T, TestServer, names};
+use common::{API_KEY, T, TestServer, names, seqs};
 use herald_server::Settings;
 use serde_json::{Value, json};
 
@@ -131,14 +131,16 @@ async fn publish_all(server: &TestServer, events: &[Value]) {
 }
 
 async fn post_agui(server: &TestServer, body: &Value) -> (u16, Value) {
-    let response = server
-        .http()
-        .post(format!("{}/v1/agui/events", server.url))
-        .bearer_auth(API_KEY)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    post_agui_keyed(server, body, None).await
+}
+
+/// [`post_agui`] with an `Idempotency-Key` header of these bytes.
+async fn post_agui_keyed(server: &TestServer, body: &Value, key: Option<&[u8]>) -> (u16, Value) {
+    let mut request = server.http().post(format!("{}/v1/agui/events", server.url)).bearer_auth(API_KEY);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", reqwest::header::HeaderValue::from_bytes(key).unwrap());
+    }
+    let response = request.json(body).send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
 
@@ -382,6 +384,73 @@ async fn a_result_posted_later_to_a_named_run_carries_its_tools_name() {
     let events = conn.events(4, T).await.unwrap();
     assert_eq!(names(&events), ["agent_started", "tool_executing", "agent_started", "tool_completed"]);
     assert_eq!((events[3].run_id.as_deref(), &events[3].data["tool_name"]), (Some("r8"), &json!("search")));
+}
+
+/// The receipts a retry of the request that got `receipts` gets: the same, marked duplicates.
+fn as_duplicates(receipts: &Value) -> Value {
+    let mut again = receipts.clone();
+    for receipt in again["results"].as_array_mut().unwrap() {
+        receipt["duplicate"] = json!(true);
+    }
+    again
+}
+
+/// AG-UI events carry no ids: a request retried with its `Idempotency-Key` gets the first
+/// request's receipts, nothing is appended twice, and a retried `RUN_STARTED` is not refused.
+#[tokio::test]
+async fn a_request_retried_with_its_idempotency_key_appends_once() {
+    let server = TestServer::start().await;
+    let (mut conn, _) = server.open("u").await;
+    let start = json!({"user_id": "u", "events": [
+        {"type": "RUN_STARTED", "threadId": "t5", "runId": "r5"},
+        {"type": "TEXT_MESSAGE_CONTENT", "messageId": "m", "delta": "hi"},
+    ]});
+    let (status, first) = post_agui_keyed(&server, &start, Some(b"req-1")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["results"][0]["id"], "req-1:0");
+    assert_eq!(post_agui_keyed(&server, &start, Some(b"req-1")).await, (200, as_duplicates(&first)));
+    // The run's end, retried after it ended (the body names the run, which is no longer active).
+    let end = json!({"user_id": "u", "run_id": "r5", "events": [
+        {"type": "TEXT_MESSAGE_CONTENT", "messageId": "m", "delta": " there"},
+        {"type": "RUN_FINISHED", "threadId": "t5", "runId": "r5"},
+    ]});
+    let (status, first) = post_agui_keyed(&server, &end, Some(b"req-2")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(post_agui_keyed(&server, &end, Some(b"req-2")).await, (200, as_duplicates(&first)));
+
+    let events = conn.events(4, T).await.unwrap();
+    assert_eq!(seqs(&events), [1, 2, 3, 4]);
+    assert_eq!(names(&events), ["agent_started", "agent_text", "agent_text", "agent_completed"]);
+    let history: Value = server
+        .http()
+        .get(format!("{}/v1/users/u/events", server.url))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["events"].as_array().unwrap().len(), 4, "nothing twice: {history}");
+    // Without a key a retry is a new request: its RUN_STARTED is refused, as before.
+    assert_eq!(post_agui(&server, &start).await.0, 409);
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_refused_before_anything_is_appended() {
+    let server = TestServer::start().await;
+    let body = json!({"user_id": "u", "events": [{"type": "RUN_STARTED", "threadId": "t", "runId": "r"}]});
+    let long = vec![b'k'; 101];
+    for key in [&b""[..], b"two words", "cl\u{e9}".as_bytes(), &long] {
+        let (status, answer) = post_agui_keyed(&server, &body, Some(key)).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_request")), "{key:?}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Idempotency-Key must be 1 to 100 visible ASCII"), "{message}");
+    }
+    // The longest key is fine, and nothing of the refused requests was stored.
+    let (status, answer) = post_agui_keyed(&server, &body, Some(&long[..100])).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["seq"], 1);
 }
 
 #[tokio::test]

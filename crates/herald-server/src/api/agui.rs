@@ -23,7 +23,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use herald_protocol::agui::{Context, InboundBody, InboundError, Outbound, reset_sequence};
+use herald_protocol::agui::{Context, IdempotencyKey, InboundBody, InboundError, Outbound, reset_sequence};
 use herald_protocol::frame::EventFrame;
 use herald_protocol::{EventKind, Receipts, Recovery, ServerFrame, UserId};
 use serde_json::Value;
@@ -419,6 +419,9 @@ impl Reader {
             {"type": "RUN_FINISHED", "threadId": "thread-7", "runId": "run-9"}
         ]})
     ),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1 to 100 visible ASCII characters (e.g. a UUID), one per request and the same when it is retried. The events get the ids `{key}:{n}`, so a retried request gets the first one's receipts instead of appending twice or a 409 for its second `RUN_STARTED`."),
+    ),
     responses(
         (status = 200, description = "Appended: one receipt per Herald event the AG-UI events mapped to.", body = Receipts),
         crate::api::responses::AppendRefused,
@@ -428,12 +431,19 @@ pub async fn publish(
     State(state): State<Arc<AppState>>,
     _: Publisher,
     _: Accepting,
+    headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiFailure> {
+    let key = headers.get("idempotency-key").map(|v| IdempotencyKey::parse(v.as_bytes()));
+    let key = key.transpose().map_err(inbound_failure)?;
     let parsed = InboundBody::parse(&body, state.config.max_batch).map_err(inbound_failure)?;
     let context =
         if parsed.needs_context() { thread_context(&state, &parsed).await? } else { Context::default() };
     let mapped = parsed.to_herald(&context).map_err(inbound_failure)?;
+    let mapped = match &key {
+        Some(key) => mapped.keyed(key),
+        None => mapped,
+    };
     if mapped.events.is_empty() {
         return Ok(Json(Receipts { results: Vec::new() }).into_response());
     }
@@ -467,6 +477,7 @@ fn inbound_failure(e: InboundError) -> ApiFailure {
         InboundError::TooMany { .. } => {
             ApiFailure::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
         }
+        InboundError::BadKey => ApiFailure::bad_request("invalid_request", e.to_string()),
     }
 }
 
