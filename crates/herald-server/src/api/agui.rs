@@ -420,7 +420,7 @@ impl Reader {
         ]})
     ),
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1 to 100 visible ASCII characters (e.g. a UUID), one per request and the same when it is retried. The events get the ids `{key}:{n}`, so a retried request gets the first one's receipts instead of appending twice or a 409 for its second `RUN_STARTED`."),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 100, pattern = "^[!-~]+$", description = "Makes a retry safe: 1 to 100 visible ASCII characters (e.g. a UUID), one per request and the same when it is retried. The events get the ids `{key}:{n}`, so a retried request gets the first one's receipts instead of appending twice or a 409 for its second `RUN_STARTED`."),
     ),
     responses(
         (status = 200, description = "Appended: one receipt per Herald event the AG-UI events mapped to.", body = Receipts),
