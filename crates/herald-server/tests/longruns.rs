@@ -341,6 +341,9 @@ async fn over_the_memory_cap_the_older_users_run_is_drawn_truncated_then_live() 
     let metrics = server.http().get(format!("{}/metrics", server.url)).send().await.unwrap();
     let text = metrics.text().await.unwrap();
     assert!(text.contains(r#"herald_run_snapshots_lossy_total{limit="memory_cap"} 1"#), "{text}");
+    let held: f64 =
+        text.lines().find_map(|l| l.strip_prefix("herald_logs_held_bytes ")).unwrap().parse().unwrap();
+    assert!(held > 0.0 && held <= 300_000.0, "what the logs hold, as the sweep left it: {held}");
 }
 
 #[tokio::test]
