@@ -421,16 +421,7 @@ async fn a_request_retried_with_its_idempotency_key_appends_once() {
     let events = conn.events(4, T).await.unwrap();
     assert_eq!(seqs(&events), [1, 2, 3, 4]);
     assert_eq!(names(&events), ["agent_started", "agent_text", "agent_text", "agent_completed"]);
-    let history: Value = server
-        .http()
-        .get(format!("{}/v1/users/u/events", server.url))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = server.history("u").await;
     assert_eq!(history["events"].as_array().unwrap().len(), 4, "nothing twice: {history}");
     // Without a key a retry is a new request: its RUN_STARTED is refused, as before.
     assert_eq!(post_agui(&server, &start).await.0, 409);

@@ -285,14 +285,6 @@ pub async fn history_snapshot(publish_on: &TestServer, ask: &TestServer) {
     }
 }
 
-/// The history API's snapshot of `user`'s active runs (raw frames, with their `truncated` marks).
-async fn snapshot_page(server: &TestServer, user: &str) -> Value {
-    let url = format!("{}/v1/users/{user}/events?snapshot=true", server.url);
-    let response = server.http().get(url).bearer_auth(common::API_KEY).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 /// Publishes `n` deltas of 2 KiB to `run` of `user`, one batch.
 async fn stream_kib(server: &TestServer, user: &str, run: &str, n: usize) {
     let delta = "z".repeat(2048);
@@ -324,7 +316,7 @@ async fn over_the_memory_cap_the_older_users_run_is_drawn_truncated_then_live() 
     let names: Vec<&str> = opened.backlog.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names, ["agent_started"]);
     assert!(opened.backlog[0].snapshot && opened.backlog[0].truncated, "{:?}", opened.backlog[0]);
-    let snapshot = snapshot_page(&server, "old").await;
+    let snapshot = server.history_with("old", "snapshot=true").await;
     assert_eq!(snapshot["events"][0]["truncated"], true, "{snapshot}");
     // …then the rest live, exactly once, as does the tab that was open all along.
     stream_text(&server, "old", "r", 0, 3).await;
@@ -360,7 +352,7 @@ async fn a_run_past_its_budget_says_truncated() {
     for _ in 0..10 {
         publish(&server, "big", "huge", "agent_text", json!({"delta": delta})).await;
     }
-    let page = snapshot_page(&server, "big").await;
+    let page = server.history_with("big", "snapshot=true").await;
     let events = page["events"].as_array().unwrap();
     assert_eq!(events[0]["event"], "agent_started");
     assert_eq!(events[0]["truncated"], true, "{}", events[0]);

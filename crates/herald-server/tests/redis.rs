@@ -513,8 +513,6 @@ async fn a_node_over_its_memory_cap_sheds_its_copy_of_a_run_and_a_new_tab_still_
     assert_eq!(names(&opened.backlog), ["agent_started", "agent_text"]);
     let text = opened.backlog[1].data["delta"].as_str().unwrap();
     assert_eq!(text.len(), 100 * 1000, "the whole run, seeded again from Redis");
-    let url = format!("{}/v1/users/u/events?snapshot=true", node.url);
-    let page: serde_json::Value =
-        node.http().get(url).bearer_auth(common::API_KEY).send().await.unwrap().json().await.unwrap();
+    let page = node.history_with("u", "snapshot=true").await;
     assert!(page["events"][0].get("truncated").is_none(), "{}", page["events"][0]);
 }

@@ -140,7 +140,13 @@ impl TestServer {
 
     /// `GET /v1/users/{user}/events` with the API key: the user's retained history.
     pub async fn history(&self, user: &str) -> serde_json::Value {
-        let url = format!("{}/v1/users/{user}/events", self.url);
+        self.history_with(user, "").await
+    }
+
+    /// [`TestServer::history`] with a query string, e.g. `snapshot=true` (the active runs,
+    /// as raw frames with their marks).
+    pub async fn history_with(&self, user: &str, query: &str) -> serde_json::Value {
+        let url = format!("{}/v1/users/{user}/events?{query}", self.url);
         let response = self.http().get(url).bearer_auth(API_KEY).send().await.unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
